@@ -1,0 +1,63 @@
+// Shared skeleton of every combinator awaiter (on_cancel, race, ...): who the waiter is, and the
+// rule for telling it "done" exactly once, never while the combinator is still inside one of its
+// own calls (await_suspend, await_cancel, a loop over its children).
+#pragma once
+
+#include <coroutine>
+
+#include "quell/detail/scheduler.hpp"
+
+namespace quell::detail {
+
+class composite {
+ public:
+  composite() = default;
+  // Combinators are moved only before they start (e.g. into another combinator).
+  composite(composite&&) noexcept {}
+  composite(const composite&) = delete;
+  composite& operator=(const composite&) = delete;
+  composite& operator=(composite&&) = delete;
+
+  bool await_ready() const noexcept { return false; }
+
+ protected:
+  // await_suspend: begin(h) ... return end_suspend();
+  void begin(std::coroutine_handle<> h) noexcept {
+    waiter_ = h;
+    busy_ = 1;
+  }
+  bool end_suspend() noexcept {
+    --busy_;
+    if (done_) {
+      notified_ = true;
+      return false;  // finished without suspending
+    }
+    return true;
+  }
+  // Any other call that may finish the combinator: enter() ... leave();
+  void enter() noexcept { ++busy_; }
+  void leave() noexcept {
+    if (--busy_ == 0 && done_) notify();  // may destroy *this
+  }
+  // The combinator has its outcome; the waiter hears of it as soon as no call is in progress.
+  void complete() noexcept {
+    done_ = true;
+    if (busy_ == 0) notify();  // may destroy *this
+  }
+  bool is_done() const noexcept { return done_; }
+
+ private:
+  void notify() noexcept {
+    if (!notified_) {
+      notified_ = true;
+      detail::resume(waiter_);
+    }
+  }
+
+  std::coroutine_handle<> waiter_;
+  int busy_ = 0;
+  bool done_ = false;
+  bool notified_ = false;
+};
+
+}  // namespace quell::detail

@@ -1,0 +1,24 @@
+// Build-time policy knobs. Everything here has a safe default; override with -D on the compiler line.
+#pragma once
+
+// How many resumptions may nest on one thread's stack before the next one is handed to the
+// executor's ready queue instead (a trampoline). quell never relies on the compiler turning
+// symmetric transfer into a tail call: g++ 12 does not at -O0/-Og/-O1 nor under ASan.
+#ifndef QUELL_MAX_RESUME_DEPTH
+#define QUELL_MAX_RESUME_DEPTH 48
+#endif
+
+// Coroutine frames are recycled through a per-thread free list. Under AddressSanitizer the pool
+// is off so that a use-after-free of a frame is still reported.
+#ifndef QUELL_FRAME_POOL
+#if defined(__SANITIZE_ADDRESS__)
+#define QUELL_FRAME_POOL 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define QUELL_FRAME_POOL 0
+#endif
+#endif
+#endif
+#ifndef QUELL_FRAME_POOL
+#define QUELL_FRAME_POOL 1
+#endif

@@ -1,0 +1,270 @@
+// The awaiter state machine: the one piece of code that drives any awaitable through the leaf
+// protocol (quell/cancellation.hpp) on behalf of whoever waits for it: a task's `co_await`, a
+// combinator's branch, or the executor's root. Every leaf and every combinator goes through it.
+//
+// States: idle -> running -> (cancelling) -> done. The awaitable is handed this driver's
+// resume_target as "the waiter's handle"; when the awaitable resumes it, the driver settles the
+// outcome (cancelled or not, via await_must_resume) and tells its owner through `on_done`.
+//
+// Re-entrancy rule: while the driver is inside a call into the awaitable (await_suspend or
+// await_cancel), a resumption is only recorded, and the call's caller learns about it from the
+// return value (start) or through on_done once the call returned (cancel). So an awaitable may
+// resume its waiter from inside either call without the waiter running on top of it.
+#pragma once
+
+#include <concepts>
+#include <coroutine>
+#include <exception>
+#include <type_traits>
+#include <utility>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/outcome.hpp"
+#include "quell/detail/resume_target.hpp"
+#include "quell/detail/scheduler.hpp"
+
+namespace quell::detail {
+
+template <class A>
+decltype(auto) get_awaiter(A&& a) {
+  if constexpr (requires { std::forward<A>(a).operator co_await(); }) {
+    return std::forward<A>(a).operator co_await();
+  } else if constexpr (requires { operator co_await(std::forward<A>(a)); }) {
+    return operator co_await(std::forward<A>(a));
+  } else {
+    return std::forward<A>(a);
+  }
+}
+
+// What the driver stores: awaiters given as prvalues or rvalues are owned; an lvalue awaiter
+// (an awaitable that is its own awaiter, named by the caller) is referred to.
+template <class A>
+using awaiter_t = std::conditional_t<
+    std::is_lvalue_reference_v<decltype(get_awaiter(std::declval<A>()))>,
+    decltype(get_awaiter(std::declval<A>())),
+    std::remove_cvref_t<decltype(get_awaiter(std::declval<A>()))>>;
+
+template <class A>
+using await_result_t = decltype(std::declval<std::remove_reference_t<awaiter_t<A>>&>().await_resume());
+
+template <class A>
+concept awaitable = requires { typename await_result_t<A>; };
+
+struct driver_base : resume_target {
+  using done_fn = void (*)(void* owner, driver_base* self) noexcept;
+  enum class phase : unsigned char { idle, running, cancelling, done };
+
+  phase state = phase::idle;
+  bool busy = false;              // inside await_suspend / await_cancel
+  bool resumed_while_busy = false;
+  bool cancelled = false;         // the outcome, once done
+  cancel_level sent = cancel_level::none;  // strongest request delivered to the awaitable
+  done_fn on_done = nullptr;
+  void* owner = nullptr;
+  std::exception_ptr error;       // thrown by await_ready / await_suspend
+
+  using cancel_fn = void (*)(driver_base*, const cancel_request&) noexcept;
+  using start_fn = bool (*)(driver_base*, void*, done_fn, const cancel_request*) noexcept;
+  cancel_fn cancel_impl;
+  start_fn start_impl;
+
+  driver_base(resume_target::fn on_resume, cancel_fn c, start_fn s) noexcept
+      : resume_target(on_resume), cancel_impl(c), start_impl(s) {}
+
+  bool finished() const noexcept { return state == phase::done; }
+  bool started() const noexcept { return state != phase::idle; }
+
+  // Delivers a request. Ignored when idle-done, done, or not stronger than what was sent. If the
+  // operation ends because of it (now or later), on_done is called.
+  void cancel(const cancel_request& r) noexcept { cancel_impl(this, r); }
+  // Type-erased driver<Aw>::start (for owners that do not know the awaitable's type).
+  bool start_erased(void* o, done_fn fn, const cancel_request* pending) noexcept {
+    return start_impl(this, o, fn, pending);
+  }
+};
+
+template <class Aw>
+class driver : public driver_base {
+  using A = std::remove_reference_t<Aw>;
+
+ public:
+  using result_type = decltype(std::declval<A&>().await_resume());
+
+  template <class X>
+  explicit driver(X&& x)
+      : driver_base(&on_resume, &cancel_thunk, &start_thunk), aw_(get_awaiter(std::forward<X>(x))) {}
+  // Only before start: a started driver's address has been handed out.
+  driver(driver&& o) noexcept(std::is_nothrow_move_constructible_v<Aw>)
+      : driver_base(&on_resume, &cancel_thunk, &start_thunk), aw_(std::forward<Aw>(o.aw_)) {}
+  driver(const driver&) = delete;
+  driver& operator=(const driver&) = delete;
+
+  A& awaiter() noexcept { return aw_; }
+
+  // Starts the awaitable. `pending` is a cancel request already in force (or null).
+  // `ready_checked`: the caller already called await_ready() and it returned false.
+  // Returns true if the outcome is known on return (then on_done is not called); otherwise
+  // on_done is called exactly once later.
+  bool start(void* o, done_fn fn, const cancel_request* pending, bool ready_checked = false) noexcept {
+    owner = o;
+    on_done = fn;
+    if (pending && !ready_checked && protocol_early_cancel(aw_, *pending)) {
+      state = phase::done;
+      cancelled = true;
+      return true;
+    }
+    busy = true;
+    resumed_while_busy = false;
+    try {
+      if (!ready_checked && aw_.await_ready()) {
+        busy = false;
+        state = phase::done;
+        return true;
+      }
+      state = phase::running;
+      suspend_into_awaiter();
+    } catch (...) {
+      busy = false;
+      error = std::current_exception();
+      state = phase::done;
+      return true;
+    }
+    if (pending && !resumed_while_busy) {
+      sent = pending->level;
+      if (protocol_cancel(aw_, handle(), *pending, false)) {
+        busy = false;
+        state = phase::done;
+        cancelled = true;
+        return true;
+      }
+      state = phase::cancelling;
+    }
+    busy = false;
+    if (resumed_while_busy) {
+      settle();
+      return true;
+    }
+    return false;
+  }
+
+  // The result of a finished, not-cancelled operation (rethrows its exception).
+  result_type result() {
+    if (error) std::rethrow_exception(error);
+    return aw_.await_resume();
+  }
+
+  // Moves the result into `out` (value or exception), or marks it cancelled.
+  template <class T>
+  void collect(outcome<T>& out) noexcept {
+    if (cancelled) {
+      out.set_cancelled();
+      return;
+    }
+    try {
+      if constexpr (std::is_void_v<result_type>) {
+        result();
+        out.set_value();
+      } else {
+        out.set_value(result());
+      }
+    } catch (...) {
+      out.set_error(std::current_exception());
+    }
+  }
+
+  // Consumes the result, keeping only an exception (for hooks and losers whose values are unused).
+  std::exception_ptr discard_result() noexcept {
+    if (cancelled) return nullptr;
+    try {
+      (void)result();
+    } catch (...) {
+      return std::current_exception();
+    }
+    return nullptr;
+  }
+
+ private:
+  void suspend_into_awaiter() {
+    using R = decltype(aw_.await_suspend(handle()));
+    if constexpr (std::is_void_v<R>) {
+      aw_.await_suspend(handle());
+    } else if constexpr (std::is_same_v<R, bool>) {
+      if (!aw_.await_suspend(handle())) resumed_while_busy = true;
+    } else {
+      std::coroutine_handle<> next = aw_.await_suspend(handle());
+      if (next.address() == handle().address()) {
+        resumed_while_busy = true;
+      } else {
+        detail::resume(next);  // symmetric transfer, done as a bounded call
+      }
+    }
+  }
+
+  void settle() noexcept {
+    if (state == phase::cancelling) {
+      cancelled = !protocol_must_resume(aw_);
+    } else if constexpr (cancellable_awaiter<A>) {
+      cancelled = !protocol_must_resume(aw_);
+    } else {
+      cancelled = false;
+    }
+    state = phase::done;
+  }
+
+  static void on_resume(void* p) noexcept {
+    auto* self = static_cast<driver*>(static_cast<resume_target*>(p));
+    if (self->busy) {
+      self->resumed_while_busy = true;
+      return;
+    }
+    if (self->state != phase::running && self->state != phase::cancelling) {
+      fatal("quell: an awaitable resumed its waiter although it was not waiting (resumed twice?)");
+    }
+    self->settle();
+    self->on_done(self->owner, self);  // may destroy *self
+  }
+
+  static bool start_thunk(driver_base* b, void* o, done_fn fn, const cancel_request* p) noexcept {
+    return static_cast<driver*>(b)->start(o, fn, p);
+  }
+
+  static void cancel_thunk(driver_base* b, const cancel_request& r) noexcept {
+    auto* self = static_cast<driver*>(b);
+    switch (self->state) {
+      case phase::idle:
+        self->state = phase::done;
+        self->cancelled = true;
+        return;
+      case phase::done:
+        return;
+      case phase::running:
+      case phase::cancelling:
+        break;
+    }
+    if (r.level <= self->sent) return;  // idempotent: the cancellation under way continues
+    const bool repeat = self->sent != cancel_level::none;
+    self->sent = r.level;
+    self->busy = true;
+    self->resumed_while_busy = false;
+    const bool sync = protocol_cancel(self->aw_, self->handle(), r, repeat);
+    self->busy = false;
+    if (sync) {
+      self->state = phase::done;
+      self->cancelled = true;
+      self->on_done(self->owner, self);
+      return;
+    }
+    self->state = phase::cancelling;
+    if (self->resumed_while_busy) {
+      self->settle();
+      self->on_done(self->owner, self);
+    }
+  }
+
+  Aw aw_;
+};
+
+template <class A>
+driver(A&&) -> driver<awaiter_t<A>>;
+
+}  // namespace quell::detail

@@ -1,0 +1,98 @@
+// The executor's run queue and the bounded-depth resume that every resumption goes through.
+//
+// quell resumes coroutines by plain calls and counts how deeply such calls nest on this thread;
+// past QUELL_MAX_RESUME_DEPTH the resumption is queued instead and runs when the stack has
+// unwound to the executor loop (a trampoline). This keeps the stack bounded for chains of any
+// length without relying on symmetric transfer being compiled as a tail call, which g++ 12 does
+// not do at -O0/-Og/-O1 or under ASan.
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/config.hpp"
+#include "quell/detail/intrusive_list.hpp"
+#include "quell/detail/site.hpp"
+
+namespace quell::detail {
+
+class scheduler;
+
+struct thread_state {
+  scheduler* current = nullptr;
+  int depth = 0;
+};
+// Constant-initialised, so every access is a plain thread-local load (no init guard).
+constinit inline thread_local thread_state tls{};
+inline thread_state& this_thread() noexcept { return tls; }
+
+// Work that runs at the start of the next turn (yield, poll_fn). Unlinking a node cancels it.
+struct turn_node : list_node {
+  void (*run)(turn_node*) noexcept = nullptr;
+};
+
+// What the scheduler knows about a started, unfinished task (for "stuck" reports).
+struct task_record : list_node {
+  site where;
+  cancel_request request{cancel_level::none, {}};  // what reached the task; none = nothing yet
+};
+
+class scheduler {
+ public:
+  scheduler() = default;
+  scheduler(const scheduler&) = delete;
+  scheduler& operator=(const scheduler&) = delete;
+
+  // Runs `h` later in the current turn (FIFO).
+  void post(std::coroutine_handle<> h);
+  // Runs `n` in the next turn.
+  void run_next_turn(turn_node* n) noexcept { next_turn_.push_back(n); }
+
+  void take_next_turn(node_list& out) noexcept { out.splice(next_turn_); }
+  void run_batch(node_list& batch);
+  void drain_ready();
+
+  bool has_work() const noexcept { return head_ != tail_ || !next_turn_.empty(); }
+
+  void track(task_record& t) noexcept { live_.push_back(&t); }
+  std::size_t live_tasks() const noexcept;
+  // One line per live task: where it was created and whether it is being cancelled.
+  std::string describe_live() const;
+
+ private:
+  std::vector<std::coroutine_handle<>> ring_ = std::vector<std::coroutine_handle<>>(64);
+  std::size_t head_ = 0;  // next to run
+  std::size_t tail_ = 0;  // next free; empty when head_ == tail_
+  node_list next_turn_;
+  node_list live_;
+};
+
+// Resumes `h` now if the stack has room, else queues it on the current executor.
+inline void resume(std::coroutine_handle<> h) {
+  thread_state& t = this_thread();
+  if (t.depth < QUELL_MAX_RESUME_DEPTH || t.current == nullptr) {
+    ++t.depth;
+    h.resume();
+    --t.depth;
+  } else {
+    t.current->post(h);
+  }
+}
+
+// Queues `h` on the current executor (or resumes it now if there is none).
+inline void post(std::coroutine_handle<> h) {
+  thread_state& t = this_thread();
+  if (t.current) {
+    t.current->post(h);
+  } else {
+    resume(h);
+  }
+}
+
+[[noreturn]] void fatal(const std::string& message) noexcept;
+
+}  // namespace quell::detail

@@ -1,0 +1,137 @@
+// executor<T>: a single-threaded loop that owns one root (a task or any awaitable).
+//
+//   quell::executor ex{root()};
+//   bool ex.poll_once();   one scheduling turn, never blocks; true once the root has finished
+//   T    ex.run();         turns until the root finishes; returns its value or rethrows its
+//                          exception; throws cancelled_error if the root ended cancelled and
+//                          stuck_error if nothing can make progress any more
+//   void ex.cancel();      graceful cancel request to the root (idempotent)
+//   void ex.force_cancel() forced request: also cancels running cleanup hooks
+//   ~executor()            if the root started and has not finished: cancels it gracefully and
+//                          drives the cancellation to completion; if that cannot make progress,
+//                          escalates to a forced request; if even that cannot finish, reports
+//                          the stuck tasks and calls std::terminate. A root that never started
+//                          runs nothing.
+//
+// A turn: the work queued for "next turn" (yield, poll_fn) runs once, then everything that
+// became ready runs, until nothing is ready. The first turn starts the root. The executor's wait
+// step (where the io_uring reactor plugs in) comes after that; with nothing to wait for and the
+// root unfinished, the executor is stuck, and says so instead of spinning.
+//
+// All of an executor's work runs on the thread that calls poll_once/run. Executors may nest
+// (block_on inside a task runs a separate loop to completion).
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/driver.hpp"
+#include "quell/detail/scheduler.hpp"
+#include "quell/errors.hpp"
+
+namespace quell {
+namespace detail {
+
+class executor_core {
+ public:
+  explicit executor_core(driver_base& root) noexcept : root_(root) {}
+  executor_core(const executor_core&) = delete;
+  executor_core& operator=(const executor_core&) = delete;
+
+  bool poll_once();
+  // Turns until the root finishes; throws stuck_error if it cannot.
+  void drive();
+  void cancel(cancel_level level, cancel_reason reason) noexcept;
+  // The destructor's part: see executor's contract above.
+  void shutdown() noexcept;
+
+  bool started() const noexcept { return started_; }
+  bool done() const noexcept { return done_; }
+  const cancel_request& request() const noexcept { return req_; }
+  std::string stuck_report() const;
+
+ private:
+  bool turn();
+  bool drive_quietly() noexcept;  // false if stuck
+  static void root_done(void* self, driver_base*) noexcept;
+
+  driver_base& root_;
+  scheduler sched_;
+  cancel_request req_{cancel_level::none, {}};
+  bool started_ = false;
+  bool done_ = false;
+};
+
+template <class T>
+struct root_base {
+  virtual ~root_base() = default;
+  virtual driver_base& drv() noexcept = 0;
+  virtual T take() = 0;
+};
+
+template <class T, class Aw>
+struct root_impl final : root_base<T> {
+  template <class X>
+  explicit root_impl(X&& x) : d(std::forward<X>(x)) {}
+  driver_base& drv() noexcept override { return d; }
+  T take() override { return d.result(); }
+  driver<Aw> d;
+};
+
+}  // namespace detail
+
+template <class T>
+class executor {
+ public:
+  template <class A>
+    requires(detail::awaitable<A> && std::is_same_v<detail::await_result_t<A>, T>)
+  explicit executor(A&& root)
+      : root_(std::make_unique<detail::root_impl<T, detail::awaiter_t<A>>>(std::forward<A>(root))),
+        core_(root_->drv()) {}
+  executor(const executor&) = delete;
+  executor& operator=(const executor&) = delete;
+  ~executor() { core_.shutdown(); }
+
+  bool poll_once() { return core_.poll_once(); }
+
+  T run() {
+    if (taken_) throw std::logic_error("quell: executor::run() called again after the root's result was taken");
+    core_.drive();
+    taken_ = true;
+    if (root_->drv().cancelled) {
+      throw cancelled_error("quell: the root was cancelled (" + core_.request().reason.describe() + ")");
+    }
+    return root_->take();
+  }
+
+  void cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) noexcept {
+    core_.cancel(cancel_level::graceful, std::move(reason));
+  }
+  void force_cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) noexcept {
+    core_.cancel(cancel_level::forced, std::move(reason));
+  }
+
+  bool done() const noexcept { return core_.done(); }
+
+ private:
+  std::unique_ptr<detail::root_base<T>> root_;
+  detail::executor_core core_;
+  bool taken_ = false;
+};
+
+template <class A>
+executor(A&&) -> executor<detail::await_result_t<A>>;
+
+// Runs `a` on a fresh executor until it finishes and returns its result (see executor::run).
+template <class A>
+  requires detail::awaitable<A>
+detail::await_result_t<A> block_on(A&& a) {
+  executor<detail::await_result_t<A>> ex{std::forward<A>(a)};
+  return ex.run();
+}
+
+}  // namespace quell

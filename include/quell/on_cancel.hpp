@@ -1,0 +1,174 @@
+// on_cancel(op, hook): run `hook` when cancellation reaches `op`, before `op` itself is cancelled.
+//
+// `op` is any awaitable. `hook` is any awaitable (typically a task, started only if needed) or a
+// callable returning void (run synchronously). Its result, if any, is discarded.
+//
+//   - op finishes with a value and no cancel reached it: the value is returned; the hook never runs.
+//   - A cancel request reaches op (outside-in): the hook is started first and runs to completion,
+//     shielded from graceful requests (its own on_cancel hooks never run under graceful
+//     cancellation); then op is cancelled with the strongest request received so far. on_cancel
+//     ends the way op ends: cancelled, or with op's result if op completed anyway (completion
+//     wins; this includes op finishing while the hook was still running).
+//   - op throws (inside-out): the hook runs, then the exception is rethrown.
+//   - A forced request while the hook runs is forwarded to the hook (cancelling the cleanup
+//     itself; its own on_cancel hooks then run); a forced request while op is being cancelled is
+//     forwarded to op. A forced request that arrives first still starts the hook, which is
+//     cancelled at its first suspension point.
+//   - on_cancel that was never started runs nothing, hook included.
+//   - The hook runs at most once.
+//   - If the hook throws, its exception is attached to op's exception (quell/errors.hpp); if op
+//     has no exception, the hook's exception is what on_cancel throws.
+#pragma once
+
+#include <concepts>
+#include <coroutine>
+#include <exception>
+#include <type_traits>
+#include <utility>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/composite.hpp"
+#include "quell/detail/driver.hpp"
+#include "quell/detail/outcome.hpp"
+#include "quell/errors.hpp"
+
+namespace quell {
+namespace detail {
+
+template <class H>
+class hook_runner {  // an awaitable hook
+ public:
+  template <class X>
+  explicit hook_runner(X&& h) : d_(std::forward<X>(h)) {}
+  bool start(void* owner, driver_base::done_fn fn) noexcept { return d_.start(owner, fn, nullptr); }
+  void cancel(const cancel_request& r) noexcept { d_.cancel(r); }
+  std::exception_ptr error() noexcept { return d_.discard_result(); }
+
+ private:
+  driver<awaiter_t<H>> d_;
+};
+
+template <class F>
+  requires(!awaitable<F> && std::is_invocable_r_v<void, F&>)
+class hook_runner<F> {  // a synchronous hook
+ public:
+  template <class X>
+  explicit hook_runner(X&& f) : f_(std::forward<X>(f)) {}
+  bool start(void*, driver_base::done_fn) noexcept {
+    try {
+      f_();
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    return true;
+  }
+  void cancel(const cancel_request&) noexcept {}
+  std::exception_ptr error() noexcept { return error_; }
+
+ private:
+  F f_;
+  std::exception_ptr error_;
+};
+
+template <class OpAw, class Hook>
+class on_cancel_op : public composite {
+  using R = typename driver<OpAw>::result_type;
+
+ public:
+  template <class O, class H>
+  on_cancel_op(O&& op, H&& hook) : op_(std::forward<O>(op)), hook_(std::forward<H>(hook)) {}
+  on_cancel_op(on_cancel_op&& o) : composite(std::move(o)), op_(std::move(o.op_)), hook_(std::move(o.hook_)) {}
+
+  bool await_early_cancel() const noexcept { return true; }
+
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    begin(h);
+    if (op_.start(this, &op_done, nullptr)) op_finished();
+    return end_suspend();
+  }
+
+  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
+    enter();
+    if (req_.level == cancel_level::none) req_.reason = r.reason;
+    if (r.level > req_.level) req_.level = r.level;
+    if (!hook_started_) {
+      if (!op_.finished()) start_hook();
+    } else if (!hook_done_) {
+      if (req_.forced()) hook_.cancel(req_);
+    } else if (!op_.finished()) {
+      op_.cancel(req_);
+    }
+    leave();
+    return false;
+  }
+
+  bool await_must_resume() const noexcept { return !result_.cancelled() || hook_error_; }
+
+  R await_resume() {
+    if (hook_error_) {
+      if (result_.has_error()) {
+        attach_error(result_.error(), hook_error_);
+        std::rethrow_exception(result_.error());
+      }
+      std::rethrow_exception(hook_error_);
+    }
+    return result_.take();
+  }
+
+ private:
+  static void op_done(void* o, driver_base*) noexcept { static_cast<on_cancel_op*>(o)->op_finished(); }
+  static void hook_done(void* o, driver_base*) noexcept { static_cast<on_cancel_op*>(o)->hook_finished(); }
+
+  void start_hook() noexcept {
+    hook_started_ = true;
+    enter();
+    if (hook_.start(this, &hook_done)) {
+      hook_finished();
+    } else if (req_.forced()) {
+      hook_.cancel(req_);
+    }
+    leave();  // may destroy *this
+  }
+
+  void op_finished() noexcept {
+    op_.collect(result_);
+    if (!hook_started_) {
+      if (result_.has_error()) {
+        start_hook();  // inside-out: the hook runs, then the exception continues outward
+      } else {
+        complete();
+      }
+    } else if (hook_done_) {
+      complete();
+    }
+    // else: op ended while the hook runs; on_cancel ends when the hook does
+  }
+
+  void hook_finished() noexcept {
+    hook_done_ = true;
+    hook_error_ = hook_.error();
+    if (op_.finished()) {
+      complete();
+    } else {
+      op_.cancel(req_);  // outside-in: now the operation itself; may destroy *this
+    }
+  }
+
+  driver<OpAw> op_;
+  hook_runner<Hook> hook_;
+  outcome<R> result_;
+  std::exception_ptr hook_error_;
+  cancel_request req_{cancel_level::none, {}};
+  bool hook_started_ = false;
+  bool hook_done_ = false;
+};
+
+}  // namespace detail
+
+template <class Op, class Hook>
+auto on_cancel(Op&& op, Hook&& hook) {
+  return detail::on_cancel_op<detail::awaiter_t<Op>, std::decay_t<Hook>>(std::forward<Op>(op),
+                                                                         std::forward<Hook>(hook));
+}
+
+}  // namespace quell

@@ -1,0 +1,10 @@
+// The umbrella header: everything public in quell.
+#pragma once
+
+#include "quell/cancellation.hpp"
+#include "quell/errors.hpp"
+#include "quell/executor.hpp"
+#include "quell/leaves.hpp"
+#include "quell/on_cancel.hpp"
+#include "quell/race.hpp"
+#include "quell/task.hpp"

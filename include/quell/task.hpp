@@ -1,0 +1,292 @@
+// task<T>: quell's coroutine type.
+//
+// A task is lazy: calling the coroutine function only creates the frame; nothing runs until the
+// task is awaited (by another task, a combinator, or an executor). It is move-only and awaited at
+// most once, by value: `co_await std::move(t)` or `co_await make_task()`.
+//
+// States: not started -> running -> finished (with a value, an exception, or cancelled).
+//   - Destroying a task that was never started runs nothing (not even its cleanup hooks).
+//   - Destroying a running task is a bug and ends the process with std::terminate and a message
+//     naming the coroutine that was dropped: every started task must be owned until it finishes.
+//   - A finished task's frame (and so its locals) is destroyed by whoever owns the task.
+//
+// Who resumes whom: the awaiter starts the task by resuming it. When the task finishes, it resumes
+// its waiter. If the task ends cancelled, its waiter is told so and its own body is not resumed.
+//
+// Cancellation: a request reaching a running task is stored in it (sticky) and forwarded to the
+// awaitable it is suspended on. Every `co_await` inside the task goes through quell's awaiter state
+// machine (quell/cancellation.hpp), so every suspension point is a cancellation point; an
+// operation that completed anyway delivers its result and the task is cancelled at its next
+// `co_await` instead. A request stronger than the last one (forced after graceful) is forwarded
+// again; one that is not is ignored.
+//
+// Stack use: resumptions are plain calls whose nesting is bounded (detail/scheduler.hpp), so an
+// await chain of any depth, or a loop of any length over tasks that finish at once, runs in
+// bounded stack with every compiler and optimisation level.
+#pragma once
+
+#include <coroutine>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/driver.hpp"
+#include "quell/detail/frame_pool.hpp"
+#include "quell/detail/outcome.hpp"
+#include "quell/detail/scheduler.hpp"
+#include "quell/detail/site.hpp"
+
+namespace quell {
+
+template <class T = void>
+class task;
+
+namespace detail {
+
+template <class T>
+struct is_task : std::false_type {};
+template <class T>
+struct is_task<task<T>> : std::true_type {};
+
+std::string describe_site(const site& s);
+
+struct promise_base : task_record {
+  enum class phase : unsigned char { not_started, running, done };
+
+  std::coroutine_handle<> continuation;
+  driver_base* awaitee = nullptr;  // what the task is suspended on, if anything
+  phase state = phase::not_started;
+  bool ended_cancelled = false;
+
+  explicit promise_base(site s) noexcept { where = s; }
+
+  static void* operator new(std::size_t n) { return frame_alloc(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { frame_free(p, n); }
+
+  std::suspend_always initial_suspend() const noexcept { return {}; }
+
+  struct final_awaiter {
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h) noexcept {
+      h.promise().finish();  // may destroy this frame; nothing touches it afterwards
+    }
+    void await_resume() const noexcept {}
+  };
+  final_awaiter final_suspend() const noexcept { return {}; }
+
+  const cancel_request* pending() const noexcept {
+    return request.level != cancel_level::none ? &request : nullptr;
+  }
+
+  void start(std::coroutine_handle<> waiter) noexcept {
+    continuation = waiter;
+    state = phase::running;
+    if (scheduler* s = this_thread().current) s->track(*this);
+  }
+
+  void request_cancel(const cancel_request& r) noexcept {
+    if (r.level <= request.level) return;
+    if (request.level == cancel_level::none) request.reason = r.reason;
+    request.level = r.level;
+    if (state == phase::running && awaitee) awaitee->cancel(request);
+  }
+
+  void finish() noexcept {
+    state = phase::done;
+    unlink();
+    detail::resume(continuation);
+  }
+
+  // The operation the body awaited ended cancelled: the body is not resumed; the task ends
+  // cancelled and its waiter is told.
+  void end_cancelled() noexcept {
+    ended_cancelled = true;
+    finish();
+  }
+  // The same, from inside the task's own await_suspend: the waiter is told from the run queue,
+  // so that this frame is never destroyed underneath a call that is still running in it.
+  void end_cancelled_from_suspend() noexcept {
+    ended_cancelled = true;
+    state = phase::done;
+    unlink();
+    detail::post(continuation);
+  }
+
+  template <class A>
+  auto await_transform(A&& a);
+};
+
+// The wrapper around every `co_await` in a task: connects the task's cancellation state to the
+// awaitable through the driver.
+template <class Aw>
+class task_await : public driver<Aw> {
+ public:
+  template <class X>
+  task_await(promise_base& p, X&& x) : driver<Aw>(std::forward<X>(x)), p_(p) {}
+  task_await(task_await&&) = delete;
+
+  bool await_ready() {
+    if (p_.request.level != cancel_level::none) return false;  // a suspension point: cancel here
+    if (this->awaiter().await_ready()) return true;
+    ready_checked_ = true;
+    return false;
+  }
+
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    body_ = h;
+    if (!this->start(this, &on_done, p_.pending(), ready_checked_)) {
+      p_.awaitee = this;
+      if (p_.request.level <= this->sent) return true;
+      // A request arrived while the awaitable was being started (e.g. it cancelled its own task).
+      in_suspend_ = true;
+      this->cancel(p_.request);
+      in_suspend_ = false;
+      if (!this->finished()) return true;
+      p_.awaitee = nullptr;
+    }
+    if (this->cancelled) {
+      p_.end_cancelled_from_suspend();
+      return true;
+    }
+    return false;
+  }
+
+  decltype(auto) await_resume() { return this->result(); }
+
+ private:
+  static void on_done(void*, driver_base* d) noexcept {
+    auto* self = static_cast<task_await*>(d);
+    if (self->in_suspend_) return;  // await_suspend is still on the stack and takes over
+    self->p_.awaitee = nullptr;
+    if (self->cancelled) {
+      self->p_.end_cancelled();
+    } else {
+      detail::resume(self->body_);
+    }
+  }
+
+  promise_base& p_;
+  std::coroutine_handle<> body_;
+  bool ready_checked_ = false;
+  bool in_suspend_ = false;
+};
+
+template <class A>
+auto promise_base::await_transform(A&& a) {
+  static_assert(!(is_task<std::remove_cvref_t<A>>::value && std::is_lvalue_reference_v<A>),
+                "a quell::task is awaited by value: write co_await std::move(t)");
+  return task_await<awaiter_t<A>>(*this, std::forward<A>(a));
+}
+
+template <class T>
+struct promise final : promise_base {
+  explicit promise(site s = site::here()) noexcept : promise_base(s) {}
+
+  task<T> get_return_object() noexcept;
+  void unhandled_exception() noexcept { result.set_error(std::current_exception()); }
+
+  template <class U = T>
+    requires(!std::is_void_v<T> && std::is_convertible_v<U &&, T>)
+  void return_value(U&& v) {
+    if constexpr (std::is_reference_v<T>) {
+      result.set_value(v);
+    } else {
+      result.set_value(std::forward<U>(v));
+    }
+  }
+
+  outcome<T> result;
+};
+
+template <>
+struct promise<void> final : promise_base {
+  explicit promise(site s = site::here()) noexcept : promise_base(s) {}
+  task<void> get_return_object() noexcept;
+  void unhandled_exception() noexcept { result.set_error(std::current_exception()); }
+  void return_void() noexcept { result.set_value(); }
+
+  outcome<void> result;
+};
+
+[[noreturn]] void dropped_running_task(const site& where) noexcept;
+
+template <class P>
+void release_frame(std::coroutine_handle<P> h) noexcept {
+  if (!h) return;
+  if (h.promise().state == promise_base::phase::running) dropped_running_task(h.promise().where);
+  h.destroy();
+}
+
+}  // namespace detail
+
+template <class T>
+class [[nodiscard]] task {
+ public:
+  using promise_type = detail::promise<T>;
+  using value_type = T;
+
+  task() noexcept = default;
+  task(task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+  task& operator=(task&& o) noexcept {
+    if (this != &o) {
+      detail::release_frame(h_);
+      h_ = std::exchange(o.h_, {});
+    }
+    return *this;
+  }
+  ~task() { detail::release_frame(h_); }
+
+  // False for a default-constructed, moved-from or already awaited task.
+  bool valid() const noexcept { return static_cast<bool>(h_); }
+
+  // The awaiter owns the frame from here on (the task becomes empty).
+  class awaiter {
+   public:
+    explicit awaiter(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+    awaiter(awaiter&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+    awaiter(const awaiter&) = delete;
+    ~awaiter() { detail::release_frame(h_); }
+
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> waiter) noexcept {
+      h_.promise().start(waiter);
+      detail::resume(h_);
+    }
+    bool await_early_cancel() const noexcept { return true; }  // never started: nothing runs
+    bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
+      h_.promise().request_cancel(r);
+      return false;  // the task reports its end through its waiter, possibly during this call
+    }
+    bool await_must_resume() const noexcept { return !h_.promise().ended_cancelled; }
+    T await_resume() { return h_.promise().result.take(); }
+
+   private:
+    std::coroutine_handle<promise_type> h_;
+  };
+
+  awaiter operator co_await() && {
+    if (!h_) throw std::logic_error("quell: co_await on an empty task (moved-from or already awaited)");
+    return awaiter(std::exchange(h_, {}));
+  }
+
+ private:
+  friend promise_type;
+  explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+  std::coroutine_handle<promise_type> h_;
+};
+
+namespace detail {
+template <class T>
+task<T> promise<T>::get_return_object() noexcept {
+  return task<T>(std::coroutine_handle<promise<T>>::from_promise(*this));
+}
+inline task<void> promise<void>::get_return_object() noexcept {
+  return task<void>(std::coroutine_handle<promise<void>>::from_promise(*this));
+}
+}  // namespace detail
+
+}  // namespace quell

@@ -1,0 +1,92 @@
+#include "quell/executor.hpp"
+
+#include <string>
+
+namespace quell::detail {
+
+namespace {
+// Makes `s` the current scheduler for the duration of a call into the executor.
+class enter_executor {
+ public:
+  explicit enter_executor(scheduler& s) noexcept : saved_(tls.current) { tls.current = &s; }
+  ~enter_executor() { tls.current = saved_; }
+  enter_executor(const enter_executor&) = delete;
+  enter_executor& operator=(const enter_executor&) = delete;
+
+ private:
+  scheduler* saved_;
+};
+}  // namespace
+
+void executor_core::root_done(void* self, driver_base*) noexcept { static_cast<executor_core*>(self)->done_ = true; }
+
+bool executor_core::turn() {
+  enter_executor in(sched_);
+  node_list batch;
+  sched_.take_next_turn(batch);
+  if (!started_) {
+    started_ = true;
+    if (root_.start_erased(this, &root_done, req_.level != cancel_level::none ? &req_ : nullptr)) done_ = true;
+  }
+  sched_.run_batch(batch);
+  sched_.drain_ready();
+  return done_;
+}
+
+bool executor_core::poll_once() {
+  if (done_) return true;
+  return turn();
+}
+
+std::string executor_core::stuck_report() const {
+  std::string s =
+      "quell: nothing can make progress: the root has not finished, yet no task is ready, no "
+      "timer is armed and no I/O is in flight.";
+  std::string live = sched_.describe_live();
+  if (live.empty()) {
+    s += " The root awaitable itself is waiting (it is not a task).";
+  } else {
+    s += " Waiting tasks, oldest first:\n" + live;
+  }
+  return s;
+}
+
+void executor_core::drive() {
+  while (!poll_once()) {
+    if (!sched_.has_work()) throw stuck_error(stuck_report());
+  }
+}
+
+bool executor_core::drive_quietly() noexcept {
+  try {
+    while (!poll_once()) {
+      if (!sched_.has_work()) return false;
+    }
+  } catch (...) {
+    return done_;
+  }
+  return true;
+}
+
+void executor_core::cancel(cancel_level level, cancel_reason reason) noexcept {
+  if (done_ || level <= req_.level) return;
+  if (req_.level == cancel_level::none) req_.reason = std::move(reason);
+  req_.level = level;
+  if (!started_) return;  // the root starts with the request pending, so it never runs
+  enter_executor in(sched_);
+  root_.cancel(req_);
+  sched_.drain_ready();
+}
+
+void executor_core::shutdown() noexcept {
+  if (!started_ || done_) return;
+  cancel(cancel_level::graceful, cancel_reason(cancel_kind::shutdown));
+  if (drive_quietly()) return;
+  cancel(cancel_level::forced, cancel_reason(cancel_kind::shutdown));
+  if (drive_quietly()) return;
+  fatal("quell: an executor is being destroyed, but its root cannot finish cancelling even after a "
+        "forced request. " +
+        stuck_report());
+}
+
+}  // namespace quell::detail

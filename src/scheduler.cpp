@@ -1,0 +1,116 @@
+#include "quell/detail/scheduler.hpp"
+
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/resume_target.hpp"
+#include "quell/task.hpp"
+
+namespace quell {
+
+std::string_view to_string(cancel_kind k) noexcept {
+  switch (k) {
+    case cancel_kind::requested:
+      return "requested";
+    case cancel_kind::race_decided:
+      return "race decided";
+    case cancel_kind::sibling_failed:
+      return "sibling failed";
+    case cancel_kind::deadline:
+      return "deadline";
+    case cancel_kind::shutdown:
+      return "shutdown";
+    case cancel_kind::peer_disconnected:
+      return "peer disconnected";
+    case cancel_kind::signal:
+      return "signal";
+  }
+  return "unknown";
+}
+
+std::string cancel_reason::describe() const {
+  std::string s(to_string(kind_));
+  if (message_ && !message_->empty()) {
+    s += ": ";
+    s += *message_;
+  }
+  return s;
+}
+
+namespace detail {
+
+void fatal(const std::string& message) noexcept {
+  std::fprintf(stderr, "%s\n", message.c_str());
+  std::fflush(stderr);
+  std::terminate();
+}
+
+void resume_target::refuse_destroy(void*) noexcept {
+  fatal("quell: an awaitable called destroy() on its waiter's handle; waiters are owned by quell");
+}
+
+std::string describe_site(const site& s) {
+  return std::string("coroutine `") + s.function + "` at " + s.file + ":" + std::to_string(s.line);
+}
+
+void dropped_running_task(const site& where) noexcept {
+  fatal("quell: a running task was destroyed before it finished: " + describe_site(where) +
+        " was created and started, then dropped. Every started task must be awaited to the end "
+        "(by a task, a combinator, a scope or the executor).");
+}
+
+void scheduler::post(std::coroutine_handle<> h) {
+  const std::size_t cap = ring_.size();
+  if (tail_ - head_ == cap) {
+    std::vector<std::coroutine_handle<>> bigger(cap * 2);
+    for (std::size_t i = head_; i != tail_; ++i) bigger[i - head_] = ring_[i & (cap - 1)];
+    tail_ -= head_;
+    head_ = 0;
+    ring_.swap(bigger);
+  }
+  ring_[tail_ & (ring_.size() - 1)] = h;
+  ++tail_;
+}
+
+void scheduler::drain_ready() {
+  while (head_ != tail_) {
+    std::coroutine_handle<> h = ring_[head_ & (ring_.size() - 1)];
+    ++head_;
+    detail::resume(h);
+  }
+  head_ = tail_ = 0;
+}
+
+void scheduler::run_batch(node_list& batch) {
+  while (list_node* n = batch.pop_front()) {
+    auto* t = static_cast<turn_node*>(n);
+    t->run(t);
+    drain_ready();
+  }
+}
+
+std::size_t scheduler::live_tasks() const noexcept {
+  std::size_t n = 0;
+  live_.for_each([&](const list_node*) { ++n; });
+  return n;
+}
+
+std::string scheduler::describe_live() const {
+  std::string out;
+  live_.for_each([&](const list_node* n) {
+    const auto* t = static_cast<const task_record*>(n);
+    out += "  - " + describe_site(t->where);
+    if (t->request.level != cancel_level::none) {
+      out += t->request.level == cancel_level::forced ? " [forced cancel requested: " : " [cancel requested: ";
+      out += t->request.reason.describe();
+      out += "]";
+    }
+    out += "\n";
+  });
+  return out;
+}
+
+}  // namespace detail
+}  // namespace quell

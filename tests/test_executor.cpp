@@ -1,0 +1,161 @@
+// executor: turns, run, cancel, destruction, stuck detection, yield and poll_fn.
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "quell/quell.hpp"
+#include "support/log.hpp"
+#include "support/test_leaf.hpp"
+
+using quell::executor;
+using quell::on_cancel;
+using quell::pending;
+using quell::task;
+using lines = std::vector<std::string>;
+
+TEST(Executor, TheFirstTurnStartsTheRootAndRunsItUntilItWaits) {
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    log.print("turn 1");
+    co_await quell::yield();
+    log.print("turn 2");
+    co_await quell::yield();
+    log.print("turn 3");
+  };
+  executor ex{body()};
+  EXPECT_TRUE(log.lines.empty());  // constructing runs nothing
+  EXPECT_FALSE(ex.poll_once());
+  EXPECT_EQ(log.lines, (lines{"turn 1"}));
+  EXPECT_FALSE(ex.poll_once());
+  EXPECT_TRUE(ex.poll_once());
+  EXPECT_TRUE(ex.poll_once());  // finished: stays finished
+  EXPECT_EQ(log.lines, (lines{"turn 1", "turn 2", "turn 3"}));
+}
+
+TEST(Executor, YieldLetsEveryOtherReadyBranchRunFirst) {
+  quell::test::log log;
+  auto worker = [&](std::string name) -> task<int> {
+    for (int i = 0; i < 3; ++i) {
+      log.print(name + std::to_string(i));
+      co_await quell::yield();
+    }
+    co_return 0;
+  };
+  executor ex{quell::race(worker("a"), worker("b"))};
+  ex.run();
+  EXPECT_EQ(log.lines, (lines{"a0", "b0", "a1", "b1", "a2", "b2"}));
+}
+
+TEST(Executor, PollFnIsCalledOncePerTurnUntilItHasAValue) {
+  int calls = 0;
+  executor ex{quell::poll_fn([&]() -> std::optional<int> {
+    ++calls;
+    if (calls == 3) return 30;
+    return std::nullopt;
+  })};
+  EXPECT_FALSE(ex.poll_once());
+  EXPECT_EQ(calls, 1);
+  EXPECT_FALSE(ex.poll_once());
+  EXPECT_EQ(calls, 2);
+  EXPECT_TRUE(ex.poll_once());
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(ex.run(), 30);
+}
+
+TEST(Executor, PollFnThatThrowsEndsWithTheException) {
+  int calls = 0;
+  executor ex{quell::poll_fn([&]() -> bool {
+    if (++calls == 2) throw std::runtime_error("poll failed");
+    return false;
+  })};
+  EXPECT_THROW(ex.run(), std::runtime_error);
+  EXPECT_EQ(calls, 2);
+}
+
+TEST(Executor, CancellingAPollFnStopsCallingIt) {
+  int calls = 0;
+  executor ex{quell::poll_fn([&] {
+    ++calls;
+    return false;
+  })};
+  ex.poll_once();
+  ex.cancel();
+  EXPECT_TRUE(ex.done());
+  EXPECT_TRUE(ex.poll_once());
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(Executor, RunOnARootThatCanNeverFinishThrowsStuckErrorNamingTheTasks) {
+  auto forever = []() -> task<int> {
+    co_await pending();
+    co_return 1;
+  };
+  executor ex{forever()};
+  try {
+    ex.run();
+    FAIL() << "expected stuck_error";
+  } catch (const quell::stuck_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("nothing can make progress"), std::string::npos) << what;
+    EXPECT_NE(what.find("test_executor.cpp"), std::string::npos) << what;
+  }
+}
+
+TEST(Executor, DestructionEscalatesToForcedWhenAGracefulCancellationCannotFinish) {
+  quell::test::log log;
+  auto stubborn_hook = [&]() -> task<> {
+    log.print("hook waits for something that never comes");
+    co_await on_cancel(pending(), log.hook("hook cancelled by the forced request"));
+  };
+  {
+    executor ex{on_cancel(pending(), stubborn_hook())};
+    ex.poll_once();
+  }
+  EXPECT_EQ(log.lines, (lines{"hook waits for something that never comes", "hook cancelled by the forced request"}));
+}
+
+TEST(Executor, CancelBetweenTurnsRunsHooksAtOnce) {
+  quell::test::log log;
+  executor ex{on_cancel(pending(), log.hook("hook"))};
+  ex.poll_once();
+  ex.cancel();
+  EXPECT_EQ(log.lines, (lines{"hook"}));
+  EXPECT_TRUE(ex.done());
+}
+
+TEST(Executor, TheRootMayBeAnyAwaitable) {
+  quell::test::unaware_leaf u;
+  executor ex{u};
+  ex.poll_once();
+  u.complete(5);
+  EXPECT_EQ(ex.run(), 5);
+}
+
+TEST(Executor, BlockOnNestsInsideARunningTask) {
+  auto inner = []() -> task<int> {
+    co_await quell::yield();
+    co_return 2;
+  };
+  auto outer = [&]() -> task<int> {
+    co_await quell::yield();
+    const int v = quell::block_on(inner());
+    co_await quell::yield();
+    co_return v + 1;
+  };
+  EXPECT_EQ(quell::block_on(outer()), 3);
+}
+
+TEST(Executor, TheCancelReasonOfTheRootIsReportedByRun) {
+  executor ex{pending<int>()};
+  ex.poll_once();
+  ex.cancel(quell::cancel_reason(quell::cancel_kind::requested, "operator said stop"));
+  try {
+    ex.run();
+    FAIL();
+  } catch (const quell::cancelled_error& e) {
+    EXPECT_NE(std::string(e.what()).find("operator said stop"), std::string::npos) << e.what();
+  }
+}

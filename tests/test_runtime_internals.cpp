@@ -1,0 +1,41 @@
+// Assumptions quell's machinery rests on, pinned so a compiler change cannot break them silently.
+#include <gtest/gtest.h>
+
+#include <coroutine>
+
+#include "quell/quell.hpp"
+
+namespace {
+struct probe : quell::detail::resume_target {
+  int hits = 0;
+  probe() : resume_target([](void* p) { static_cast<probe*>(static_cast<resume_target*>(p))->hits++; }) {}
+};
+}  // namespace
+
+TEST(RuntimeInternals, AResumeTargetIsResumableThroughAStdCoroutineHandle) {
+  probe p;
+  std::coroutine_handle<> h = p.handle();
+  h.resume();
+  h.resume();
+  EXPECT_EQ(p.hits, 2);
+}
+
+TEST(RuntimeInternals, ResumeNestingIsBoundedByTrampoliningThroughTheExecutor) {
+  int max_depth = 0;
+  struct rec {
+    static quell::task<int> go(int n, int& max_depth) {
+      const int d = quell::detail::this_thread().depth;
+      if (d > max_depth) max_depth = d;
+      if (n == 0) co_return 0;
+      co_return 1 + co_await go(n - 1, max_depth);
+    }
+  };
+  EXPECT_EQ(quell::block_on(rec::go(10'000, max_depth)), 10'000);
+  EXPECT_LE(max_depth, QUELL_MAX_RESUME_DEPTH + 1);
+}
+
+TEST(RuntimeInternals, TheDepthCounterIsBalancedAfterAnExecutorFinishes) {
+  EXPECT_EQ(quell::block_on(quell::race(quell::ready(1), quell::pending<int>())), 1);
+  EXPECT_EQ(quell::detail::this_thread().depth, 0);
+  EXPECT_EQ(quell::detail::this_thread().current, nullptr);
+}
