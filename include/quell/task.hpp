@@ -175,11 +175,19 @@ class task_await : public driver<Aw> {
   bool in_suspend_ = false;
 };
 
+// Inside a task, the operand of `co_await` lives until the end of the full-expression, which spans
+// the whole suspension; so when the operand is itself the awaiter (a combinator, a leaf), the
+// wrapper refers to it instead of moving it. Awaiters made by operator co_await are owned.
+template <class A>
+using operand_awaiter_t =
+    std::conditional_t<std::is_reference_v<decltype(get_awaiter(std::declval<A>()))>,
+                       std::remove_reference_t<decltype(get_awaiter(std::declval<A>()))>&, awaiter_t<A>>;
+
 template <class A>
 auto promise_base::await_transform(A&& a) {
   static_assert(!(is_task<std::remove_cvref_t<A>>::value && std::is_lvalue_reference_v<A>),
                 "a quell::task is awaited by value: write co_await std::move(t)");
-  return task_await<awaiter_t<A>>(*this, std::forward<A>(a));
+  return task_await<operand_awaiter_t<A>>(*this, std::forward<A>(a));
 }
 
 template <class T>

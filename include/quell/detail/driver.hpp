@@ -36,6 +36,17 @@ decltype(auto) get_awaiter(A&& a) {
   }
 }
 
+// get_awaiter, bound to the storage type (a reference member needs an lvalue).
+template <class Aw, class A>
+decltype(auto) get_awaiter_as(A&& a) {
+  if constexpr (std::is_lvalue_reference_v<Aw>) {
+    auto&& r = get_awaiter(std::forward<A>(a));
+    return static_cast<Aw>(r);
+  } else {
+    return get_awaiter(std::forward<A>(a));
+  }
+}
+
 // What the driver stores: awaiters given as prvalues or rvalues are owned; an lvalue awaiter
 // (an awaitable that is its own awaiter, named by the caller) is referred to.
 template <class A>
@@ -92,7 +103,7 @@ class driver : public driver_base {
 
   template <class X>
   explicit driver(X&& x)
-      : driver_base(&on_resume, &cancel_thunk, &start_thunk), aw_(get_awaiter(std::forward<X>(x))) {}
+      : driver_base(&on_resume, &cancel_thunk, &start_thunk), aw_(get_awaiter_as<Aw>(std::forward<X>(x))) {}
   // Only before start: a started driver's address has been handed out.
   driver(driver&& o) noexcept(std::is_nothrow_move_constructible_v<Aw>)
       : driver_base(&on_resume, &cancel_thunk, &start_thunk), aw_(std::forward<Aw>(o.aw_)) {}
