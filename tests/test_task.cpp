@@ -4,6 +4,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "quell/quell.hpp"
 #include "support/log.hpp"
@@ -110,6 +111,27 @@ TEST(Task, ADeeplyNestedChainSuspendedOnALeafResumesWithBoundedStack) {
     }
   };
   EXPECT_EQ(block_on(rec::go(200'000, +bottom)), 200'000);
+}
+
+namespace {
+task<long> nest_on(int depth, quell::test::log& log) {
+  if (depth == 0) {
+    co_await quell::on_cancel(quell::pending(), log.hook("bottom hook"));
+    co_return 0;
+  }
+  co_return 1 + co_await nest_on(depth - 1, log);
+}
+}  // namespace
+
+TEST(Task, CancellingAChainOfAMillionNestedAwaitsUsesBoundedStack) {
+  quell::test::log log;
+  {
+    executor ex{nest_on(1'000'000, log)};
+    EXPECT_FALSE(ex.poll_once());
+    ex.cancel();
+    EXPECT_TRUE(ex.done());
+  }
+  EXPECT_EQ(log.lines, (std::vector<std::string>{"bottom hook"}));
 }
 
 TEST(TaskMisuse, AwaitingAnEmptyTaskThrowsLogicError) {

@@ -8,7 +8,8 @@
 //   - Destroying a task that was never started runs nothing (not even its cleanup hooks).
 //   - Destroying a running task is a bug and ends the process with std::terminate and a message
 //     naming the coroutine that was dropped: every started task must be owned until it finishes.
-//   - A finished task's frame (and so its locals) is destroyed by whoever owns the task.
+//   - A finished task's frame (and so its locals) is destroyed by whoever owns the task; a task
+//     that ended cancelled is destroyed as soon as its waiter learns so, innermost first.
 //
 // Who resumes whom: the awaiter starts the task by resuming it. When the task finishes, it resumes
 // its waiter. If the task ends cancelled, its waiter is told so and its own body is not resumed.
@@ -88,11 +89,26 @@ struct promise_base : task_record {
     if (scheduler* s = this_thread().current) s->track(*this);
   }
 
+  // Stores the request (first reason wins, strongest level) and forwards it to the awaitable this
+  // task is suspended on. Through chains of tasks it walks down in a loop, so cancelling an await
+  // chain of any depth uses bounded stack; any other awaitable gets it through its driver.
   void request_cancel(const cancel_request& r) noexcept {
-    if (r.level <= request.level) return;
-    if (request.level == cancel_level::none) request.reason = r.reason;
-    request.level = r.level;
-    if (state == phase::running && awaitee) awaitee->cancel(request);
+    promise_base* p = this;
+    const cancel_request* req = &r;
+    for (;;) {
+      if (req->level <= p->request.level) return;
+      if (p->request.level == cancel_level::none) p->request.reason = req->reason;
+      p->request.level = req->level;
+      if (p->state != phase::running || !p->awaitee) return;
+      driver_base* d = p->awaitee;
+      task_record* child = d->pass_through(p->request);
+      if (!child) {
+        d->cancel(p->request);
+        return;
+      }
+      req = &p->request;
+      p = static_cast<promise_base*>(child);
+    }
   }
 
   void finish() noexcept {
@@ -269,11 +285,19 @@ class [[nodiscard]] task {
       h_.promise().request_cancel(r);
       return false;  // the task reports its end through its waiter, possibly during this call
     }
-    bool await_must_resume() const noexcept { return !h_.promise().ended_cancelled; }
+    bool await_must_resume() const noexcept {
+      if (!h_.promise().ended_cancelled) return true;
+      // Nothing will be taken from a task that ended cancelled, so its frame (and its locals) is
+      // freed now: a cancelled chain unwinds innermost first, one level at a time, instead of
+      // by recursive destruction from the top.
+      detail::release_frame(std::exchange(h_, {}));
+      return false;
+    }
+    detail::task_record* child_task() noexcept { return &h_.promise(); }
     T await_resume() { return h_.promise().result.take(); }
 
    private:
-    std::coroutine_handle<promise_type> h_;
+    mutable std::coroutine_handle<promise_type> h_;
   };
 
   awaiter operator co_await() && {

@@ -82,6 +82,19 @@ struct driver_base : resume_target {
   driver_base(resume_target::fn on_resume, cancel_fn c, start_fn s) noexcept
       : resume_target(on_resume), cancel_impl(c), start_impl(s) {}
 
+  // Set when the awaitable is a quell task: lets a cancel request walk down a chain of tasks in a
+  // loop instead of one nested call per level (promise_base::request_cancel).
+  task_record* child_task = nullptr;
+
+  // For that walk: marks `r` as delivered through this driver and returns the task to deliver it
+  // to next; null if this driver does not drive a running task or `r` is not stronger.
+  task_record* pass_through(const cancel_request& r) noexcept {
+    if (!child_task || (state != phase::running && state != phase::cancelling) || r.level <= sent) return nullptr;
+    sent = r.level;
+    state = phase::cancelling;
+    return child_task;
+  }
+
   bool finished() const noexcept { return state == phase::done; }
   bool started() const noexcept { return state != phase::idle; }
 
@@ -133,6 +146,9 @@ class driver : public driver_base {
         return true;
       }
       state = phase::running;
+      if constexpr (requires(A& a) { { a.child_task() } -> std::same_as<task_record*>; }) {
+        child_task = aw_.child_task();
+      }
       suspend_into_awaiter();
     } catch (...) {
       busy = false;
