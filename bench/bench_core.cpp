@@ -90,10 +90,13 @@ int main(int argc, char** argv) {
 #else
   const char* compiler = "g++";
 #endif
-  std::printf("\n%-26s %10s %12s %8s  %s\n", "workload (" "ns/op)", "quell", "minimal task", "ratio", "target");
+  std::printf("\n%-26s %10s %12s %8s  %s\n",
+              "workload ("
+              "ns/op)",
+              "quell", "minimal task", "ratio", "target");
   if (w1q > 0 && w1m > 0) {
-    std::printf("%-26s %10.2f %12.2f %7.2fx  <= 1.0x (%s)  %s\n", "W1 await_chain", w1q, w1m, w1q / w1m,
-                compiler, w1q / w1m <= 1.0 ? "PASS" : "MISS");
+    std::printf("%-26s %10.2f %12.2f %7.2fx  <= 1.0x (%s)  %s\n", "W1 await_chain", w1q, w1m, w1q / w1m, compiler,
+                w1q / w1m <= 1.0 ? "PASS" : "MISS");
   }
   if (w2q > 0 && w1m > 0) {
     std::printf("%-26s %10.2f %12s %7.2fx  <= 60 ns  %s\n", "W2 race_pending_loser", w2q, "(1 await)", w2q / w1m,

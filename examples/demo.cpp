@@ -115,9 +115,7 @@ int main() {
   }
 
   title("8. An executor destroyed before its first turn runs nothing, hooks included");
-  {
-    executor ex{on_cancel(say("body ran"), say("hook ran"))};
-  }
+  { executor ex{on_cancel(say("body ran"), say("hook ran"))}; }
   print("(nothing was printed)");
 
   title("9. Cancelling a completed task is a no-op: its hook never runs");

@@ -84,9 +84,10 @@ void executor_core::shutdown() noexcept {
   if (drive_quietly()) return;
   cancel(cancel_level::forced, cancel_reason(cancel_kind::shutdown));
   if (drive_quietly()) return;
-  fatal("quell: an executor is being destroyed, but its root cannot finish cancelling even after a "
-        "forced request. " +
-        stuck_report());
+  fatal(
+      "quell: an executor is being destroyed, but its root cannot finish cancelling even after a "
+      "forced request. " +
+      stuck_report());
 }
 
 }  // namespace quell::detail

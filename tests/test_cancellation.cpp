@@ -325,16 +325,21 @@ namespace {
 // waiter and answers await_must_resume() == false without ever having been asked to cancel.
 struct cancelled_elsewhere : quell::detail::turn_node {
   std::coroutine_handle<> waiter;
-  cancelled_elsewhere() { run = [](quell::detail::turn_node* n) noexcept {
-    quell::detail::resume(static_cast<cancelled_elsewhere*>(n)->waiter);
-  }; }
+  cancelled_elsewhere() {
+    run = [](quell::detail::turn_node* n) noexcept {
+      quell::detail::resume(static_cast<cancelled_elsewhere*>(n)->waiter);
+    };
+  }
   ~cancelled_elsewhere() { unlink(); }
   bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h) noexcept {
     waiter = h;
     quell::detail::this_thread().current->run_next_turn(this);
   }
-  bool await_cancel(std::coroutine_handle<>) noexcept { unlink(); return true; }
+  bool await_cancel(std::coroutine_handle<>) noexcept {
+    unlink();
+    return true;
+  }
   bool await_must_resume() const noexcept { return false; }
   void await_resume() const noexcept {}
 };

@@ -168,6 +168,6 @@ TEST(TaskDeathTest, DestroyingAStartedUnfinishedTaskTerminatesNamingWhereItWasCr
         auto t = waits_forever();
         auto aw = std::move(t).operator co_await();
         aw.await_suspend(std::noop_coroutine());  // started by hand, outside any owner
-      },  // the awaiter, owning the running frame, is destroyed here
+      },                                          // the awaiter, owning the running frame, is destroyed here
       "a running task was destroyed before it finished: coroutine `waits_forever` at .*test_task.cpp");
 }

@@ -33,9 +33,9 @@
 //   bool await_cancel(std::coroutine_handle<> h) noexcept;
 //   bool await_must_resume() const noexcept;
 //
-// await_early_cancel and await_cancel may instead take a trailing `const quell::cancel_request&` to see the level and the
-// reason; the two-argument `await_cancel` is also called a second time if a forced request
-// follows a graceful one (that is how combinators forward the escalation; a leaf rarely needs it).
+// await_early_cancel and await_cancel may instead take a trailing `const quell::cancel_request&` to see the level and
+// the reason; the two-argument `await_cancel` is also called a second time if a forced request follows a graceful one
+// (that is how combinators forward the escalation; a leaf rarely needs it).
 //
 // The awaiter state machine, driven by quell on behalf of the awaiting coroutine
 // (include/quell/detail/driver.hpp is the one implementation, for every leaf and combinator):
@@ -118,9 +118,7 @@ class cancel_reason {
       : kind_(k), message_(std::make_shared<const std::string>(std::move(message))) {}
 
   cancel_kind kind() const noexcept { return kind_; }
-  std::string_view message() const noexcept {
-    return message_ ? std::string_view(*message_) : std::string_view();
-  }
+  std::string_view message() const noexcept { return message_ ? std::string_view(*message_) : std::string_view(); }
   // "shutdown", or "requested: client went away" when there is a message.
   std::string describe() const;
 
@@ -141,14 +139,19 @@ struct cancel_request {
 
 // An awaiter that takes part in cancellation (see the protocol above).
 template <class A>
-concept cancellable_awaiter =
-    (requires(A& a, std::coroutine_handle<> h) {
-      { a.await_cancel(h) } noexcept -> std::same_as<bool>;
-    } || requires(A& a, std::coroutine_handle<> h, const cancel_request& r) {
-      { a.await_cancel(h, r) } noexcept -> std::same_as<bool>;
-    }) && requires(const A& a) {
-      { a.await_must_resume() } noexcept -> std::same_as<bool>;
-    };
+concept cancellable_awaiter = (
+                                  requires(A & a, std::coroutine_handle<> h) {
+                                    { a.await_cancel(h) }
+                                    noexcept->std::same_as<bool>;
+                                  } ||
+                                  requires(A & a, std::coroutine_handle<> h, const cancel_request& r) {
+                                    { a.await_cancel(h, r) }
+                                    noexcept->std::same_as<bool>;
+                                  }) &&
+                              requires(const A& a) {
+  { a.await_must_resume() }
+  noexcept->std::same_as<bool>;
+};
 
 namespace detail {
 
@@ -156,9 +159,13 @@ namespace detail {
 
 template <class A>
 bool protocol_early_cancel(A& a, const cancel_request& r) noexcept {
-  if constexpr (requires { { a.await_early_cancel(r) } -> std::same_as<bool>; }) {
+  if constexpr (requires {
+                  { a.await_early_cancel(r) } -> std::same_as<bool>;
+                }) {
     return a.await_early_cancel(r);
-  } else if constexpr (requires { { a.await_early_cancel() } -> std::same_as<bool>; }) {
+  } else if constexpr (requires {
+                         { a.await_early_cancel() } -> std::same_as<bool>;
+                       }) {
     return a.await_early_cancel();
   } else {
     return true;  // never started: nothing of it runs
@@ -168,9 +175,13 @@ bool protocol_early_cancel(A& a, const cancel_request& r) noexcept {
 // `repeat` is true when this is an escalation after an earlier request returned false.
 template <class A>
 bool protocol_cancel(A& a, std::coroutine_handle<> h, const cancel_request& r, bool repeat) noexcept {
-  if constexpr (requires { { a.await_cancel(h, r) } -> std::same_as<bool>; }) {
+  if constexpr (requires {
+                  { a.await_cancel(h, r) } -> std::same_as<bool>;
+                }) {
     return a.await_cancel(h, r);
-  } else if constexpr (requires { { a.await_cancel(h) } -> std::same_as<bool>; }) {
+  } else if constexpr (requires {
+                         { a.await_cancel(h) } -> std::same_as<bool>;
+                       }) {
     return repeat ? false : a.await_cancel(h);
   } else {
     return false;  // unaware: it will finish by itself and its result is delivered
@@ -179,7 +190,9 @@ bool protocol_cancel(A& a, std::coroutine_handle<> h, const cancel_request& r, b
 
 template <class A>
 bool protocol_must_resume(const A& a) noexcept {
-  if constexpr (requires { { a.await_must_resume() } -> std::same_as<bool>; }) {
+  if constexpr (requires {
+                  { a.await_must_resume() } -> std::same_as<bool>;
+                }) {
     return a.await_must_resume();
   } else {
     return true;

@@ -88,8 +88,7 @@ template <class T>
 class executor {
  public:
   template <class A>
-    requires(detail::awaitable<A> && std::is_same_v<detail::await_result_t<A>, T>)
-  explicit executor(A&& root)
+  requires(detail::awaitable<A>&& std::is_same_v<detail::await_result_t<A>, T>) explicit executor(A&& root)
       : root_(std::make_unique<detail::root_impl<T, detail::awaiter_t<A>>>(std::forward<A>(root))),
         core_(root_->drv()) {}
   executor(const executor&) = delete;
@@ -128,8 +127,7 @@ executor(A&&) -> executor<detail::await_result_t<A>>;
 
 // Runs `a` on a fresh executor until it finishes and returns its result (see executor::run).
 template <class A>
-  requires detail::awaitable<A>
-detail::await_result_t<A> block_on(A&& a) {
+requires detail::awaitable<A> detail::await_result_t<A> block_on(A&& a) {
   executor<detail::await_result_t<A>> ex{std::forward<A>(a)};
   return ex.run();
 }

@@ -83,9 +83,7 @@ class yield_awaiter : detail::turn_node {
   void await_resume() const noexcept {}
 
  private:
-  static void on_turn(detail::turn_node* n) noexcept {
-    detail::resume(static_cast<yield_awaiter*>(n)->waiter_);
-  }
+  static void on_turn(detail::turn_node* n) noexcept { detail::resume(static_cast<yield_awaiter*>(n)->waiter_); }
   std::coroutine_handle<> waiter_;
 };
 

@@ -49,8 +49,7 @@ class hook_runner {  // an awaitable hook
 };
 
 template <class F>
-  requires(!awaitable<F> && std::is_invocable_r_v<void, F&>)
-class hook_runner<F> {  // a synchronous hook
+requires(!awaitable<F> && std::is_invocable_r_v<void, F&>) class hook_runner<F> {  // a synchronous hook
  public:
   template <class X>
   explicit hook_runner(X&& f) : f_(std::forward<X>(f)) {}

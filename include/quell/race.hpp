@@ -52,8 +52,8 @@ template <class... Aws>
 class race_op : public composite {
   static constexpr std::size_t N = sizeof...(Aws);
   using R = typename race_result<typename driver<Aws>::result_type...>::type;
-  static constexpr bool same_type = !std::is_same_v<R, std::variant<>> &&
-                                    (std::is_same_v<R, typename driver<Aws>::result_type> && ...);
+  static constexpr bool same_type =
+      !std::is_same_v<R, std::variant<>> && (std::is_same_v<R, typename driver<Aws>::result_type> && ...);
 
  public:
   template <class... Xs>
@@ -163,8 +163,7 @@ class race_op : public composite {
 }  // namespace detail
 
 template <class... Ops>
-  requires(sizeof...(Ops) >= 1)
-auto race(Ops&&... ops) {
+requires(sizeof...(Ops) >= 1) auto race(Ops&&... ops) {
   return detail::race_op<detail::awaiter_t<Ops>...>(std::forward<Ops>(ops)...);
 }
 

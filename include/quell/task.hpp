@@ -79,9 +79,7 @@ struct promise_base : task_record {
   };
   final_awaiter final_suspend() const noexcept { return {}; }
 
-  const cancel_request* pending() const noexcept {
-    return request.level != cancel_level::none ? &request : nullptr;
-  }
+  const cancel_request* pending() const noexcept { return request.level != cancel_level::none ? &request : nullptr; }
 
   void start(std::coroutine_handle<> waiter) noexcept {
     continuation = waiter;
@@ -214,8 +212,7 @@ struct promise final : promise_base {
   void unhandled_exception() noexcept { result.set_error(std::current_exception()); }
 
   template <class U = T>
-    requires(!std::is_void_v<T> && std::is_convertible_v<U &&, T>)
-  void return_value(U&& v) {
+  requires(!std::is_void_v<T> && std::is_convertible_v<U&&, T>) void return_value(U&& v) {
     if constexpr (std::is_reference_v<T>) {
       result.set_value(v);
     } else {

@@ -1,6 +1,5 @@
-#include <quell/quell.hpp>
-
 #include <cstdio>
+#include <quell/quell.hpp>
 
 quell::task<int> answer() { co_return 42; }
 

@@ -29,8 +29,7 @@ enum class leaf_state { not_started, waiting, cancelling, completed, cancelled, 
 template <class T = int>
 class leaf_control : detail::turn_node {
  public:
-  explicit leaf_control(cancel_mode m = cancel_mode::sync, bool skip_early = true)
-      : mode(m), skip_early(skip_early) {
+  explicit leaf_control(cancel_mode m = cancel_mode::sync, bool skip_early = true) : mode(m), skip_early(skip_early) {
     run = &deliver;
   }
   leaf_control(const leaf_control&) = delete;

@@ -50,29 +50,30 @@ decltype(auto) get_awaiter_as(A&& a) {
 // What the driver stores: awaiters given as prvalues or rvalues are owned; an lvalue awaiter
 // (an awaitable that is its own awaiter, named by the caller) is referred to.
 template <class A>
-using awaiter_t = std::conditional_t<
-    std::is_lvalue_reference_v<decltype(get_awaiter(std::declval<A>()))>,
-    decltype(get_awaiter(std::declval<A>())),
-    std::remove_cvref_t<decltype(get_awaiter(std::declval<A>()))>>;
+using awaiter_t = std::conditional_t<std::is_lvalue_reference_v<decltype(get_awaiter(std::declval<A>()))>,
+                                     decltype(get_awaiter(std::declval<A>())),
+                                     std::remove_cvref_t<decltype(get_awaiter(std::declval<A>()))>>;
 
 template <class A>
 using await_result_t = decltype(std::declval<std::remove_reference_t<awaiter_t<A>>&>().await_resume());
 
 template <class A>
-concept awaitable = requires { typename await_result_t<A>; };
+concept awaitable = requires {
+  typename await_result_t<A>;
+};
 
 struct driver_base : resume_target {
   using done_fn = void (*)(void* owner, driver_base* self) noexcept;
   enum class phase : unsigned char { idle, running, cancelling, done };
 
   phase state = phase::idle;
-  bool busy = false;              // inside await_suspend / await_cancel
+  bool busy = false;  // inside await_suspend / await_cancel
   bool resumed_while_busy = false;
-  bool cancelled = false;         // the outcome, once done
+  bool cancelled = false;                  // the outcome, once done
   cancel_level sent = cancel_level::none;  // strongest request delivered to the awaitable
   done_fn on_done = nullptr;
   void* owner = nullptr;
-  std::exception_ptr error;       // thrown by await_ready / await_suspend
+  std::exception_ptr error;  // thrown by await_ready / await_suspend
 
   using cancel_fn = void (*)(driver_base*, const cancel_request&) noexcept;
   using start_fn = bool (*)(driver_base*, void*, done_fn, const cancel_request*) noexcept;
@@ -146,7 +147,9 @@ class driver : public driver_base {
         return true;
       }
       state = phase::running;
-      if constexpr (requires(A& a) { { a.child_task() } -> std::same_as<task_record*>; }) {
+      if constexpr (requires(A & a) {
+                      { a.child_task() } -> std::same_as<task_record*>;
+                    }) {
         child_task = aw_.child_task();
       }
       suspend_into_awaiter();
