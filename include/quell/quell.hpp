@@ -4,6 +4,7 @@
 #include "quell/cancellation.hpp"
 #include "quell/errors.hpp"
 #include "quell/executor.hpp"
+#include "quell/join.hpp"
 #include "quell/leaves.hpp"
 #include "quell/on_cancel.hpp"
 #include "quell/race.hpp"

@@ -1,0 +1,269 @@
+// join(a, b, ...): run every operation concurrently; all must finish.
+//
+// All operations are started in argument order. join yields a std::tuple of their results, in
+// argument order (a void result becomes std::monostate, so positions never shift). The range form
+// join(std::vector<A>) yields a std::vector of results (std::vector<std::monostate> for void).
+//
+// Races inside the join:
+//   - The first exception cancels every operation still running (graceful, reason
+//     sibling_failed) and waits for all of them to finish (their hooks and async cleanup run);
+//     then join rethrows that first exception, unchanged. Exceptions thrown later (by a sibling
+//     while being cancelled, or by its cleanup) are attached to it (quell/errors.hpp), not lost.
+//   - If join itself is cancelled, the request goes to every operation still running; join waits
+//     for all of them. If they all completed anyway, join delivers the tuple; otherwise it ends
+//     cancelled (values that some operations produced are discarded).
+//   - An operation that ends cancelled on its own (without join being cancelled) means the tuple
+//     can never be complete: the others are cancelled too and join ends cancelled.
+//   - A join that never started starts nothing.
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/composite.hpp"
+#include "quell/detail/driver.hpp"
+#include "quell/detail/outcome.hpp"
+#include "quell/errors.hpp"
+
+namespace quell {
+namespace detail {
+
+template <class T>
+using join_value_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+// The policy join applies whenever one of its operations finishes; shared by both forms.
+class join_base : public composite {
+ protected:
+  explicit join_base(std::size_t n) noexcept : remaining_(n) {}
+  join_base(join_base&& o) noexcept : composite(std::move(o)), remaining_(o.remaining_) {}
+
+  // Called once per finished operation with its outcome kind; returns true if the siblings must
+  // be cancelled now.
+  bool record(bool cancelled, std::exception_ptr error) noexcept {
+    --remaining_;
+    if (error) {
+      if (error_) {
+        attach_error(error_, std::move(error));
+      } else {
+        error_ = std::move(error);
+      }
+    } else if (cancelled) {
+      incomplete_ = true;
+    }
+    return (error_ || incomplete_) && !siblings_cancelled_;
+  }
+  cancel_request sibling_request() noexcept {
+    siblings_cancelled_ = true;
+    return cancel_request{req_.level > cancel_level::graceful ? req_.level : cancel_level::graceful,
+                          cancel_reason(cancel_kind::sibling_failed)};
+  }
+  void merge(const cancel_request& r) noexcept {
+    if (req_.level == cancel_level::none) req_.reason = r.reason;
+    if (r.level > req_.level) req_.level = r.level;
+  }
+  bool must_resume() const noexcept { return error_ || !incomplete_; }
+  void rethrow_if_error() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  std::size_t remaining_;
+  std::exception_ptr error_;
+  cancel_request req_{cancel_level::none, {}};
+  bool incomplete_ = false;  // some operation ended cancelled
+  bool starting_ = false;
+  bool siblings_cancelled_ = false;
+};
+
+// Moves a finished driver's outcome into `slot`; returns (cancelled, exception).
+template <class D, class T>
+std::pair<bool, std::exception_ptr> take_into(D& d, outcome<T>& slot) noexcept {
+  d.collect(slot);
+  if (slot.has_error()) {
+    std::exception_ptr e = slot.error();
+    slot.reset();
+    return {false, std::move(e)};
+  }
+  return {slot.cancelled(), nullptr};
+}
+
+template <class... Aws>
+class join_op : public join_base {
+  using results = std::tuple<outcome<typename driver<Aws>::result_type>...>;
+
+ public:
+  using value_type = std::tuple<join_value_t<typename driver<Aws>::result_type>...>;
+
+  template <class... Xs>
+  explicit join_op(Xs&&... xs) : join_base(sizeof...(Aws)), branches_(driver<Aws>(std::forward<Xs>(xs))...) {}
+  join_op(join_op&& o) : join_base(std::move(o)), branches_(std::move(o.branches_)) {}
+
+  bool await_early_cancel() const noexcept { return true; }
+
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    begin(h);
+    starting_ = true;
+    start_all(std::index_sequence_for<Aws...>{});
+    starting_ = false;
+    if (remaining_ != 0 && (error_ || incomplete_) && !siblings_cancelled_) cancel_all(sibling_request());
+    return end_suspend();
+  }
+
+  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
+    enter();
+    merge(r);
+    cancel_all(req_);
+    leave();
+    return false;
+  }
+
+  bool await_must_resume() const noexcept { return must_resume(); }
+
+  value_type await_resume() {
+    rethrow_if_error();
+    return build(std::index_sequence_for<Aws...>{});
+  }
+
+ private:
+  template <std::size_t... I>
+  void start_all(std::index_sequence<I...>) noexcept {
+    ((std::get<I>(branches_).start(this, &branch_done<I>, nullptr) ? branch_finished<I>() : void()), ...);
+  }
+  void cancel_all(const cancel_request& r) noexcept {
+    enter();
+    std::apply([&](auto&... d) { ((d.started() ? d.cancel(r) : void()), ...); }, branches_);
+    leave();  // may destroy *this
+  }
+  template <std::size_t I>
+  static void branch_done(void* o, driver_base*) noexcept {
+    static_cast<join_op*>(o)->template branch_finished<I>();
+  }
+  template <std::size_t I>
+  void branch_finished() noexcept {
+    auto [cancelled, error] = take_into(std::get<I>(branches_), std::get<I>(results_));
+    const bool cancel_siblings = record(cancelled, std::move(error));
+    if (remaining_ == 0) {
+      complete();  // may destroy *this
+    } else if (cancel_siblings && !starting_) {
+      cancel_all(sibling_request());
+    }
+  }
+  template <std::size_t... I>
+  value_type build(std::index_sequence<I...>) {
+    return value_type(take_value(std::get<I>(results_))...);
+  }
+  template <class T>
+  static join_value_t<T> take_value(outcome<T>& o) {
+    if constexpr (std::is_void_v<T>) {
+      return std::monostate{};
+    } else {
+      return o.take();
+    }
+  }
+
+  std::tuple<driver<Aws>...> branches_;
+  results results_;
+};
+
+template <class Aw>
+class join_range_op : public join_base {
+  using R = typename driver<Aw>::result_type;
+
+ public:
+  using value_type = std::vector<join_value_t<R>>;
+
+  template <class Range>
+  explicit join_range_op(Range&& ops) : join_base(0) {
+    branches_.reserve(ops.size());  // drivers never move once started
+    for (auto&& op : ops) branches_.emplace_back(std::move(op));
+    remaining_ = branches_.size();
+    results_ = std::vector<outcome<R>>(branches_.size());
+  }
+  join_range_op(join_range_op&& o)
+      : join_base(std::move(o)), branches_(std::move(o.branches_)), results_(std::move(o.results_)) {}
+
+  bool await_ready() const noexcept { return branches_.empty(); }
+  bool await_early_cancel() const noexcept { return true; }
+
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    begin(h);
+    starting_ = true;
+    for (auto& d : branches_) {
+      if (d.start(this, &branch_done, nullptr)) finished(d);
+    }
+    starting_ = false;
+    if (remaining_ != 0 && (error_ || incomplete_) && !siblings_cancelled_) cancel_all(sibling_request());
+    return end_suspend();
+  }
+
+  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
+    enter();
+    merge(r);
+    cancel_all(req_);
+    leave();
+    return false;
+  }
+
+  bool await_must_resume() const noexcept { return must_resume(); }
+
+  value_type await_resume() {
+    rethrow_if_error();
+    value_type out;
+    out.reserve(results_.size());
+    for (auto& o : results_) {
+      if constexpr (std::is_void_v<R>) {
+        out.emplace_back();
+      } else {
+        out.push_back(o.take());
+      }
+    }
+    return out;
+  }
+
+ private:
+  void cancel_all(const cancel_request& r) noexcept {
+    enter();
+    for (auto& d : branches_) {
+      if (d.started()) d.cancel(r);
+    }
+    leave();  // may destroy *this
+  }
+  static void branch_done(void* o, driver_base* d) noexcept {
+    auto* self = static_cast<join_range_op*>(o);
+    self->finished(*static_cast<driver<Aw>*>(d));
+  }
+  void finished(driver<Aw>& d) noexcept {
+    const std::size_t i = static_cast<std::size_t>(&d - branches_.data());
+    auto [cancelled, error] = take_into(d, results_[i]);
+    const bool cancel_siblings = record(cancelled, std::move(error));
+    if (remaining_ == 0) {
+      complete();  // may destroy *this
+    } else if (cancel_siblings && !starting_) {
+      cancel_all(sibling_request());
+    }
+  }
+
+  std::vector<driver<Aw>> branches_;
+  std::vector<outcome<R>> results_;
+};
+
+}  // namespace detail
+
+template <class... Ops>
+requires(sizeof...(Ops) >= 1) auto join(Ops&&... ops) {
+  return detail::join_op<detail::awaiter_t<Ops>...>(std::forward<Ops>(ops)...);
+}
+
+// The range form: every element is moved from `ops` into the join.
+template <class A>
+auto join(std::vector<A> ops) {
+  return detail::join_range_op<detail::awaiter_t<A>>(std::move(ops));
+}
+
+}  // namespace quell
