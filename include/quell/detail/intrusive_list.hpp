@@ -31,6 +31,7 @@ class node_list {
     head_.prev->next = n;
     head_.prev = n;
   }
+  list_node* front() const noexcept { return empty() ? nullptr : head_.next; }
   list_node* pop_front() noexcept {
     if (empty()) return nullptr;
     list_node* n = head_.next;

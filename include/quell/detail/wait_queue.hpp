@@ -1,0 +1,64 @@
+// The waiting half of every synchronization primitive (semaphore, mutex, event, channel): one
+// FIFO of suspended awaiters, and the one rule for cancelling a waiter.
+//
+// A waiter is either queued or granted. Granting happens at once (the resource is moved to the
+// waiter, which leaves the queue) and the waiter's coroutine is resumed from the executor's run
+// queue later in the same turn, never from inside the call that granted it (a release can happen
+// in a destructor, in the middle of someone else's code).
+//
+// Cancelling a queued waiter removes it: it takes nothing. Cancelling a granted waiter that has
+// not resumed yet changes nothing: it resumes with what it was granted (completion wins), so a
+// resource is never lost and never granted twice.
+#pragma once
+
+#include <coroutine>
+
+#include "quell/detail/intrusive_list.hpp"
+#include "quell/detail/scheduler.hpp"
+
+namespace quell::detail {
+
+class queued_waiter : public list_node {
+ public:
+  queued_waiter() = default;
+  queued_waiter(queued_waiter&&) noexcept {}  // only before it waits
+  queued_waiter(const queued_waiter&) = delete;
+  ~queued_waiter() { unlink(); }
+
+  bool granted() const noexcept { return granted_; }
+
+  // Standard members every primitive's awaiter shares.
+  bool await_must_resume() const noexcept { return granted_; }
+
+ protected:
+  void wait_in(node_list& q, std::coroutine_handle<> h) noexcept {
+    h_ = h;
+    sched_ = this_thread().current;
+    q.push_back(this);
+  }
+  // The resource has been handed over: leave the queue, resume soon.
+  void grant() noexcept {
+    granted_ = true;
+    unlink();
+    if (sched_) {
+      sched_->post(h_);
+    } else {
+      detail::resume(h_);
+    }
+  }
+  // For await_cancel: true if the waiter left the queue empty-handed (cancelled synchronously),
+  // false if it was already granted and will resume with the resource.
+  bool withdraw() noexcept {
+    if (granted_) return false;
+    unlink();
+    return true;
+  }
+  void mark_granted_without_waiting() noexcept { granted_ = true; }
+
+ private:
+  std::coroutine_handle<> h_;
+  scheduler* sched_ = nullptr;
+  bool granted_ = false;
+};
+
+}  // namespace quell::detail
