@@ -55,9 +55,44 @@ void W2_race_pending_loser_quell(benchmark::State& s) {
   s.SetItemsProcessed(s.iterations() * batch);
 }
 
+// ---- Synchronization primitives ----
+quell::task<long> q_sem_loop(quell::semaphore& sem) {
+  long n = 0;
+  for (int i = 0; i < batch; ++i) {
+    quell::permit p = co_await sem.acquire();
+    n += static_cast<long>(p.units());
+  }
+  co_return n;
+}
+void S1_semaphore_uncontended(benchmark::State& s) {
+  quell::semaphore sem{1};
+  for (auto _ : s) benchmark::DoNotOptimize(quell::block_on(q_sem_loop(sem)));
+  s.SetItemsProcessed(s.iterations() * batch);
+}
+
+quell::task<> q_ping(quell::channel<int>& out, quell::channel<int>& in) {
+  for (int i = 0; i < batch / 2; ++i) {
+    co_await out.send(i);
+    benchmark::DoNotOptimize(co_await in.receive());
+  }
+}
+quell::task<> q_pong(quell::channel<int>& in, quell::channel<int>& out) {
+  for (int i = 0; i < batch / 2; ++i) {
+    auto v = co_await in.receive();
+    co_await out.send(*v);
+  }
+}
+void S2_channel_ping_pong(benchmark::State& s) {
+  quell::channel<int> a{1}, b{1};
+  for (auto _ : s) quell::block_on(quell::join(q_ping(a, b), q_pong(a, b)));
+  s.SetItemsProcessed(s.iterations() * batch);  // messages
+}
+
 BENCHMARK(W1_await_chain_minimal);
 BENCHMARK(W1_await_chain_quell);
 BENCHMARK(W2_race_pending_loser_quell);
+BENCHMARK(S1_semaphore_uncontended);
+BENCHMARK(S2_channel_ping_pong);
 
 // Remembers each benchmark's time per inner operation, so main can print ratios.
 class recorder : public benchmark::ConsoleReporter {
@@ -102,5 +137,10 @@ int main(int argc, char** argv) {
     std::printf("%-26s %10.2f %12s %7.2fx  <= 60 ns  %s\n", "W2 race_pending_loser", w2q, "(1 await)", w2q / w1m,
                 w2q <= 60.0 ? "PASS" : "MISS");
   }
+  const double s1 = get("S1_semaphore_uncontended");
+  const double s2 = get("S2_channel_ping_pong");
+  if (s1 > 0)
+    std::printf("%-26s %10.2f %12s %7.2fx  (acquire + release)\n", "semaphore uncontended", s1, "(1 await)", s1 / w1m);
+  if (s2 > 0) std::printf("%-26s %10.2f %12s %7.2fx  (per message)\n", "channel ping-pong", s2, "(1 await)", s2 / w1m);
   return 0;
 }

@@ -63,9 +63,10 @@ struct promise_base : task_record {
   bool ended_cancelled = false;
 
   explicit promise_base(site s) noexcept { where = s; }
+  ~promise_base() { unlink(); }
 
-  static void* operator new(std::size_t n) { return frame_alloc(n); }
-  static void operator delete(void* p, std::size_t n) noexcept { frame_free(p, n); }
+  QUELL_HOT static void* operator new(std::size_t n) { return frame_alloc(n); }
+  QUELL_HOT static void operator delete(void* p, std::size_t n) noexcept { frame_free(p, n); }
 
   std::suspend_always initial_suspend() const noexcept { return {}; }
 
@@ -81,10 +82,20 @@ struct promise_base : task_record {
 
   const cancel_request* pending() const noexcept { return request.level != cancel_level::none ? &request : nullptr; }
 
-  void start(std::coroutine_handle<> waiter) noexcept {
+  QUELL_HOT void start(std::coroutine_handle<> waiter) noexcept {
     continuation = waiter;
     state = phase::running;
+  }
+
+  // The task suspends on `d`. Parked tasks are what a "stuck" report lists; a task that never
+  // suspends (the common case for short helpers) costs the registry nothing.
+  void park(driver_base* d) noexcept {
+    awaitee = d;
     if (scheduler* s = this_thread().current) s->track(*this);
+  }
+  void unpark() noexcept {
+    awaitee = nullptr;
+    unlink();
   }
 
   // Stores the request (first reason wins, strongest level) and forwards it to the awaitable this
@@ -109,9 +120,8 @@ struct promise_base : task_record {
     }
   }
 
-  void finish() noexcept {
+  QUELL_HOT void finish() noexcept {
     state = phase::done;
-    unlink();
     detail::resume(continuation);
   }
 
@@ -126,7 +136,6 @@ struct promise_base : task_record {
   void end_cancelled_from_suspend() noexcept {
     ended_cancelled = true;
     state = phase::done;
-    unlink();
     detail::post(continuation);
   }
 
@@ -143,26 +152,23 @@ class task_await : public driver<Aw> {
   task_await(promise_base& p, X&& x) : driver<Aw>(std::forward<X>(x)), p_(p) {}
   task_await(task_await&&) = delete;
 
-  bool await_ready() {
-    if (p_.request.level != cancel_level::none) return false;  // a suspension point: cancel here
+  QUELL_HOT bool await_ready() {
+    if (p_.request.level != cancel_level::none) [[unlikely]]
+      return false;  // a suspension point: cancel here
     if (this->awaiter().await_ready()) return true;
     ready_checked_ = true;
     return false;
   }
 
-  bool await_suspend(std::coroutine_handle<> h) noexcept {
+  QUELL_HOT bool await_suspend(std::coroutine_handle<> h) noexcept {
     body_ = h;
-    if (!this->start(this, &on_done, p_.pending(), ready_checked_)) {
-      p_.awaitee = this;
-      if (p_.request.level <= this->sent) return true;
-      // A request arrived while the awaitable was being started (e.g. it cancelled its own task).
-      in_suspend_ = true;
-      this->cancel(p_.request);
-      in_suspend_ = false;
-      if (!this->finished()) return true;
-      p_.awaitee = nullptr;
+    if (!this->start(this, &on_done, p_.pending(), ready_checked_)) [[likely]] {
+      p_.park(this);
+      if (p_.request.level <= this->sent) [[likely]]
+        return true;
+      return cancel_arrived_during_start();
     }
-    if (this->cancelled) {
+    if (this->cancelled) [[unlikely]] {
       p_.end_cancelled_from_suspend();
       return true;
     }
@@ -175,12 +181,26 @@ class task_await : public driver<Aw> {
   static void on_done(void*, driver_base* d) noexcept {
     auto* self = static_cast<task_await*>(d);
     if (self->in_suspend_) return;  // await_suspend is still on the stack and takes over
-    self->p_.awaitee = nullptr;
+    self->p_.unpark();
     if (self->cancelled) {
       self->p_.end_cancelled();
     } else {
       detail::resume(self->body_);
     }
+  }
+
+  // A request arrived while the awaitable was being started (e.g. it cancelled its own task).
+  QUELL_COLD bool cancel_arrived_during_start() noexcept {
+    in_suspend_ = true;
+    this->cancel(p_.request);
+    in_suspend_ = false;
+    if (!this->finished()) return true;
+    p_.unpark();
+    if (this->cancelled) {
+      p_.end_cancelled_from_suspend();
+      return true;
+    }
+    return false;
   }
 
   promise_base& p_;
@@ -236,9 +256,10 @@ struct promise<void> final : promise_base {
 [[noreturn]] void dropped_running_task(const site& where) noexcept;
 
 template <class P>
-void release_frame(std::coroutine_handle<P> h) noexcept {
+QUELL_HOT void release_frame(std::coroutine_handle<P> h) noexcept {
   if (!h) return;
-  if (h.promise().state == promise_base::phase::running) dropped_running_task(h.promise().where);
+  if (h.promise().state == promise_base::phase::running) [[unlikely]]
+    dropped_running_task(h.promise().where);
   h.destroy();
 }
 
@@ -273,7 +294,7 @@ class [[nodiscard]] task {
     ~awaiter() { detail::release_frame(h_); }
 
     bool await_ready() const noexcept { return false; }
-    void await_suspend(std::coroutine_handle<> waiter) noexcept {
+    QUELL_HOT void await_suspend(std::coroutine_handle<> waiter) noexcept {
       h_.promise().start(waiter);
       detail::resume(h_);
     }

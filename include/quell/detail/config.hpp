@@ -22,3 +22,8 @@
 #ifndef QUELL_FRAME_POOL
 #define QUELL_FRAME_POOL 1
 #endif
+
+// For the few functions on the path of every co_await: keeps the inliner from splitting them
+// off when surrounding code grows (measured: W1 in bench/bench_core.cpp).
+#define QUELL_HOT __attribute__((always_inline)) inline
+#define QUELL_COLD __attribute__((noinline, cold))

@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/config.hpp"
 #include "quell/detail/outcome.hpp"
 #include "quell/detail/resume_target.hpp"
 #include "quell/detail/scheduler.hpp"
@@ -130,14 +131,11 @@ class driver : public driver_base {
   // `ready_checked`: the caller already called await_ready() and it returned false.
   // Returns true if the outcome is known on return (then on_done is not called); otherwise
   // on_done is called exactly once later.
-  bool start(void* o, done_fn fn, const cancel_request* pending, bool ready_checked = false) noexcept {
+  QUELL_HOT bool start(void* o, done_fn fn, const cancel_request* pending, bool ready_checked = false) noexcept {
     owner = o;
     on_done = fn;
-    if (pending && !ready_checked && protocol_early_cancel(aw_, *pending)) {
-      state = phase::done;
-      cancelled = true;
-      return true;
-    }
+    if (pending) [[unlikely]]
+      return start_cancelled(*pending, ready_checked);
     busy = true;
     resumed_while_busy = false;
     try {
@@ -154,20 +152,7 @@ class driver : public driver_base {
       }
       suspend_into_awaiter();
     } catch (...) {
-      busy = false;
-      error = std::current_exception();
-      state = phase::done;
-      return true;
-    }
-    if (pending && !resumed_while_busy) {
-      sent = pending->level;
-      if (protocol_cancel(aw_, handle(), *pending, false)) {
-        busy = false;
-        state = phase::done;
-        cancelled = true;
-        return true;
-      }
-      state = phase::cancelling;
+      return fail_start();
     }
     busy = false;
     if (resumed_while_busy) {
@@ -214,7 +199,7 @@ class driver : public driver_base {
   }
 
  private:
-  void suspend_into_awaiter() {
+  QUELL_HOT void suspend_into_awaiter() {
     using R = decltype(aw_.await_suspend(handle()));
     if constexpr (std::is_void_v<R>) {
       aw_.await_suspend(handle());
@@ -230,7 +215,57 @@ class driver : public driver_base {
     }
   }
 
-  void settle() noexcept {
+  QUELL_COLD bool fail_start() noexcept {
+    busy = false;
+    error = std::current_exception();
+    state = phase::done;
+    return true;
+  }
+
+  // start() with a cancel request already in force.
+  QUELL_COLD bool start_cancelled(const cancel_request& pending, bool ready_checked) noexcept {
+    if (!ready_checked && protocol_early_cancel(aw_, pending)) {
+      state = phase::done;
+      cancelled = true;
+      return true;
+    }
+    busy = true;
+    resumed_while_busy = false;
+    try {
+      if (!ready_checked && aw_.await_ready()) {
+        busy = false;
+        state = phase::done;
+        return true;
+      }
+      state = phase::running;
+      if constexpr (requires(A & a) {
+                      { a.child_task() } -> std::same_as<task_record*>;
+                    }) {
+        child_task = aw_.child_task();
+      }
+      suspend_into_awaiter();
+    } catch (...) {
+      return fail_start();
+    }
+    if (!resumed_while_busy) {
+      sent = pending.level;
+      if (protocol_cancel(aw_, handle(), pending, false)) {
+        busy = false;
+        state = phase::done;
+        cancelled = true;
+        return true;
+      }
+      state = phase::cancelling;
+    }
+    busy = false;
+    if (resumed_while_busy) {
+      settle();
+      return true;
+    }
+    return false;
+  }
+
+  QUELL_HOT void settle() noexcept {
     if (state == phase::cancelling) {
       cancelled = !protocol_must_resume(aw_);
     } else if constexpr (cancellable_awaiter<A>) {

@@ -29,7 +29,7 @@ struct frame_pool {
 // Plain data, constant-initialised: every access is a direct thread-local load, no init guard.
 constinit inline thread_local frame_pool tls_frames{};
 
-inline void* frame_alloc(std::size_t size) {
+QUELL_HOT void* frame_alloc(std::size_t size) {
   const std::size_t c = frame_pool::class_of(size);
   if (c < frame_pool::classes) {
     frame_pool& p = tls_frames;
@@ -43,7 +43,7 @@ inline void* frame_alloc(std::size_t size) {
   return ::operator new(size);
 }
 
-inline void frame_free(void* ptr, std::size_t size) noexcept {
+QUELL_HOT void frame_free(void* ptr, std::size_t size) noexcept {
   const std::size_t c = frame_pool::class_of(size);
   frame_pool& p = tls_frames;
   if (c < frame_pool::classes && p.counts[c] < frame_pool::max_cached_per_class && !p.gone) {
@@ -57,7 +57,7 @@ inline void frame_free(void* ptr, std::size_t size) noexcept {
   ::operator delete(ptr);
 }
 #else
-inline void* frame_alloc(std::size_t size) { return ::operator new(size); }
+QUELL_HOT void* frame_alloc(std::size_t size) { return ::operator new(size); }
 inline void frame_free(void* p, std::size_t) noexcept { ::operator delete(p); }
 #endif
 

@@ -72,7 +72,7 @@ class scheduler {
 };
 
 // Resumes `h` now if the stack has room, else queues it on the current executor.
-inline void resume(std::coroutine_handle<> h) {
+QUELL_HOT void resume(std::coroutine_handle<> h) {
   thread_state& t = this_thread();
   if (t.depth < QUELL_MAX_RESUME_DEPTH || t.current == nullptr) {
     ++t.depth;
