@@ -1,5 +1,6 @@
 #include "quell/executor.hpp"
 
+#include <stdexcept>
 #include <string>
 
 namespace quell::detail {
@@ -20,7 +21,24 @@ class enter_executor {
 
 void executor_core::root_done(void* self, driver_base*) noexcept { static_cast<executor_core*>(self)->done_ = true; }
 
+namespace {
+class active_call {
+ public:
+  explicit active_call(int& n) noexcept : n_(n) { ++n_; }
+  ~active_call() { --n_; }
+  active_call(const active_call&) = delete;
+  active_call& operator=(const active_call&) = delete;
+
+ private:
+  int& n_;
+};
+}  // namespace
+
 bool executor_core::turn() {
+  if (active_ != 0) {
+    throw std::logic_error("quell: executor::poll_once()/run() called from inside one of its own tasks");
+  }
+  active_call a(active_);
   enter_executor in(sched_);
   node_list batch;
   sched_.take_next_turn(batch);
@@ -73,9 +91,10 @@ void executor_core::cancel(cancel_level level, cancel_reason reason) noexcept {
   if (req_.level == cancel_level::none) req_.reason = std::move(reason);
   req_.level = level;
   if (!started_) return;  // the root starts with the request pending, so it never runs
+  active_call a(active_);
   enter_executor in(sched_);
   root_.cancel(req_);
-  sched_.drain_ready();
+  if (active_ == 1) sched_.drain_ready();  // inside a turn, the turn's own loop runs what was queued
 }
 
 void executor_core::shutdown() noexcept {

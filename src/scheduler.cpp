@@ -74,7 +74,23 @@ void scheduler::post(std::coroutine_handle<> h) {
   ++tail_;
 }
 
+namespace {
+// The loops below are where trampolined resumptions land, so they count nesting from zero (and
+// restore the caller's count): otherwise a loop entered at the depth limit would only re-queue.
+class depth_reset {
+ public:
+  depth_reset() noexcept : saved_(tls.depth) { tls.depth = 0; }
+  ~depth_reset() { tls.depth = saved_; }
+  depth_reset(const depth_reset&) = delete;
+  depth_reset& operator=(const depth_reset&) = delete;
+
+ private:
+  int saved_;
+};
+}  // namespace
+
 void scheduler::drain_ready() {
+  depth_reset d;
   while (head_ != tail_) {
     std::coroutine_handle<> h = ring_[head_ & (ring_.size() - 1)];
     ++head_;
@@ -84,6 +100,7 @@ void scheduler::drain_ready() {
 }
 
 void scheduler::run_batch(node_list& batch) {
+  depth_reset d;
   while (list_node* n = batch.pop_front()) {
     auto* t = static_cast<turn_node*>(n);
     t->run(t);

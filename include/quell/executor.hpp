@@ -19,7 +19,10 @@
 // root unfinished, the executor is stuck, and says so instead of spinning.
 //
 // All of an executor's work runs on the thread that calls poll_once/run. Executors may nest
-// (block_on inside a task runs a separate loop to completion).
+// (block_on inside a task runs a separate loop to completion), but an executor's poll_once/run
+// called from inside one of its own tasks throws std::logic_error. cancel() from inside one of its
+// own tasks or hooks is fine: it takes effect at once as far as it can, and the rest runs in the
+// turn already in progress.
 #pragma once
 
 #include <memory>
@@ -61,6 +64,7 @@ class executor_core {
 
   driver_base& root_;
   scheduler sched_;
+  int active_ = 0;  // calls of turn()/cancel() in progress on the stack
   cancel_request req_{cancel_level::none, {}};
   bool started_ = false;
   bool done_ = false;
@@ -87,8 +91,11 @@ struct root_impl final : root_base<T> {
 template <class T>
 class executor {
  public:
+  // clang-format off
   template <class A>
-  requires(detail::awaitable<A>&& std::is_same_v<detail::await_result_t<A>, T>) explicit executor(A&& root)
+    requires(detail::awaitable<A> && std::is_same_v<detail::await_result_t<A>, T>)
+  explicit executor(A&& root)
+      // clang-format on
       : root_(std::make_unique<detail::root_impl<T, detail::awaiter_t<A>>>(std::forward<A>(root))),
         core_(root_->drv()) {}
   executor(const executor&) = delete;
@@ -102,6 +109,11 @@ class executor {
     core_.drive();
     taken_ = true;
     if (root_->drv().cancelled) {
+      if (core_.request().level == cancel_level::none) {
+        throw cancelled_error(
+            "quell: the root ended cancelled without a request to it (an operation inside was cancelled from "
+            "elsewhere)");
+      }
       throw cancelled_error("quell: the root was cancelled (" + core_.request().reason.describe() + ")");
     }
     return root_->take();
@@ -126,8 +138,11 @@ template <class A>
 executor(A&&) -> executor<detail::await_result_t<A>>;
 
 // Runs `a` on a fresh executor until it finishes and returns its result (see executor::run).
+// clang-format off
 template <class A>
-requires detail::awaitable<A> detail::await_result_t<A> block_on(A&& a) {
+  requires detail::awaitable<A>
+detail::await_result_t<A> block_on(A&& a) {
+  // clang-format on
   executor<detail::await_result_t<A>> ex{std::forward<A>(a)};
   return ex.run();
 }

@@ -255,8 +255,11 @@ class join_range_op : public join_base {
 
 }  // namespace detail
 
+// clang-format off
 template <class... Ops>
-requires(sizeof...(Ops) >= 1) auto join(Ops&&... ops) {
+  requires(sizeof...(Ops) >= 1)
+auto join(Ops&&... ops) {
+  // clang-format on
   return detail::join_op<detail::awaiter_t<Ops>...>(std::forward<Ops>(ops)...);
 }
 

@@ -1,7 +1,8 @@
 // on_cancel(op, hook): run `hook` when cancellation reaches `op`, before `op` itself is cancelled.
 //
-// `op` is any awaitable. `hook` is any awaitable (typically a task, started only if needed) or a
-// callable returning void (run synchronously). Its result, if any, is discarded.
+// `op` is any awaitable. `hook` is any awaitable (typically a task, started only if needed), a
+// callable returning an awaitable (called only if the hook is needed, e.g. a lambda returning a
+// task), or a callable returning void (run synchronously). Its result, if any, is discarded.
 //
 //   - op finishes with a value and no cancel reached it: the value is returned; the hook never runs.
 //   - A cancel request reaches op (outside-in): the hook is started first and runs to completion,
@@ -15,6 +16,8 @@
 //     forwarded to op. A forced request that arrives first still starts the hook, which is
 //     cancelled at its first suspension point.
 //   - on_cancel that was never started runs nothing, hook included.
+//   - op ending cancelled on its own (the cancellation started below it, e.g. at a token) is not a
+//     cancel reaching op from outside: the hook does not run.
 //   - The hook runs at most once.
 //   - If the hook throws, its exception is attached to op's exception (quell/errors.hpp); if op
 //     has no exception, the hook's exception is what on_cancel throws.
@@ -23,6 +26,7 @@
 #include <concepts>
 #include <coroutine>
 #include <exception>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -48,8 +52,11 @@ class hook_runner {  // an awaitable hook
   driver<awaiter_t<H>> d_;
 };
 
+// clang-format off
 template <class F>
-requires(!awaitable<F> && std::is_invocable_r_v<void, F&>) class hook_runner<F> {  // a synchronous hook
+  requires(!awaitable<F> && std::is_invocable_v<F&> && std::is_void_v<std::invoke_result_t<F&>>)
+class hook_runner<F> {  // a synchronous hook
+  // clang-format on
  public:
   template <class X>
   explicit hook_runner(X&& f) : f_(std::forward<X>(f)) {}
@@ -66,6 +73,37 @@ requires(!awaitable<F> && std::is_invocable_r_v<void, F&>) class hook_runner<F> 
 
  private:
   F f_;
+  std::exception_ptr error_;
+};
+
+// clang-format off
+template <class F>
+  requires(!awaitable<F> && std::is_invocable_v<F&> && awaitable<std::invoke_result_t<F&>>)
+class hook_runner<F> {  // a callable making the hook's awaitable (e.g. a lambda returning a task)
+  // clang-format on
+  using A = std::invoke_result_t<F&>;
+
+ public:
+  template <class X>
+  explicit hook_runner(X&& f) : f_(std::forward<X>(f)) {}
+  hook_runner(hook_runner&& o) : f_(std::move(o.f_)) {}  // only before it starts
+  bool start(void* owner, driver_base::done_fn fn) noexcept {
+    try {
+      d_.emplace(f_());  // invoked only when the hook is needed
+    } catch (...) {
+      error_ = std::current_exception();
+      return true;
+    }
+    return d_->start(owner, fn, nullptr);
+  }
+  void cancel(const cancel_request& r) noexcept {
+    if (d_) d_->cancel(r);
+  }
+  std::exception_ptr error() noexcept { return error_ ? error_ : d_->discard_result(); }
+
+ private:
+  F f_;
+  std::optional<driver<awaiter_t<A>>> d_;
   std::exception_ptr error_;
 };
 

@@ -162,8 +162,11 @@ class race_op : public composite {
 
 }  // namespace detail
 
+// clang-format off
 template <class... Ops>
-requires(sizeof...(Ops) >= 1) auto race(Ops&&... ops) {
+  requires(sizeof...(Ops) >= 1)
+auto race(Ops&&... ops) {
+  // clang-format on
   return detail::race_op<detail::awaiter_t<Ops>...>(std::forward<Ops>(ops)...);
 }
 

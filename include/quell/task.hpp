@@ -87,10 +87,9 @@ struct promise_base : task_record {
     state = phase::running;
   }
 
-  // The task suspends on `d`. Parked tasks are what a "stuck" report lists; a task that never
+  // The task suspended on its awaitee. Parked tasks are what a "stuck" report lists; a task that never
   // suspends (the common case for short helpers) costs the registry nothing.
-  void park(driver_base* d) noexcept {
-    awaitee = d;
+  void park() noexcept {
     if (scheduler* s = this_thread().current) s->track(*this);
   }
   void unpark() noexcept {
@@ -162,12 +161,14 @@ class task_await : public driver<Aw> {
 
   QUELL_HOT bool await_suspend(std::coroutine_handle<> h) noexcept {
     body_ = h;
+    // Set before starting, so that a request arriving while the awaitable is being started
+    // reaches it (its driver defers it, or forwards it at once to a task).
+    p_.awaitee = this;
     if (!this->start(this, &on_done, p_.pending(), ready_checked_)) [[likely]] {
-      p_.park(this);
-      if (p_.request.level <= this->sent) [[likely]]
-        return true;
-      return cancel_arrived_during_start();
+      p_.park();
+      return true;
     }
+    p_.awaitee = nullptr;
     if (this->cancelled) [[unlikely]] {
       p_.end_cancelled_from_suspend();
       return true;
@@ -180,7 +181,6 @@ class task_await : public driver<Aw> {
  private:
   static void on_done(void*, driver_base* d) noexcept {
     auto* self = static_cast<task_await*>(d);
-    if (self->in_suspend_) return;  // await_suspend is still on the stack and takes over
     self->p_.unpark();
     if (self->cancelled) {
       self->p_.end_cancelled();
@@ -189,24 +189,9 @@ class task_await : public driver<Aw> {
     }
   }
 
-  // A request arrived while the awaitable was being started (e.g. it cancelled its own task).
-  QUELL_COLD bool cancel_arrived_during_start() noexcept {
-    in_suspend_ = true;
-    this->cancel(p_.request);
-    in_suspend_ = false;
-    if (!this->finished()) return true;
-    p_.unpark();
-    if (this->cancelled) {
-      p_.end_cancelled_from_suspend();
-      return true;
-    }
-    return false;
-  }
-
   promise_base& p_;
   std::coroutine_handle<> body_;
   bool ready_checked_ = false;
-  bool in_suspend_ = false;
 };
 
 // Inside a task, the operand of `co_await` lives until the end of the full-expression, which spans
@@ -231,8 +216,11 @@ struct promise final : promise_base {
   task<T> get_return_object() noexcept;
   void unhandled_exception() noexcept { result.set_error(std::current_exception()); }
 
+  // clang-format off
   template <class U = T>
-  requires(!std::is_void_v<T> && std::is_convertible_v<U&&, T>) void return_value(U&& v) {
+    requires(!std::is_void_v<T> && std::is_convertible_v<U &&, T>)
+  void return_value(U&& v) {
+    // clang-format on
     if constexpr (std::is_reference_v<T>) {
       result.set_value(v);
     } else {
@@ -299,6 +287,7 @@ class [[nodiscard]] task {
       detail::resume(h_);
     }
     bool await_early_cancel() const noexcept { return true; }  // never started: nothing runs
+    static constexpr bool reentrant_cancel = true;             // see driver::cancel_thunk
     bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
       h_.promise().request_cancel(r);
       return false;  // the task reports its end through its waiter, possibly during this call

@@ -23,6 +23,11 @@ class composite {
  protected:
   // await_suspend: begin(h) ... return end_suspend();
   void begin(std::coroutine_handle<> h) noexcept {
+    if (busy_ != 0 || done_ || waiter_) {
+      fatal(
+          "quell: a combinator was awaited twice (or started again after it finished); every operation is "
+          "awaited once");
+    }
     waiter_ = h;
     busy_ = 1;
   }

@@ -15,6 +15,7 @@
 #include <concepts>
 #include <coroutine>
 #include <exception>
+#include <memory>
 #include <type_traits>
 #include <utility>
 
@@ -76,6 +77,17 @@ struct driver_base : resume_target {
   void* owner = nullptr;
   std::exception_ptr error;  // thrown by await_ready / await_suspend
 
+  // A request that arrived while the driver was inside a call into the awaitable: delivered when
+  // that call has returned (allocated only in that rare case).
+  std::unique_ptr<cancel_request> deferred;
+  void defer(const cancel_request& r) {
+    if (!deferred) {
+      deferred = std::make_unique<cancel_request>(r);
+    } else if (r.level > deferred->level) {
+      deferred->level = r.level;
+    }
+  }
+
   using cancel_fn = void (*)(driver_base*, const cancel_request&) noexcept;
   using start_fn = bool (*)(driver_base*, void*, done_fn, const cancel_request*) noexcept;
   cancel_fn cancel_impl;
@@ -132,6 +144,8 @@ class driver : public driver_base {
   // Returns true if the outcome is known on return (then on_done is not called); otherwise
   // on_done is called exactly once later.
   QUELL_HOT bool start(void* o, done_fn fn, const cancel_request* pending, bool ready_checked = false) noexcept {
+    if (state != phase::idle) [[unlikely]]
+      awaited_twice();
     owner = o;
     on_done = fn;
     if (pending) [[unlikely]]
@@ -159,6 +173,8 @@ class driver : public driver_base {
       settle();
       return true;
     }
+    if (deferred) [[unlikely]]
+      return cancel_step(nullptr);
     return false;
   }
 
@@ -247,22 +263,47 @@ class driver : public driver_base {
     } catch (...) {
       return fail_start();
     }
-    if (!resumed_while_busy) {
-      sent = pending.level;
-      if (protocol_cancel(aw_, handle(), pending, false)) {
-        busy = false;
-        state = phase::done;
-        cancelled = true;
-        return true;
-      }
-      state = phase::cancelling;
-    }
     busy = false;
     if (resumed_while_busy) {
       settle();
       return true;
     }
-    return false;
+    return cancel_step(&pending);
+  }
+
+  // Delivers `r` (if not null and stronger than what was sent), then any request that arrived
+  // meanwhile. Returns true if the operation is finished on return; on_done is not called.
+  bool cancel_step(const cancel_request* r) noexcept {
+    std::unique_ptr<cancel_request> held;
+    for (;;) {
+      if (r && r->level > sent) {
+        const bool repeat = sent != cancel_level::none;
+        sent = r->level;
+        busy = true;
+        resumed_while_busy = false;
+        const bool sync = protocol_cancel(aw_, handle(), *r, repeat);
+        busy = false;
+        if (sync) {
+          state = phase::done;
+          cancelled = true;
+          return true;
+        }
+        state = phase::cancelling;
+        if (resumed_while_busy) {
+          settle();
+          return true;
+        }
+      }
+      if (!deferred) return false;
+      held = std::move(deferred);
+      r = held.get();
+    }
+  }
+
+  [[noreturn]] QUELL_COLD static void awaited_twice() noexcept {
+    fatal(
+        "quell: an awaitable was awaited twice (or started again after it finished); every operation is "
+        "awaited once");
   }
 
   QUELL_HOT void settle() noexcept {
@@ -295,6 +336,20 @@ class driver : public driver_base {
 
   static void cancel_thunk(driver_base* b, const cancel_request& r) noexcept {
     auto* self = static_cast<driver*>(b);
+    if (self->busy) {
+      if constexpr (requires { A::reentrant_cancel; }) {
+        // A task only records the request and forwards it to what it is parked on, which is
+        // safe mid-call and makes it take effect at the task's next suspension point.
+        if (r.level > self->sent) {
+          const bool repeat = self->sent != cancel_level::none;
+          self->sent = r.level;
+          (void)protocol_cancel(self->aw_, self->handle(), r, repeat);  // reports through the waiter
+        }
+      } else {
+        self->defer(r);  // the call in progress delivers it when it returns
+      }
+      return;
+    }
     switch (self->state) {
       case phase::idle:
         self->state = phase::done;
@@ -306,24 +361,7 @@ class driver : public driver_base {
       case phase::cancelling:
         break;
     }
-    if (r.level <= self->sent) return;  // idempotent: the cancellation under way continues
-    const bool repeat = self->sent != cancel_level::none;
-    self->sent = r.level;
-    self->busy = true;
-    self->resumed_while_busy = false;
-    const bool sync = protocol_cancel(self->aw_, self->handle(), r, repeat);
-    self->busy = false;
-    if (sync) {
-      self->state = phase::done;
-      self->cancelled = true;
-      self->on_done(self->owner, self);
-      return;
-    }
-    self->state = phase::cancelling;
-    if (self->resumed_while_busy) {
-      self->settle();
-      self->on_done(self->owner, self);
-    }
+    if (self->cancel_step(&r)) self->on_done(self->owner, self);  // may destroy *self
   }
 
   Aw aw_;
