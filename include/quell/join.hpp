@@ -101,7 +101,7 @@ class join_op : public join_base {
   using value_type = std::tuple<join_value_t<typename driver<Aws>::result_type>...>;
 
   template <class... Xs>
-  explicit join_op(Xs&&... xs) : join_base(sizeof...(Aws)), branches_(driver<Aws>(std::forward<Xs>(xs))...) {}
+  explicit join_op(Xs&&... xs) : join_base(sizeof...(Aws)), branches_(std::forward<Xs>(xs)...) {}
   join_op(join_op&& o) : join_base(std::move(o)), branches_(std::move(o.branches_)) {}
 
   bool await_early_cancel() const noexcept { return true; }

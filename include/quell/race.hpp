@@ -57,7 +57,7 @@ class race_op : public composite {
 
  public:
   template <class... Xs>
-  explicit race_op(Xs&&... xs) : branches_(driver<Aws>(std::forward<Xs>(xs))...) {}
+  explicit race_op(Xs&&... xs) : branches_(std::forward<Xs>(xs)...) {}
   race_op(race_op&& o) : composite(std::move(o)), branches_(std::move(o.branches_)) {}
 
   bool await_early_cancel() const noexcept { return true; }
