@@ -60,6 +60,12 @@
 // cancellation start at the leaf and travel *up* (that is how a child task that ended cancelled
 // ends its parent, and how an external token ends the operations it governs).
 //
+// Re-entrancy: quell never calls into an awaiter while another call into it is in progress. A
+// request that arrives during await_suspend or await_cancel (e.g. a hook cancels its own
+// executor) is delivered when that call has returned; if the operation completed meanwhile,
+// completion wins. Requests to tasks are recorded at once, so they take effect at the task's
+// next suspension point even if it is still running.
+//
 // Who resumes whom: the leaf resumes `h`, which is not the coroutine itself but quell's driver
 // for this `co_await`; the driver then either resumes the coroutine body (value, exception,
 // completed anyway) or reports the coroutine as cancelled to *its* waiter without running any of
