@@ -69,16 +69,20 @@ std::string executor_core::stuck_report() const {
   return s;
 }
 
+bool executor_core::wait_step(bool /*block*/) {
+  return false;  // no event source is attached yet: nothing outside the run queue can wake a task
+}
+
 void executor_core::drive() {
   while (!poll_once()) {
-    if (!sched_.has_work()) throw stuck_error(stuck_report());
+    if (!sched_.has_work() && !wait_step(true)) throw stuck_error(stuck_report());
   }
 }
 
 bool executor_core::drive_quietly() noexcept {
   try {
     while (!poll_once()) {
-      if (!sched_.has_work()) return false;
+      if (!sched_.has_work() && !wait_step(true)) return false;
     }
   } catch (...) {
     return done_;

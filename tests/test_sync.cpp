@@ -253,6 +253,42 @@ TEST(Mutex, ATaskCancelledWhileWaitingForTheLockTakesNothing) {
   EXPECT_TRUE(m.try_lock());
 }
 
+TEST(Mutex, ATaskGrantedTheLockInTheSameTurnItIsCancelledGetsItAndReleasesIt) {
+  quell::test::log log;
+  quell::mutex m;
+  auto g = m.try_lock();
+  auto waiter = [&]() -> task<> {
+    quell::mutex::guard held = co_await m.lock();
+    log.print("got the lock");
+    co_await yield();
+  };
+  executor ex{waiter()};
+  ex.poll_once();
+  g->release();  // granted, not yet resumed
+  ex.cancel();
+  EXPECT_TRUE(ex.done());
+  EXPECT_EQ(log.lines, (lines{"got the lock"}));
+  EXPECT_FALSE(m.locked());
+}
+
+TEST(Mutex, LosingARaceWhileWaitingForTheLockTakesNothing) {
+  quell::test::log log;
+  quell::mutex m;
+  auto holder = [&]() -> task<> {
+    quell::mutex::guard g = co_await m.lock();
+    co_await after_turns(3);
+    log.print("holder unlocks");
+  };
+  auto impatient = [&]() -> task<> {
+    co_await yield();
+    co_await race(m.lock(), after_turns(1));
+    log.print("impatient gave up, locked: " + std::string(m.locked() ? "yes" : "no"));
+  };
+  quell::block_on(join(holder(), impatient()));
+  EXPECT_EQ(log.lines, (lines{"impatient gave up, locked: yes", "holder unlocks"}));
+  EXPECT_FALSE(m.locked());
+}
+
 // ---- event -------------------------------------------------------------------------------------
 
 TEST(Event, SetWakesEveryWaiterInOrderAndStaysSet) {

@@ -59,6 +59,10 @@ class executor_core {
 
  private:
   bool turn();
+  // The wait step: after a turn left nothing ready, wait (if `block`) for an external event source
+  // (the io_uring reactor, a cross-thread wake) to make something ready. Returns false if no
+  // source could ever make anything ready: the executor is stuck. With no source, that is always.
+  bool wait_step(bool block);
   bool drive_quietly() noexcept;  // false if stuck
   static void root_done(void* self, driver_base*) noexcept;
 
