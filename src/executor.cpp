@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace quell::detail {
 
@@ -46,6 +47,7 @@ bool executor_core::turn() {
     started_ = true;
     if (root_.start_erased(this, &root_done, req_.level != cancel_level::none ? &req_ : nullptr)) done_ = true;
   }
+  sched_.timers().fire_due([&](std::coroutine_handle<> h) { sched_.post(h); });
   sched_.run_batch(batch);
   sched_.drain_ready();
   return done_;
@@ -69,8 +71,17 @@ std::string executor_core::stuck_report() const {
   return s;
 }
 
-bool executor_core::wait_step(bool /*block*/) {
-  return false;  // no event source is attached yet: nothing outside the run queue can wake a task
+bool executor_core::wait_step(bool block) {
+  timer_queue& timers = sched_.timers();
+  if (timers.empty()) return false;  // nothing else can wake a task yet (the reactor will)
+  if (!block) return true;
+  clock_source& clock = timers.clock();
+  if (clock.is_virtual()) {
+    clock.advance_to(timers.next_deadline());
+  } else {
+    std::this_thread::sleep_until(timers.next_deadline());
+  }
+  return true;
 }
 
 void executor_core::drive() {

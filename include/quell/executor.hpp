@@ -13,10 +13,12 @@
 //                          the stuck tasks and calls std::terminate. A root that never started
 //                          runs nothing.
 //
-// A turn: the work queued for "next turn" (yield, poll_fn) runs once, then everything that
-// became ready runs, until nothing is ready. The first turn starts the root. The executor's wait
-// step (where the io_uring reactor plugs in) comes after that; with nothing to wait for and the
-// root unfinished, the executor is stuck, and says so instead of spinning.
+// A turn: timers that are due fire, the work queued for "next turn" (yield, poll_fn) runs once,
+// then everything that became ready runs, until nothing is ready. The first turn starts the root.
+// Between turns, when nothing is ready, run() and the destructor take the wait step: wait for the
+// nearest timer (on a virtual clock: jump to it), and, once the io_uring reactor is attached, for
+// I/O. With nothing to wait for and the root unfinished, the executor is stuck, and says so
+// instead of spinning. `executor ex{root(), clock}` runs on another clock (quell/time.hpp).
 //
 // All of an executor's work runs on the thread that calls poll_once/run. Executors may nest
 // (block_on inside a task runs a separate loop to completion), but an executor's poll_once/run
@@ -32,6 +34,7 @@
 #include <utility>
 
 #include "quell/cancellation.hpp"
+#include "quell/clock.hpp"
 #include "quell/detail/driver.hpp"
 #include "quell/detail/scheduler.hpp"
 #include "quell/errors.hpp"
@@ -41,7 +44,7 @@ namespace detail {
 
 class executor_core {
  public:
-  explicit executor_core(driver_base& root) noexcept : root_(root) {}
+  executor_core(driver_base& root, clock_source& clock) noexcept : root_(root), sched_(clock) {}
   executor_core(const executor_core&) = delete;
   executor_core& operator=(const executor_core&) = delete;
 
@@ -98,10 +101,10 @@ class executor {
   // clang-format off
   template <class A>
     requires(detail::awaitable<A> && std::is_same_v<detail::await_result_t<A>, T>)
-  explicit executor(A&& root)
+  explicit executor(A&& root, clock_source& clock = steady_clock_source::instance())
       // clang-format on
       : root_(std::make_unique<detail::root_impl<T, detail::awaiter_t<A>>>(std::forward<A>(root))),
-        core_(root_->drv()) {}
+        core_(root_->drv(), clock) {}
   executor(const executor&) = delete;
   executor& operator=(const executor&) = delete;
   ~executor() { core_.shutdown(); }
@@ -140,6 +143,8 @@ class executor {
 
 template <class A>
 executor(A&&) -> executor<detail::await_result_t<A>>;
+template <class A>
+executor(A&&, clock_source&) -> executor<detail::await_result_t<A>>;
 
 // Runs `a` on a fresh executor until it finishes and returns its result (see executor::run).
 // clang-format off

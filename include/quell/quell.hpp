@@ -3,6 +3,7 @@
 
 #include "quell/cancellation.hpp"
 #include "quell/channel.hpp"
+#include "quell/clock.hpp"
 #include "quell/errors.hpp"
 #include "quell/event.hpp"
 #include "quell/executor.hpp"
@@ -13,3 +14,4 @@
 #include "quell/race.hpp"
 #include "quell/semaphore.hpp"
 #include "quell/task.hpp"
+#include "quell/time.hpp"

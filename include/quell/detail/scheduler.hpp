@@ -17,6 +17,7 @@
 #include "quell/detail/config.hpp"
 #include "quell/detail/intrusive_list.hpp"
 #include "quell/detail/site.hpp"
+#include "quell/detail/timer_queue.hpp"
 
 namespace quell::detail {
 
@@ -43,7 +44,7 @@ struct task_record : list_node {
 
 class scheduler {
  public:
-  scheduler() = default;
+  explicit scheduler(clock_source& clock) noexcept : timers_(clock) {}
   scheduler(const scheduler&) = delete;
   scheduler& operator=(const scheduler&) = delete;
 
@@ -58,6 +59,9 @@ class scheduler {
 
   bool has_work() const noexcept { return head_ != tail_ || !next_turn_.empty(); }
 
+  timer_queue& timers() noexcept { return timers_; }
+  const timer_queue& timers() const noexcept { return timers_; }
+
   void track(task_record& t) noexcept { live_.push_back(&t); }
   std::size_t live_tasks() const noexcept;
   // One line per live task: where it was created and whether it is being cancelled.
@@ -69,6 +73,7 @@ class scheduler {
   std::size_t tail_ = 0;  // next free; empty when head_ == tail_
   node_list next_turn_;
   node_list live_;
+  timer_queue timers_;
 };
 
 // Resumes `h` now if the stack has room, else queues it on the current executor.
