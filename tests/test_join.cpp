@@ -127,6 +127,28 @@ TEST(Join, AnOperationEndingCancelledOnItsOwnEndsTheJoinCancelled) {
   EXPECT_THROW(ex.run(), quell::cancelled_error);
 }
 
+namespace {
+struct reason_spy {
+  std::vector<std::string>* seen;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<>) const noexcept {}
+  bool await_cancel(std::coroutine_handle<>, const quell::cancel_request& r) noexcept {
+    seen->push_back(r.reason.describe());
+    return true;
+  }
+  bool await_must_resume() const noexcept { return false; }
+  int await_resume() const noexcept { return 0; }
+};
+}  // namespace
+
+TEST(Join, EveryOperationOfACancelledJoinSeesTheJoinsReason) {
+  std::vector<std::string> seen;
+  executor ex{join(reason_spy{&seen}, reason_spy{&seen}, reason_spy{&seen})};
+  ex.poll_once();
+  ex.cancel(quell::cancel_reason(quell::cancel_kind::deadline));
+  EXPECT_EQ(seen, (std::vector<std::string>{"deadline", "deadline", "deadline"}));
+}
+
 TEST(Join, ANeverStartedJoinStartsNothing) {
   leaf_control<int> a, b;
   {

@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,26 @@ TEST(Semaphore, WaitersAreServedInFifoOrderAndALargeRequestAtTheHeadHoldsBackSma
   // "third" could have run beside "first" but must not overtake "second".
   EXPECT_EQ(log.lines, (lines{"first got 1", "second got 3", "third got 1"}));
   EXPECT_EQ(sem.available(), 3u);
+}
+
+TEST(Semaphore, AskingForMoreUnitsThanItHasIsAnInvalidArgument) {
+  quell::semaphore sem{2};
+  EXPECT_THROW(quell::block_on(sem.acquire(3)), std::invalid_argument);
+  EXPECT_EQ(sem.available(), 2u);
+}
+
+TEST(SyncMisuseDeathTest, AwaitingTheSameWaitTwiceTerminatesWithAMessage) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        quell::semaphore s{1};
+        auto held = s.try_acquire();
+        auto w = s.acquire();
+        auto body = [&]() -> task<> { co_await join(w, w); };
+        executor ex{body()};
+        ex.poll_once();
+      },
+      "awaited twice");
 }
 
 TEST(Semaphore, TryAcquireDoesNotOvertakeQueuedWaiters) {
@@ -432,7 +453,7 @@ TEST(Channel, AReceiveCancelledWhileWaitingConsumesNothing) {
   EXPECT_EQ(*quell::block_on(ch.receive()), 9);
 }
 
-TEST(Channel, AReceiveHandedAValueInTheSameTurnItIsCancelledReturnsIt) {
+TEST(Channel, AReceiveHandedAValueButCancelledBeforeResumingGivesTheValueBack) {
   quell::channel<int> ch{1};
   quell::test::log log;
   auto receiver = [&]() -> task<> {
@@ -445,8 +466,60 @@ TEST(Channel, AReceiveHandedAValueInTheSameTurnItIsCancelledReturnsIt) {
   quell::block_on([&]() -> task<> { co_await ch.send(v); }());  // handed straight to the receiver
   ex.cancel();
   EXPECT_TRUE(ex.done());
-  EXPECT_EQ(log.lines, (lines{"received 5"}));
-  EXPECT_EQ(ch.size(), 0u);
+  EXPECT_TRUE(log.lines.empty());
+  ASSERT_EQ(ch.size(), 1u);  // back in the channel, unconsumed
+  EXPECT_EQ(*quell::block_on(ch.receive()), 5);
+}
+
+TEST(Channel, AValueHandedToAReceiveThatLosesARaceIsNotDropped) {
+  quell::channel<int> ch{1};
+  auto sender = [&]() -> task<> {
+    co_await yield();
+    co_await ch.send(7);
+  };
+  auto body = [&]() -> task<std::optional<int>> {
+    // The receive is handed 7 in the same turn the sender's branch finishes and wins the race.
+    co_await race(ch.receive(), sender());
+    co_return co_await ch.receive();
+  };
+  auto got = quell::block_on(body());
+  ASSERT_TRUE(got);
+  EXPECT_EQ(*got, 7);
+}
+
+namespace {
+struct fragile {
+  int v;
+  bool boom = false;
+  fragile(int x, bool b = false) : v(x), boom(b) {}
+  fragile(fragile&& o) : v(o.v), boom(o.boom) {
+    if (boom) throw std::runtime_error("move failed");
+  }
+  fragile& operator=(fragile&&) = default;
+};
+}  // namespace
+
+TEST(Channel, ASenderWhoseValueFailsToMoveGetsTheErrorAndTheChannelStaysUsable) {
+  quell::test::log log;
+  quell::channel<fragile> ch{1};
+  auto sender = [&]() -> task<> {
+    co_await ch.send(fragile{1});
+    try {
+      co_await ch.send(fragile{2, true});  // waits (full), fails when admitted
+    } catch (const std::runtime_error& e) {
+      log.print(std::string("sender: ") + e.what());
+    }
+    co_await ch.send(fragile{3});
+  };
+  auto receiver = [&]() -> task<> {
+    co_await yield();
+    auto a = co_await ch.receive();
+    log.print("receiver got " + std::to_string(a->v));
+    auto b = co_await ch.receive();
+    log.print("receiver got " + std::to_string(b->v));
+  };
+  quell::block_on(join(sender(), receiver()));
+  EXPECT_EQ(log.lines, (lines{"receiver got 1", "sender: move failed", "receiver got 3"}));
 }
 
 TEST(Channel, CloseWhileSendersAndReceiversWait) {

@@ -17,8 +17,13 @@
 //     to a waiting receiver). A send cancelled while waiting leaves v untouched, so the caller
 //     still owns it. A send whose value was taken in the same turn its cancellation arrived
 //     completes normally (completion wins): the value is in the channel, not lost, not sent twice.
-//   - A receive cancelled while waiting consumes nothing. A receive handed a value in the same
-//     turn its cancellation arrived returns that value (completion wins): nothing is dropped.
+//   - A receive cancelled while waiting consumes nothing. A receive that had been handed a value
+//     but not yet resumed when its cancellation arrived gives the value back (first in line for
+//     the next receive) and ends cancelled: a value is never left in a receive whose result a
+//     combinator would discard (a race loser), so nothing a sender sent is dropped. (For a T whose
+//     move constructor may throw, the receive instead completes with the value.)
+//   - If moving a value into the channel throws, that send throws the exception and the channel
+//     stays usable; a receive that made room for it keeps the value it took.
 //
 // A capacity of 0 is treated as 1.
 //
@@ -28,8 +33,10 @@
 
 #include <cstddef>
 #include <deque>
+#include <exception>
 #include <optional>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 
 #include "quell/detail/scheduler.hpp"
@@ -77,6 +84,7 @@ class channel {
     void await_suspend(std::coroutine_handle<> h) noexcept { wait_in(c_.senders_, h); }
     bool await_cancel(std::coroutine_handle<>) noexcept { return withdraw(); }
     void await_resume() const {
+      if (error_) std::rethrow_exception(error_);
       if (closed_) throw channel_closed();
     }
 
@@ -84,6 +92,7 @@ class channel {
     friend class channel;
     channel& c_;
     T& v_;
+    std::exception_ptr error_;  // moving the value into the channel threw
     bool closed_ = false;
   };
 
@@ -105,13 +114,25 @@ class channel {
       return false;
     }
     void await_suspend(std::coroutine_handle<> h) noexcept { wait_in(c_.receivers_, h); }
-    bool await_cancel(std::coroutine_handle<>) noexcept { return withdraw(); }
+    bool await_cancel(std::coroutine_handle<>) noexcept {
+      if (withdraw()) return true;  // still queued: it takes nothing
+      if constexpr (std::is_nothrow_move_constructible_v<T>) {
+        if (value_) {  // handed a value it has not seen yet: the value goes back, unconsumed
+          c_.give_back(std::move(*value_));
+          value_.reset();
+          returned_ = true;
+        }
+      }
+      return false;  // its resumption is already queued; await_must_resume decides
+    }
+    bool await_must_resume() const noexcept { return granted() && !returned_; }
     std::optional<T> await_resume() { return std::move(value_); }
 
    private:
     friend class channel;
     channel& c_;
     std::optional<T> value_;
+    bool returned_ = false;
   };
 
   // `v` is moved from only when the value enters the channel (see the contract above).
@@ -141,12 +162,26 @@ class channel {
       buffer_.push_back(std::move(v));
     }
   }
-  // Room was made in the buffer: let waiting senders in, in order.
+  // A value a cancelled receive had been handed: first in line again.
+  void give_back(T&& v) noexcept {
+    if (auto* r = static_cast<receive_awaiter*>(receivers_.front())) {
+      r->value_.emplace(std::move(v));
+      r->grant();
+    } else {
+      buffer_.push_front(std::move(v));  // may hold capacity + 1 values until the next receive
+    }
+  }
+  // Room was made in the buffer: let waiting senders in, in order. A sender whose value fails to
+  // move is told so (its send throws that exception) and the next one is tried.
   void admit_senders() {
     while (buffer_.size() < capacity_) {
       auto* s = static_cast<send_awaiter*>(senders_.front());
       if (!s) break;
-      push(std::move(s->v_));
+      try {
+        push(std::move(s->v_));
+      } catch (...) {
+        s->error_ = std::current_exception();
+      }
       s->grant();
     }
     if (closed_ && buffer_.empty()) {

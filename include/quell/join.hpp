@@ -61,8 +61,8 @@ class join_base : public composite {
   }
   cancel_request sibling_request() noexcept {
     siblings_cancelled_ = true;
-    return cancel_request{req_.level > cancel_level::graceful ? req_.level : cancel_level::graceful,
-                          cancel_reason(cancel_kind::sibling_failed)};
+    if (req_.level != cancel_level::none) return req_;  // the join itself is being cancelled: its reason
+    return cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::sibling_failed)};
   }
   void merge(const cancel_request& r) noexcept {
     if (req_.level == cancel_level::none) req_.reason = r.reason;

@@ -145,8 +145,11 @@ class race_op : public composite {
 
   void cancel_losers() noexcept {
     losers_cancelled_ = true;
-    cancel_request r{req_.level > cancel_level::graceful ? req_.level : cancel_level::graceful,
-                     cancel_reason(result_.has_error() ? cancel_kind::sibling_failed : cancel_kind::race_decided)};
+    cancel_request r =
+        req_.level != cancel_level::none  // the race itself is being cancelled: its reason
+            ? req_
+            : cancel_request{cancel_level::graceful, cancel_reason(result_.has_error() ? cancel_kind::sibling_failed
+                                                                                       : cancel_kind::race_decided)};
     enter();
     cancel_running(r, std::index_sequence_for<Aws...>{});
     leave();  // may destroy *this

@@ -8,8 +8,9 @@
 // can follow the work: move it into a cleanup task or an on_cancel hook, and the units stay taken
 // until that cleanup has finished.
 //
-// Waiters are served first come, first served: a waiter for n units at the head of the queue
-// holds back later waiters until n units are free (no starvation of large requests).
+// acquire(n) for more units than the semaphore was created with fails with std::invalid_argument
+// (it could never be granted). Waiters are served first come, first served: a waiter for n units at the head of the
+// queue holds back later waiters until n units are free (no starvation of large requests).
 //
 // Cancellation: a waiter cancelled while queued takes nothing, and the units it was waiting for
 // go to the next waiter. A waiter granted its permit in the same turn its cancellation arrived
@@ -22,6 +23,8 @@
 
 #include <cstddef>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "quell/detail/wait_queue.hpp"
@@ -58,7 +61,7 @@ class [[nodiscard]] permit {
 
 class semaphore {
  public:
-  explicit semaphore(std::size_t units) noexcept : available_(units) {}
+  explicit semaphore(std::size_t units) noexcept : available_(units), total_(units) {}
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;
   ~semaphore();
@@ -76,7 +79,12 @@ class semaphore {
   class acquire_awaiter : public detail::queued_waiter {
    public:
     acquire_awaiter(semaphore& s, std::size_t n) noexcept : sem_(s), units_(n) {}
-    bool await_ready() noexcept {
+    bool await_ready() {
+      if (units_ > sem_.total_) {
+        throw std::invalid_argument("quell: semaphore::acquire(" + std::to_string(units_) +
+                                    ") asks for more than the " + std::to_string(sem_.total_) +
+                                    " units the semaphore has");
+      }
       if (sem_.waiters_.empty() && sem_.available_ >= units_) {
         sem_.available_ -= units_;
         mark_granted_without_waiting();
@@ -109,6 +117,7 @@ class semaphore {
   void grant_waiters() noexcept;
 
   std::size_t available_;
+  std::size_t total_;
   detail::node_list waiters_;
 };
 

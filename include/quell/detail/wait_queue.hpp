@@ -32,6 +32,7 @@ class queued_waiter : public list_node {
 
  protected:
   void wait_in(node_list& q, std::coroutine_handle<> h) noexcept {
+    if (linked() || granted_) awaited_twice();
     h_ = h;
     sched_ = this_thread().current;
     q.push_back(this);
@@ -53,7 +54,15 @@ class queued_waiter : public list_node {
     unlink();
     return true;
   }
-  void mark_granted_without_waiting() noexcept { granted_ = true; }
+  void mark_granted_without_waiting() noexcept {
+    if (linked() || granted_) awaited_twice();
+    granted_ = true;
+  }
+  [[noreturn]] static void awaited_twice() noexcept {
+    fatal(
+        "quell: a wait on a semaphore, mutex, event or channel was awaited twice; each acquire(), lock(), "
+        "wait(), send() or receive() is awaited once");
+  }
 
  private:
   std::coroutine_handle<> h_;
