@@ -38,42 +38,75 @@ namespace detail {
 template <class T>
 using join_value_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 
-// The policy join applies whenever one of its operations finishes; shared by both forms.
+// Everything both forms share: starting, cancelling, and what happens when one operation ends.
+// Derived provides start_all() and cancel_all(request).
+template <class Derived>
 class join_base : public composite {
+ public:
+  bool await_early_cancel() const noexcept { return true; }
+
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    begin(h);
+    starting_ = true;
+    self().start_all();
+    starting_ = false;
+    if (remaining_ != 0 && (error_ || incomplete_) && !siblings_cancelled_) self().cancel_all(sibling_request());
+    return end_suspend();
+  }
+
+  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
+    enter();
+    if (req_.level == cancel_level::none) req_.reason = r.reason;
+    if (r.level > req_.level) req_.level = r.level;
+    self().cancel_all(req_);
+    leave();
+    return false;
+  }
+
+  bool await_must_resume() const noexcept { return error_ || !incomplete_; }
+
  protected:
   explicit join_base(std::size_t n) noexcept : remaining_(n) {}
   join_base(join_base&& o) noexcept : composite(std::move(o)), remaining_(o.remaining_) {}
 
-  // Called once per finished operation with its outcome kind; returns true if the siblings must
-  // be cancelled now.
-  bool record(bool cancelled, std::exception_ptr error) noexcept {
+  // Moves a finished driver's outcome into `slot` and applies the policy.
+  template <class D, class T>
+  void finished_one(D& d, outcome<T>& slot) noexcept {
+    d.collect(slot);
     --remaining_;
-    if (error) {
+    if (slot.has_error()) {
+      std::exception_ptr e = slot.error();
+      slot.reset();
       if (error_) {
-        attach_error(error_, std::move(error));
+        attach_error(error_, std::move(e));
       } else {
-        error_ = std::move(error);
+        error_ = std::move(e);
       }
-    } else if (cancelled) {
+    } else if (slot.cancelled()) {
       incomplete_ = true;
     }
-    return (error_ || incomplete_) && !siblings_cancelled_;
+    if (remaining_ == 0) {
+      complete();  // may destroy *this
+    } else if ((error_ || incomplete_) && !siblings_cancelled_ && !starting_) {
+      self().cancel_all(sibling_request());
+    }
   }
-  cancel_request sibling_request() noexcept {
-    siblings_cancelled_ = true;
-    if (req_.level != cancel_level::none) return req_;  // the join itself is being cancelled: its reason
-    return cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::sibling_failed)};
-  }
-  void merge(const cancel_request& r) noexcept {
-    if (req_.level == cancel_level::none) req_.reason = r.reason;
-    if (r.level > req_.level) req_.level = r.level;
-  }
-  bool must_resume() const noexcept { return error_ || !incomplete_; }
+
   void rethrow_if_error() const {
     if (error_) std::rethrow_exception(error_);
   }
 
   std::size_t remaining_;
+
+ private:
+  Derived& self() noexcept { return static_cast<Derived&>(*this); }
+
+  cancel_request sibling_request() noexcept {
+    siblings_cancelled_ = true;
+    if (req_.level != cancel_level::none) return req_;  // the join itself is being cancelled: its reason
+    return cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::sibling_failed)};
+  }
+
   std::exception_ptr error_;
   cancel_request req_{cancel_level::none, {}};
   bool incomplete_ = false;  // some operation ended cancelled
@@ -81,64 +114,34 @@ class join_base : public composite {
   bool siblings_cancelled_ = false;
 };
 
-// Moves a finished driver's outcome into `slot`; returns (cancelled, exception).
-template <class D, class T>
-std::pair<bool, std::exception_ptr> take_into(D& d, outcome<T>& slot) noexcept {
-  d.collect(slot);
-  if (slot.has_error()) {
-    std::exception_ptr e = slot.error();
-    slot.reset();
-    return {false, std::move(e)};
-  }
-  return {slot.cancelled(), nullptr};
-}
-
 template <class... Aws>
-class join_op : public join_base {
+class join_op : public join_base<join_op<Aws...>> {
+  using base = join_base<join_op<Aws...>>;
+  friend base;
   using results = std::tuple<outcome<typename driver<Aws>::result_type>...>;
 
  public:
   using value_type = std::tuple<join_value_t<typename driver<Aws>::result_type>...>;
 
   template <class... Xs>
-  explicit join_op(Xs&&... xs) : join_base(sizeof...(Aws)), branches_(std::forward<Xs>(xs)...) {}
-  join_op(join_op&& o) : join_base(std::move(o)), branches_(std::move(o.branches_)) {}
-
-  bool await_early_cancel() const noexcept { return true; }
-
-  bool await_suspend(std::coroutine_handle<> h) noexcept {
-    begin(h);
-    starting_ = true;
-    start_all(std::index_sequence_for<Aws...>{});
-    starting_ = false;
-    if (remaining_ != 0 && (error_ || incomplete_) && !siblings_cancelled_) cancel_all(sibling_request());
-    return end_suspend();
-  }
-
-  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
-    enter();
-    merge(r);
-    cancel_all(req_);
-    leave();
-    return false;
-  }
-
-  bool await_must_resume() const noexcept { return must_resume(); }
+  explicit join_op(Xs&&... xs) : base(sizeof...(Aws)), branches_(std::forward<Xs>(xs)...) {}
+  join_op(join_op&& o) : base(std::move(o)), branches_(std::move(o.branches_)) {}
 
   value_type await_resume() {
-    rethrow_if_error();
+    this->rethrow_if_error();
     return build(std::index_sequence_for<Aws...>{});
   }
 
  private:
+  void start_all() noexcept { start_each(std::index_sequence_for<Aws...>{}); }
   template <std::size_t... I>
-  void start_all(std::index_sequence<I...>) noexcept {
+  void start_each(std::index_sequence<I...>) noexcept {
     ((std::get<I>(branches_).start(this, &branch_done<I>, nullptr) ? branch_finished<I>() : void()), ...);
   }
   void cancel_all(const cancel_request& r) noexcept {
-    enter();
+    this->enter();
     std::apply([&](auto&... d) { ((d.started() ? d.cancel(r) : void()), ...); }, branches_);
-    leave();  // may destroy *this
+    this->leave();  // may destroy *this
   }
   template <std::size_t I>
   static void branch_done(void* o, driver_base*) noexcept {
@@ -146,13 +149,7 @@ class join_op : public join_base {
   }
   template <std::size_t I>
   void branch_finished() noexcept {
-    auto [cancelled, error] = take_into(std::get<I>(branches_), std::get<I>(results_));
-    const bool cancel_siblings = record(cancelled, std::move(error));
-    if (remaining_ == 0) {
-      complete();  // may destroy *this
-    } else if (cancel_siblings && !starting_) {
-      cancel_all(sibling_request());
-    }
+    this->finished_one(std::get<I>(branches_), std::get<I>(results_));
   }
   template <std::size_t... I>
   value_type build(std::index_sequence<I...>) {
@@ -172,48 +169,28 @@ class join_op : public join_base {
 };
 
 template <class Aw>
-class join_range_op : public join_base {
+class join_range_op : public join_base<join_range_op<Aw>> {
+  using base = join_base<join_range_op<Aw>>;
+  friend base;
   using R = typename driver<Aw>::result_type;
 
  public:
   using value_type = std::vector<join_value_t<R>>;
 
   template <class Range>
-  explicit join_range_op(Range&& ops) : join_base(0) {
+  explicit join_range_op(Range&& ops) : base(0) {
     branches_.reserve(ops.size());  // drivers never move once started
     for (auto&& op : ops) branches_.emplace_back(std::move(op));
-    remaining_ = branches_.size();
+    this->remaining_ = branches_.size();
     results_ = std::vector<outcome<R>>(branches_.size());
   }
   join_range_op(join_range_op&& o)
-      : join_base(std::move(o)), branches_(std::move(o.branches_)), results_(std::move(o.results_)) {}
+      : base(std::move(o)), branches_(std::move(o.branches_)), results_(std::move(o.results_)) {}
 
   bool await_ready() const noexcept { return branches_.empty(); }
-  bool await_early_cancel() const noexcept { return true; }
-
-  bool await_suspend(std::coroutine_handle<> h) noexcept {
-    begin(h);
-    starting_ = true;
-    for (auto& d : branches_) {
-      if (d.start(this, &branch_done, nullptr)) finished(d);
-    }
-    starting_ = false;
-    if (remaining_ != 0 && (error_ || incomplete_) && !siblings_cancelled_) cancel_all(sibling_request());
-    return end_suspend();
-  }
-
-  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
-    enter();
-    merge(r);
-    cancel_all(req_);
-    leave();
-    return false;
-  }
-
-  bool await_must_resume() const noexcept { return must_resume(); }
 
   value_type await_resume() {
-    rethrow_if_error();
+    this->rethrow_if_error();
     value_type out;
     out.reserve(results_.size());
     for (auto& o : results_) {
@@ -227,26 +204,23 @@ class join_range_op : public join_base {
   }
 
  private:
+  void start_all() noexcept {
+    for (auto& d : branches_) {
+      if (d.start(this, &branch_done, nullptr)) finished(d);
+    }
+  }
   void cancel_all(const cancel_request& r) noexcept {
-    enter();
+    this->enter();
     for (auto& d : branches_) {
       if (d.started()) d.cancel(r);
     }
-    leave();  // may destroy *this
+    this->leave();  // may destroy *this
   }
   static void branch_done(void* o, driver_base* d) noexcept {
-    auto* self = static_cast<join_range_op*>(o);
-    self->finished(*static_cast<driver<Aw>*>(d));
+    static_cast<join_range_op*>(o)->finished(*static_cast<driver<Aw>*>(d));
   }
   void finished(driver<Aw>& d) noexcept {
-    const std::size_t i = static_cast<std::size_t>(&d - branches_.data());
-    auto [cancelled, error] = take_into(d, results_[i]);
-    const bool cancel_siblings = record(cancelled, std::move(error));
-    if (remaining_ == 0) {
-      complete();  // may destroy *this
-    } else if (cancel_siblings && !starting_) {
-      cancel_all(sibling_request());
-    }
+    this->finished_one(d, results_[static_cast<std::size_t>(&d - branches_.data())]);
   }
 
   std::vector<driver<Aw>> branches_;

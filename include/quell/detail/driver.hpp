@@ -150,29 +150,7 @@ class driver : public driver_base {
     on_done = fn;
     if (pending) [[unlikely]]
       return start_cancelled(*pending, ready_checked);
-    busy = true;
-    resumed_while_busy = false;
-    try {
-      if (!ready_checked && aw_.await_ready()) {
-        busy = false;
-        state = phase::done;
-        return true;
-      }
-      state = phase::running;
-      if constexpr (requires(A & a) {
-                      { a.child_task() } -> std::same_as<task_record*>;
-                    }) {
-        child_task = aw_.child_task();
-      }
-      suspend_into_awaiter();
-    } catch (...) {
-      return fail_start();
-    }
-    busy = false;
-    if (resumed_while_busy) {
-      settle();
-      return true;
-    }
+    if (launch(ready_checked)) return true;
     if (deferred) [[unlikely]]
       return cancel_step(nullptr);
     return false;
@@ -245,6 +223,12 @@ class driver : public driver_base {
       cancelled = true;
       return true;
     }
+    if (launch(ready_checked)) return true;
+    return cancel_step(&pending);
+  }
+
+  // await_ready, then await_suspend. Returns true if the operation finished during them.
+  QUELL_HOT bool launch(bool ready_checked) noexcept {
     busy = true;
     resumed_while_busy = false;
     try {
@@ -268,7 +252,7 @@ class driver : public driver_base {
       settle();
       return true;
     }
-    return cancel_step(&pending);
+    return false;
   }
 
   // Delivers `r` (if not null and stronger than what was sent), then any request that arrived
