@@ -140,7 +140,7 @@ class join_op : public join_base<join_op<Aws...>> {
   }
   void cancel_all(const cancel_request& r) noexcept {
     this->enter();
-    std::apply([&](auto&... d) { ((d.started() ? d.cancel(r) : void()), ...); }, branches_);
+    std::apply([&](auto&... d) { ((d.started() && !d.finished() ? d.cancel(r) : void()), ...); }, branches_);
     this->leave();  // may destroy *this
   }
   template <std::size_t I>
@@ -212,7 +212,7 @@ class join_range_op : public join_base<join_range_op<Aw>> {
   void cancel_all(const cancel_request& r) noexcept {
     this->enter();
     for (auto& d : branches_) {
-      if (d.started()) d.cancel(r);
+      if (d.started() && !d.finished()) d.cancel(r);
     }
     this->leave();  // may destroy *this
   }

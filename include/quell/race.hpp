@@ -91,7 +91,9 @@ class race_op : public composite {
 
   template <std::size_t... I>
   void cancel_running(const cancel_request& r, std::index_sequence<I...>) noexcept {
-    ((std::get<I>(branches_).started() ? std::get<I>(branches_).cancel(r) : void()), ...);
+    ((std::get<I>(branches_).started() && !std::get<I>(branches_).finished() ? std::get<I>(branches_).cancel(r)
+                                                                             : void()),
+     ...);
   }
 
   template <std::size_t I>
