@@ -290,14 +290,9 @@ class driver : public driver_base {
         "awaited once");
   }
 
+  // Asked on every resumption; an awaitable without await_must_resume always completed.
   QUELL_HOT void settle() noexcept {
-    if (state == phase::cancelling) {
-      cancelled = !protocol_must_resume(aw_);
-    } else if constexpr (cancellable_awaiter<A>) {
-      cancelled = !protocol_must_resume(aw_);
-    } else {
-      cancelled = false;
-    }
+    cancelled = !protocol_must_resume(aw_);
     state = phase::done;
   }
 
