@@ -108,12 +108,6 @@ void scheduler::run_batch(node_list& batch) {
   }
 }
 
-std::size_t scheduler::live_tasks() const noexcept {
-  std::size_t n = 0;
-  live_.for_each([&](const list_node*) { ++n; });
-  return n;
-}
-
 std::string scheduler::describe_live() const {
   std::string out;
   live_.for_each([&](const list_node* n) {

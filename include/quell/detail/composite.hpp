@@ -49,7 +49,6 @@ class composite {
     done_ = true;
     if (busy_ == 0) notify();  // may destroy *this
   }
-  bool is_done() const noexcept { return done_; }
 
  private:
   void notify() noexcept {

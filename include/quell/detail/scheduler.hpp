@@ -63,7 +63,6 @@ class scheduler {
   const timer_queue& timers() const noexcept { return timers_; }
 
   void track(task_record& t) noexcept { live_.push_back(&t); }
-  std::size_t live_tasks() const noexcept;
   // One line per live task: where it was created and whether it is being cancelled.
   std::string describe_live() const;
 
