@@ -4,6 +4,8 @@
 #include <string>
 #include <thread>
 
+#include "quell/detail/reactor.hpp"
+
 namespace quell::detail {
 
 namespace {
@@ -55,13 +57,15 @@ bool executor_core::turn() {
 
 bool executor_core::poll_once() {
   if (done_) return true;
-  return turn();
+  if (turn()) return true;
+  io_step(false);  // hand this turn's I/O to the kernel and collect what completed
+  return done_;
 }
 
 std::string executor_core::stuck_report() const {
   std::string s =
       "quell: nothing can make progress: the root has not finished, yet no task is ready, no "
-      "timer is armed and no I/O is in flight.";
+      "timer is armed, no I/O is in flight and nothing outside can wake the executor.";
   std::string live = sched_.describe_live();
   if (live.empty()) {
     s += " The root awaitable itself is waiting (it is not a task).";
@@ -71,10 +75,42 @@ std::string executor_core::stuck_report() const {
   return s;
 }
 
-bool executor_core::wait_step(bool block) {
+bool executor_core::io_live() const noexcept {
+  const reactor* io = sched_.io_if_any();
+  return io && (io->in_flight() > 0 || io->external_sources > 0);
+}
+
+void executor_core::io_step(bool block) {
+  if (!io_live()) return;
+  enter_executor in(sched_);  // completions are posted to this executor's queue
+  reactor& io = sched_.io();
   timer_queue& timers = sched_.timers();
-  if (timers.empty()) return false;  // nothing else can wake a task yet (the reactor will)
-  if (!block) return true;
+  if (!block) {
+    io.poll(false, std::nullopt);
+    return;
+  }
+  if (timers.empty()) {
+    io.poll(true, std::nullopt);
+    return;
+  }
+  clock_source& clock = timers.clock();
+  if (!clock.is_virtual()) {
+    io.poll(true, timers.next_deadline());
+    return;
+  }
+  // Virtual time moves only when nothing else can happen: give I/O its (real-time) chance first.
+  const duration grace = clock.io_grace();
+  const std::size_t n = grace > duration::zero() ? io.poll(true, clock_type::now() + grace) : io.poll(false, {});
+  if (n == 0) clock.advance_to(timers.next_deadline());
+}
+
+bool executor_core::wait_step() {
+  if (io_live()) {
+    io_step(true);
+    return true;
+  }
+  timer_queue& timers = sched_.timers();
+  if (timers.empty()) return false;  // nothing can ever wake a task
   clock_source& clock = timers.clock();
   if (clock.is_virtual()) {
     clock.advance_to(timers.next_deadline());
@@ -85,16 +121,19 @@ bool executor_core::wait_step(bool block) {
 }
 
 void executor_core::drive() {
-  while (!poll_once()) {
-    if (!sched_.has_work() && !wait_step(true)) throw stuck_error(stuck_report());
+  if (done_) return;
+  while (!turn()) {
+    if (sched_.has_work()) {
+      io_step(false);  // other work is ready: collect completions without waiting
+    } else if (!wait_step()) {
+      throw stuck_error(stuck_report());
+    }
   }
 }
 
 bool executor_core::drive_quietly() noexcept {
   try {
-    while (!poll_once()) {
-      if (!sched_.has_work() && !wait_step(true)) return false;
-    }
+    drive();
   } catch (...) {
     return done_;
   }

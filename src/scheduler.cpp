@@ -5,6 +5,7 @@
 #include <string>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/reactor.hpp"
 #include "quell/detail/resume_target.hpp"
 #include "quell/task.hpp"
 
@@ -59,6 +60,14 @@ void dropped_running_task(const site& where) noexcept {
   fatal("quell: a running task was destroyed before it finished: " + describe_site(where) +
         " was created and started, then dropped. Every started task must be awaited to the end "
         "(by a task, a combinator, a scope or the executor).");
+}
+
+scheduler::scheduler(clock_source& clock) noexcept : timers_(clock) {}
+scheduler::~scheduler() = default;
+
+reactor& scheduler::io() {
+  if (!io_) io_ = std::make_unique<reactor>();
+  return *io_;
 }
 
 void scheduler::post(std::coroutine_handle<> h) {

@@ -17,6 +17,9 @@ class clock_source {
   // A virtual clock is advanced by the executor (to the next deadline) instead of waited for.
   virtual bool is_virtual() const noexcept { return false; }
   virtual void advance_to(time_point) noexcept {}
+  // On a virtual clock with I/O in flight: how long (in real time) to wait for a completion before
+  // jumping to the next deadline. Zero: jump as soon as a check finds nothing completed.
+  virtual duration io_grace() const noexcept { return duration::zero(); }
 };
 
 class steady_clock_source final : public clock_source {
@@ -35,9 +38,14 @@ class virtual_clock final : public clock_source {
     if (t > now_) now_ = t;
   }
   void advance(duration d) noexcept { now_ += d; }
+  duration io_grace() const noexcept override { return io_grace_; }
+  // Tests whose peers are real (a child process, a socket) give them this much real time to answer
+  // before virtual time jumps ahead.
+  void set_io_grace(duration real) noexcept { io_grace_ = real; }
 
  private:
   time_point now_{};
+  duration io_grace_ = duration::zero();
 };
 
 }  // namespace quell

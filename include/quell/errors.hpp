@@ -33,6 +33,13 @@ class stuck_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A stream ended (the peer closed its side) before an operation that needs more bytes, such as
+// tcp_stream::read_exact, got them. read_some reports the end as a 0-byte read instead.
+class end_of_stream : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Attaches `extra` to `primary` (both non-null; attaching an error to itself is ignored).
 void attach_error(const std::exception_ptr& primary, std::exception_ptr extra);
 

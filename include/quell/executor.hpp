@@ -58,14 +58,18 @@ class executor_core {
   bool started() const noexcept { return started_; }
   bool done() const noexcept { return done_; }
   const cancel_request& request() const noexcept { return req_; }
+  reactor* io_if_any() const noexcept { return sched_.io_if_any(); }
   std::string stuck_report() const;
 
  private:
   bool turn();
-  // The wait step: after a turn left nothing ready, wait (if `block`) for an external event source
-  // (the io_uring reactor, a cross-thread wake) to make something ready. Returns false if no
-  // source could ever make anything ready: the executor is stuck. With no source, that is always.
-  bool wait_step(bool block);
+  // The wait step, after a turn left nothing ready: wait for the nearest timer (on a virtual
+  // clock: jump to it) or an I/O completion. Returns false if nothing could ever make anything
+  // ready again: the executor is stuck.
+  bool wait_step();
+  // Submits queued I/O and reaps completions; waits for one (or the nearest timer) if `block`.
+  void io_step(bool block);
+  bool io_live() const noexcept;
   bool drive_quietly() noexcept;  // false if stuck
   static void root_done(void* self, driver_base*) noexcept;
 
@@ -134,6 +138,9 @@ class executor {
   }
 
   bool done() const noexcept { return core_.done(); }
+
+  // Diagnostics and tests: the executor's io_uring reactor, or null before its first I/O.
+  detail::reactor* reactor_if_any() const noexcept { return core_.io_if_any(); }
 
  private:
   std::unique_ptr<detail::root_base<T>> root_;

@@ -10,6 +10,7 @@
 #include "quell/join.hpp"
 #include "quell/leaves.hpp"
 #include "quell/mutex.hpp"
+#include "quell/net.hpp"
 #include "quell/on_cancel.hpp"
 #include "quell/race.hpp"
 #include "quell/semaphore.hpp"

@@ -10,6 +10,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@
 namespace quell::detail {
 
 class scheduler;
+class reactor;
 
 struct thread_state {
   scheduler* current = nullptr;
@@ -44,7 +46,8 @@ struct task_record : list_node {
 
 class scheduler {
  public:
-  explicit scheduler(clock_source& clock) noexcept : timers_(clock) {}
+  explicit scheduler(clock_source& clock) noexcept;
+  ~scheduler();
   scheduler(const scheduler&) = delete;
   scheduler& operator=(const scheduler&) = delete;
 
@@ -62,6 +65,11 @@ class scheduler {
   timer_queue& timers() noexcept { return timers_; }
   const timer_queue& timers() const noexcept { return timers_; }
 
+  // The io_uring reactor, created on first use (throws std::system_error if unavailable).
+  reactor& io();
+  bool has_io() const noexcept { return io_ != nullptr; }
+  reactor* io_if_any() const noexcept { return io_.get(); }
+
   void track(task_record& t) noexcept { live_.push_back(&t); }
   // One line per live task: where it was created and whether it is being cancelled.
   std::string describe_live() const;
@@ -73,6 +81,7 @@ class scheduler {
   node_list next_turn_;
   node_list live_;
   timer_queue timers_;
+  std::unique_ptr<reactor> io_;
 };
 
 // Resumes `h` now if the stack has room, else queues it on the current executor.

@@ -1,0 +1,146 @@
+// The io_uring reactor and the one state machine every I/O leaf is built on.
+//
+// An io_op is one operation handed to the kernel. Its life:
+//
+//   idle --submit--> queued --flush (the executor's wait step)--> in_flight --final CQE--> done
+//
+// Submissions are batched: a submitted op waits in a user-space queue and only becomes an SQE
+// when the executor flushes, right before it waits, so a turn costs one io_uring_enter. An op
+// cancelled while still queued is simply unlinked: no SQE, no system call ("same-turn cancel").
+// An op cancelled in flight gets an IORING_OP_ASYNC_CANCEL aimed at its user_data; the op then
+// stays in flight (its frame, buffers and slot alive) until its own final CQE arrives, which
+// says whether it was cancelled (-ECANCELED) or completed anyway. user_data is a slot index and
+// a generation, so a stale cancel can never hit a slot that was reused.
+//
+// The reactor belongs to one executor and is created the first time one of its tasks starts an
+// I/O operation, so executors that do no I/O never touch io_uring.
+#pragma once
+
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "quell/clock.hpp"
+#include "quell/detail/intrusive_list.hpp"
+
+struct io_uring_sqe;
+
+namespace quell::detail {
+
+class reactor;
+
+struct io_object;
+
+struct io_op : list_node {
+  enum class phase : std::uint8_t { idle, queued, in_flight, done };
+
+  using prep_fn = void (*)(io_op*, io_uring_sqe*) noexcept;
+  // Called with the final CQE's result. Returns true when the operation is finished; false to be
+  // submitted again (e.g. the rest of a partial write). Must return true once cancel_sent is set.
+  using complete_fn = bool (*)(io_op*, int res) noexcept;
+
+  io_op(prep_fn p, complete_fn c) noexcept : prep(p), complete(c) {}
+  io_op(const io_op&) = delete;
+  io_op& operator=(const io_op&) = delete;
+
+  prep_fn prep;
+  complete_fn complete;
+  std::coroutine_handle<> waiter;  // resumed once the op is done
+  phase state = phase::idle;
+  bool cancel_sent = false;  // an ASYNC_CANCEL was aimed at it (or it was unlinked)
+  int res = 0;               // last CQE result
+  std::uint32_t slot = 0;
+  std::uint32_t generation = 0;
+  io_object* object = nullptr;  // the descriptor it works on, if tracked
+};
+
+// A descriptor the reactor knows about (a socket, a file, a signalfd). Operations on it are
+// counted, so close() can cancel them and wait until the kernel has let go of every one before the
+// number is released: a reused fd number never sees an old completion. It also keeps what a
+// cancelled operation received anyway (bytes, an accepted connection, a signal), for the next
+// operation. Reference-counted (single-threaded): the owner and each operation in flight hold one,
+// so an owner destroyed while operations are pending does not free what they point to; the fd is
+// then closed when the last of them has drained.
+struct io_object {
+  int fd = -1;
+  int refs = 1;
+  int in_flight = 0;
+  bool closing = false;             // close() has begun or the owner is gone: new operations fail
+  bool owner_gone = false;          // close the fd and free this when the last operation drains
+  std::coroutine_handle<> drained;  // resumed when in_flight drops to zero (close waits on it)
+  // What cancelled operations received anyway.
+  std::vector<std::byte> stash;
+  std::size_t stash_pos = 0;
+  bool stash_eof = false;
+  std::vector<int> stash_fds;
+  std::vector<std::string> stash_datagrams;  // sender address length, address, payload
+
+  std::size_t stashed() const noexcept { return stash.size() - stash_pos; }
+  void retain() noexcept { ++refs; }
+  void release() noexcept;  // closes the fd (if still open) and frees this at zero
+};
+
+class reactor {
+ public:
+  // The reactor of the executor running on this thread, created on first use. Throws
+  // std::system_error if io_uring cannot be set up (e.g. blocked by seccomp), std::logic_error
+  // outside an executor.
+  static reactor& current();
+
+  reactor();
+  ~reactor();
+  reactor(const reactor&) = delete;
+  reactor& operator=(const reactor&) = delete;
+
+  // Queues `op` (state idle -> queued); `op->waiter` is resumed (posted) when it is done.
+  void submit(io_op* op) noexcept;
+  // Asks `op` to stop. Returns true if it never reached the kernel (it is done and cancelled
+  // now; its waiter is not resumed). Otherwise the final CQE resumes the waiter later.
+  bool cancel(io_op* op) noexcept;
+  // Cancels every operation on `fd` (IORING_ASYNC_CANCEL_FD | ALL); fire and forget.
+  void cancel_all_on(int fd) noexcept;
+
+  // Operations queued or in the kernel (excluding fire-and-forget cancels).
+  std::size_t in_flight() const noexcept { return ops_; }
+  // An external event source (a signal watcher, a cross-thread waker) is armed: the executor can
+  // still be woken from outside even with nothing else in flight.
+  int external_sources = 0;
+
+  // The wait step. Submits every queued op (one io_uring_enter), and reaps completions, posting
+  // the waiters of finished ops to the current scheduler. `wait`: block until at least one
+  // completion or until `until` (if set) on the real clock. Returns the number of CQEs reaped.
+  std::size_t poll(bool wait, std::optional<time_point> until);
+
+  // Testing: while held, poll() submits and lets the kernel post completions but does not reap
+  // them, so a test can make a cancel request cross a completion that already happened.
+  void hold_completions(bool hold) noexcept { hold_ = hold; }
+
+  // Setup flags the ring was created with (for tests and diagnostics).
+  unsigned setup_flags() const noexcept { return flags_; }
+  // io_uring_enter calls so far (for the benchmarks' "one syscall per turn" claim).
+  std::uint64_t enters() const noexcept { return enters_; }
+
+ private:
+  struct ring;
+  std::uint64_t user_data(const io_op* op) const noexcept;
+  void flush() noexcept;
+  io_uring_sqe* get_sqe() noexcept;
+  void finish(io_op* op, int res) noexcept;
+
+  std::unique_ptr<ring> ring_;
+  node_list queued_;
+  std::vector<io_op*> slots_;
+  std::vector<std::uint32_t> free_slots_;
+  std::vector<std::uint64_t> pending_cancels_;  // user_data to cancel, in submission order
+  std::vector<int> pending_fd_cancels_;
+  std::size_t ops_ = 0;
+  unsigned flags_ = 0;
+  bool hold_ = false;
+  std::uint64_t enters_ = 0;
+};
+
+}  // namespace quell::detail

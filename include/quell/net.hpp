@@ -1,0 +1,261 @@
+// Sockets on io_uring: tcp_listener, tcp_stream, udp_socket (IPv4, IPv6, Unix).
+//
+//   auto listener = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+//   quell::tcp_stream conn = co_await listener.accept();
+//   char buf[4096];
+//   std::size_t n = co_await conn.read_some(buf);      // 0: the peer closed its side
+//   co_await conn.write_all(std::string_view(buf, n));
+//   co_await conn.close();
+//
+// Every operation is an io_uring leaf with two-phase cancellation (quell/detail/reactor.hpp):
+// cancelled before it reached the kernel, it ends at once without a system call; cancelled in
+// the kernel, it ends when the kernel has let go of it (its buffer is untouched from then on).
+//
+// Cancel-safety: "cancelled" means "it did not happen", so nothing received is dropped:
+//   - bytes a cancelled read_some/read_exact received anyway stay in the stream and are returned
+//     first by the next read (read_exact also keeps the part it had already received);
+//   - a connection a cancelled accept received anyway is returned by the next accept;
+//   - a datagram a cancelled recv_from received anyway is returned by the next recv_from;
+//   - a cancelled write_all stores how many bytes went out in `*written` (if given): the prefix
+//     of the data the peer may have received. A write_all that finished while its cancel was in
+//     flight completes normally (completion wins), as does a connect that connected.
+//
+// close() cancels the socket's pending operations (IORING_ASYNC_CANCEL_FD), waits until the kernel
+// has finished each of them, then releases the descriptor, so a reused fd number never sees an
+// old completion. Those operations end with std::system_error(ECANCELED) in their waiters. close()
+// itself is not cancellable (it finishes as soon as the kernel confirms). Destroying a socket
+// without close() closes it the same way in the background; operations started afterwards, or on
+// a closed socket, throw std::system_error(EBADF).
+//
+// Errors are std::system_error carrying the errno and what was attempted ("connect 127.0.0.1:1:
+// Connection refused"); read_exact throws quell::end_of_stream if the peer closes first.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "quell/detail/io_leaf.hpp"
+
+struct msghdr;
+struct iovec;
+
+namespace quell {
+
+class tcp_stream;
+
+// A socket address: IPv4, IPv6 or a Unix-domain path.
+class address {
+ public:
+  address() noexcept;
+  // A numeric IPv4 or IPv6 literal ("127.0.0.1", "::1"); throws std::invalid_argument otherwise.
+  static address parse(std::string_view host, std::uint16_t port);
+  static address unix_path(std::string_view path);
+  static address from(const sockaddr* sa, socklen_t len);
+
+  int family() const noexcept;
+  std::uint16_t port() const noexcept;  // 0 for Unix paths
+  std::string to_string() const;        // "127.0.0.1:80", "[::1]:80", "unix:/tmp/s"
+  const sockaddr* data() const noexcept { return reinterpret_cast<const sockaddr*>(&storage_); }
+  sockaddr* data() noexcept { return reinterpret_cast<sockaddr*>(&storage_); }
+  socklen_t size() const noexcept { return len_; }
+  socklen_t* size_ptr() noexcept { return &len_; }
+
+ private:
+  sockaddr_storage storage_;
+  socklen_t len_;
+};
+
+// What send_to and recv_from yield: the payload's size, and the destination or the sender.
+struct datagram {
+  std::size_t size = 0;
+  address peer;
+};
+
+namespace detail {
+
+// Holds one reference to an io_object (a descriptor shared with the operations in flight on it).
+class io_handle {
+ public:
+  io_handle() noexcept = default;
+  explicit io_handle(int fd);  // takes ownership of fd
+  io_handle(io_handle&& o) noexcept : obj_(std::exchange(o.obj_, nullptr)) {}
+  io_handle& operator=(io_handle&& o) noexcept;
+  ~io_handle() { reset(); }
+
+  io_object* get() const noexcept { return obj_; }
+  bool is_open() const noexcept { return obj_ && !obj_->closing; }
+  int fd() const noexcept { return obj_ ? obj_->fd : -1; }
+  // The object for a new operation; throws std::system_error(EBADF) if closed.
+  io_object* use(const char* what) const;
+  // Drops this reference; if operations are pending, cancels them and lets the last one close.
+  void reset() noexcept;
+
+ private:
+  io_object* obj_ = nullptr;
+};
+
+struct read_some_op : io_leaf<read_some_op> {
+  read_some_op(io_object* o, std::span<char> b) : io_leaf(o), buf(b) {}
+  bool await_ready();
+  void prep(io_uring_sqe* sqe) noexcept;
+  bool on_cqe(int) noexcept { return true; }
+  bool on_cancel() noexcept;
+  std::size_t await_resume();
+
+  std::span<char> buf;
+  std::size_t from_stash = 0;
+  bool ready_eof = false;
+};
+
+struct read_exact_op : io_leaf<read_exact_op> {
+  read_exact_op(io_object* o, std::span<char> b) : io_leaf(o), buf(b) {}
+  bool await_ready();
+  void prep(io_uring_sqe* sqe) noexcept;
+  bool on_cqe(int res) noexcept;
+  bool on_cancel() noexcept;
+  void await_resume();
+
+  std::span<char> buf;
+  std::size_t got = 0;
+  bool eof = false;
+};
+
+struct write_all_op : io_leaf<write_all_op> {
+  write_all_op(io_object* o, std::string_view d, std::size_t* w) : io_leaf(o), data(d), written(w) {}
+  bool await_ready();
+  void prep(io_uring_sqe* sqe) noexcept;
+  bool on_cqe(int res) noexcept;
+  bool on_cancel() noexcept;
+  void await_resume();
+
+  std::string_view data;
+  std::size_t* written;
+  std::size_t done = 0;
+};
+
+struct accept_op : io_leaf<accept_op> {
+  explicit accept_op(io_object* o) : io_leaf(o) {}
+  bool await_ready();
+  void prep(io_uring_sqe* sqe) noexcept;
+  bool on_cqe(int) noexcept { return true; }
+  bool on_cancel() noexcept;
+  tcp_stream await_resume();
+
+  int stashed_fd = -1;
+};
+
+struct connect_op : io_leaf<connect_op> {
+  explicit connect_op(const address& a) : io_leaf(nullptr), peer(a) {}
+  connect_op(connect_op&& o) noexcept : io_leaf(std::move(o)), peer(o.peer) {}
+  void await_suspend(std::coroutine_handle<> h);
+  void prep(io_uring_sqe* sqe) noexcept;
+  bool on_cqe(int) noexcept { return true; }
+  bool on_cancel() noexcept;
+  tcp_stream await_resume();
+
+  address peer;
+  io_handle sock;
+};
+
+struct close_op {
+  io_handle* h;
+  bool await_ready() noexcept;
+  void await_suspend(std::coroutine_handle<> waiter) noexcept;
+  void await_resume() noexcept;
+};
+
+struct datagram_op : io_leaf<datagram_op> {
+  datagram_op(io_object* o, bool is_send, std::span<char> b, const address* to);
+  datagram_op(datagram_op&& o) noexcept;
+  bool await_ready();
+  void prep(io_uring_sqe* sqe) noexcept;
+  bool on_cqe(int) noexcept { return true; }
+  bool on_cancel() noexcept;
+  datagram await_resume();
+
+  bool send;
+  std::span<char> buf;
+  address peer;
+  alignas(8) unsigned char hdr[80];  // struct msghdr + struct iovec, kept in the frame
+  std::size_t from_stash = 0;
+  bool stashed = false;
+};
+
+}  // namespace detail
+
+class tcp_stream {
+ public:
+  tcp_stream() noexcept = default;
+  explicit tcp_stream(int fd) : h_(fd) {}  // adopts a connected socket
+
+  // Connects to `peer` (awaitable yielding a tcp_stream).
+  static detail::connect_op connect(const address& peer) { return detail::connect_op(peer); }
+
+  // Reads what is available (at least one byte, unless the peer closed: then 0).
+  detail::read_some_op read_some(std::span<char> buf) { return {h_.use("read"), buf}; }
+  // Reads exactly buf.size() bytes; throws end_of_stream if the peer closes first.
+  detail::read_exact_op read_exact(std::span<char> buf) { return {h_.use("read"), buf}; }
+  // Writes every byte of `data`. `*written` follows its progress (see the cancel-safety notes).
+  detail::write_all_op write_all(std::string_view data, std::size_t* written = nullptr) {
+    return {h_.use("write"), data, written};
+  }
+  // shutdown(2): SHUT_WR tells the peer no more data will come. Throws std::system_error.
+  void shutdown(int how = SHUT_WR);
+  detail::close_op close() noexcept { return {&h_}; }
+
+  bool is_open() const noexcept { return h_.is_open(); }
+  int native_handle() const noexcept { return h_.fd(); }
+  address local_address() const;
+  address peer_address() const;
+  // Bytes received by cancelled reads, waiting for the next read.
+  std::size_t buffered() const noexcept { return h_.get() ? h_.get()->stashed() : 0; }
+
+ private:
+  detail::io_handle h_;
+};
+
+class tcp_listener {
+ public:
+  tcp_listener() noexcept = default;
+  // socket + SO_REUSEADDR + bind + listen, synchronously; throws std::system_error
+  // ("bind 127.0.0.1:8080: Address already in use"). Port 0 picks a free port.
+  static tcp_listener bind(const address& local, int backlog = 512);
+
+  detail::accept_op accept() { return detail::accept_op(h_.use("accept")); }
+  detail::close_op close() noexcept { return {&h_}; }
+
+  bool is_open() const noexcept { return h_.is_open(); }
+  int native_handle() const noexcept { return h_.fd(); }
+  address local_address() const;
+
+ private:
+  detail::io_handle h_;
+};
+
+class udp_socket {
+ public:
+  udp_socket() noexcept = default;
+  // Binds a datagram socket (port 0: any free port); throws std::system_error.
+  static udp_socket bind(const address& local);
+
+  detail::datagram_op send_to(std::string_view data, const address& to) {
+    return {h_.use("send_to"), true, std::span<char>(const_cast<char*>(data.data()), data.size()), &to};
+  }
+  // Yields the datagram's size (truncated to buf.size()) and its sender.
+  detail::datagram_op recv_from(std::span<char> buf) { return {h_.use("recv_from"), false, buf, nullptr}; }
+  detail::close_op close() noexcept { return {&h_}; }
+
+  bool is_open() const noexcept { return h_.is_open(); }
+  address local_address() const;
+
+ private:
+  detail::io_handle h_;
+};
+
+}  // namespace quell

@@ -1,0 +1,487 @@
+#include "quell/net.hpp"
+
+#include <arpa/inet.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "quell/errors.hpp"
+
+namespace quell {
+
+namespace detail {
+
+void throw_io_error(int res, const char* what) {
+  const int err = res < 0 ? -res : res;
+  if (err == ECANCELED) {
+    throw std::system_error(err, std::system_category(),
+                            std::string(what) + ": aborted because the descriptor was closed while it was pending");
+  }
+  throw std::system_error(err, std::system_category(), what);
+}
+
+namespace {
+[[noreturn]] void throw_errno(const std::string& what) { throw std::system_error(errno, std::system_category(), what); }
+
+void check_in_executor() {
+  if (!tls.current) throw std::logic_error("quell: an I/O operation was started outside an executor");
+}
+}  // namespace
+
+io_handle::io_handle(int fd) : obj_(new io_object) { obj_->fd = fd; }
+
+io_handle& io_handle::operator=(io_handle&& o) noexcept {
+  if (this != &o) {
+    reset();
+    obj_ = std::exchange(o.obj_, nullptr);
+  }
+  return *this;
+}
+
+io_object* io_handle::use(const char* what) const {
+  if (!obj_ || obj_->closing) {
+    throw std::system_error(EBADF, std::system_category(), std::string(what) + ": the socket is closed");
+  }
+  return obj_;
+}
+
+void io_handle::reset() noexcept {
+  io_object* o = std::exchange(obj_, nullptr);
+  if (!o) return;
+  if (o->in_flight > 0) {
+    o->closing = true;
+    if (tls.current && tls.current->has_io()) tls.current->io().cancel_all_on(o->fd);
+  }
+  o->release();  // the last operation to drain closes the descriptor
+}
+
+// ---- close ---------------------------------------------------------------------------------
+
+bool close_op::await_ready() noexcept {
+  io_object* o = h->get();
+  if (!o) return true;
+  o->closing = true;
+  return o->in_flight == 0;
+}
+
+void close_op::await_suspend(std::coroutine_handle<> waiter) noexcept {
+  io_object* o = h->get();
+  o->drained = waiter;
+  tls.current->io().cancel_all_on(o->fd);
+}
+
+void close_op::await_resume() noexcept { h->reset(); }
+
+// ---- read_some -----------------------------------------------------------------------------
+
+namespace {
+// Serves a read from what cancelled reads kept; returns bytes copied.
+std::size_t take_stash(io_object* o, std::span<char> buf) {
+  const std::size_t n = std::min(buf.size(), o->stashed());
+  std::memcpy(buf.data(), o->stash.data() + o->stash_pos, n);
+  o->stash_pos += n;
+  if (o->stash_pos == o->stash.size()) {
+    o->stash.clear();
+    o->stash_pos = 0;
+  }
+  return n;
+}
+void keep(io_object* o, const char* p, std::size_t n) {
+  const auto* b = reinterpret_cast<const std::byte*>(p);
+  o->stash.insert(o->stash.end(), b, b + n);
+}
+}  // namespace
+
+bool read_some_op::await_ready() {
+  if (object->stashed() > 0 && !buf.empty()) {
+    from_stash = take_stash(object, buf);
+    return true;
+  }
+  if (object->stash_eof) {
+    object->stash_eof = false;
+    ready_eof = true;
+    return true;
+  }
+  if (buf.empty()) return true;
+  check_in_executor();
+  return false;
+}
+
+void read_some_op::prep(io_uring_sqe* sqe) noexcept { io_uring_prep_recv(sqe, object->fd, buf.data(), buf.size(), 0); }
+
+bool read_some_op::on_cancel() noexcept {
+  if (res > 0) {
+    keep(object, buf.data(), static_cast<std::size_t>(res));  // received anyway: the next read gets it
+  } else if (res == 0) {
+    object->stash_eof = true;
+  } else if (res < 0 && res != -ECANCELED && res != -EINTR) {
+    return false;  // it failed anyway: deliver the error
+  }
+  return true;
+}
+
+std::size_t read_some_op::await_resume() {
+  if (from_stash || ready_eof || buf.empty()) return from_stash;
+  if (res < 0) throw_io_error(res, "read");
+  return static_cast<std::size_t>(res);
+}
+
+// ---- read_exact ----------------------------------------------------------------------------
+
+bool read_exact_op::await_ready() {
+  if (object->stashed() > 0) got = take_stash(object, buf);
+  if (got == buf.size()) return true;
+  if (object->stash_eof) {
+    object->stash_eof = false;
+    eof = true;
+    return true;
+  }
+  check_in_executor();
+  return false;
+}
+
+void read_exact_op::prep(io_uring_sqe* sqe) noexcept {
+  io_uring_prep_recv(sqe, object->fd, buf.data() + got, buf.size() - got, 0);
+}
+
+bool read_exact_op::on_cqe(int r) noexcept {
+  if (r > 0) {
+    got += static_cast<std::size_t>(r);
+    return got == buf.size();
+  }
+  if (r == 0) eof = true;
+  return true;
+}
+
+bool read_exact_op::on_cancel() noexcept {
+  if (got == buf.size()) return false;  // complete: completion wins
+  if (res < 0 && res != -ECANCELED && res != -EINTR) return false;
+  // Keep what arrived so far, in order, in front of anything stashed later.
+  keep(object, buf.data(), got);
+  if (eof) object->stash_eof = true;
+  return true;
+}
+
+void read_exact_op::await_resume() {
+  if (got == buf.size()) return;
+  if (eof) {
+    // The bytes that did arrive stay readable.
+    keep(object, buf.data(), got);
+    throw end_of_stream("quell: read_exact: the peer closed the stream after " + std::to_string(got) + " of " +
+                        std::to_string(buf.size()) + " bytes");
+  }
+  keep(object, buf.data(), got);
+  throw_io_error(res, "read");
+}
+
+// ---- write_all -----------------------------------------------------------------------------
+
+bool write_all_op::await_ready() {
+  if (written) *written = 0;
+  if (data.empty()) return true;
+  check_in_executor();
+  return false;
+}
+
+void write_all_op::prep(io_uring_sqe* sqe) noexcept {
+  io_uring_prep_send(sqe, object->fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+}
+
+bool write_all_op::on_cqe(int r) noexcept {
+  if (r > 0) {
+    done += static_cast<std::size_t>(r);
+    if (written) *written = done;
+    return done == data.size();
+  }
+  return true;  // an error (or a 0-byte send, which cannot make progress)
+}
+
+bool write_all_op::on_cancel() noexcept {
+  if (done == data.size()) return false;
+  if (res < 0 && res != -ECANCELED && res != -EINTR) return false;
+  return true;
+}
+
+void write_all_op::await_resume() {
+  if (done == data.size()) return;
+  if (res < 0) throw_io_error(res, "write");
+  throw std::system_error(EIO, std::system_category(), "write: the socket accepted no more bytes");
+}
+
+// ---- accept ----------------------------------------------------------------------------------
+
+bool accept_op::await_ready() {
+  if (!object->stash_fds.empty()) {
+    stashed_fd = object->stash_fds.front();
+    object->stash_fds.erase(object->stash_fds.begin());
+    return true;
+  }
+  check_in_executor();
+  return false;
+}
+
+void accept_op::prep(io_uring_sqe* sqe) noexcept {
+  io_uring_prep_accept(sqe, object->fd, nullptr, nullptr, SOCK_CLOEXEC);
+}
+
+bool accept_op::on_cancel() noexcept {
+  if (res >= 0) {
+    object->stash_fds.push_back(res);  // accepted anyway: the next accept delivers it
+    return true;
+  }
+  return res == -ECANCELED || res == -EINTR;
+}
+
+tcp_stream accept_op::await_resume() {
+  if (stashed_fd >= 0) return tcp_stream(std::exchange(stashed_fd, -1));
+  if (res < 0) throw_io_error(res, "accept");
+  return tcp_stream(res);
+}
+
+// ---- connect -------------------------------------------------------------------------------
+
+void connect_op::await_suspend(std::coroutine_handle<> h) {
+  check_in_executor();
+  const int fd = ::socket(peer.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw_errno("connect " + peer.to_string() + ": socket");
+  sock = io_handle(fd);
+  object = sock.get();
+  io_leaf::await_suspend(h);
+}
+
+void connect_op::prep(io_uring_sqe* sqe) noexcept { io_uring_prep_connect(sqe, object->fd, peer.data(), peer.size()); }
+
+bool connect_op::on_cancel() noexcept {
+  // Connected anyway: deliver the stream (completion wins); the caller may close it.
+  return res != 0;
+}
+
+tcp_stream connect_op::await_resume() {
+  if (res < 0) throw std::system_error(-res, std::system_category(), "connect " + peer.to_string());
+  if (peer.family() == AF_INET || peer.family() == AF_INET6) {
+    int one = 1;
+    ::setsockopt(sock.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  // Hand the descriptor over: the stream takes the handle's reference.
+  const int fd = sock.get()->fd;
+  sock.get()->fd = -1;
+  sock.reset();
+  return tcp_stream(fd);
+}
+
+// ---- datagrams -------------------------------------------------------------------------------
+
+namespace {
+struct msg_storage {
+  msghdr msg;
+  iovec iov;
+};
+static_assert(sizeof(msg_storage) <= sizeof(datagram_op::hdr));
+}  // namespace
+
+datagram_op::datagram_op(io_object* o, bool is_send, std::span<char> b, const address* to)
+    : io_leaf(o), send(is_send), buf(b) {
+  if (to) peer = *to;
+}
+
+datagram_op::datagram_op(datagram_op&& o) noexcept : io_leaf(std::move(o)), send(o.send), buf(o.buf), peer(o.peer) {}
+
+bool datagram_op::await_ready() {
+  if (!send && !object->stash_datagrams.empty()) {
+    const std::string d = std::move(object->stash_datagrams.front());
+    object->stash_datagrams.erase(object->stash_datagrams.begin());
+    socklen_t len;
+    std::memcpy(&len, d.data(), sizeof len);
+    std::memcpy(peer.data(), d.data() + sizeof len, len);
+    *peer.size_ptr() = len;
+    const std::size_t payload = d.size() - sizeof len - len;
+    from_stash = payload;
+    std::memcpy(buf.data(), d.data() + sizeof len + len, std::min(payload, buf.size()));
+    stashed = true;
+    return true;
+  }
+  check_in_executor();
+  return false;
+}
+
+void datagram_op::prep(io_uring_sqe* sqe) noexcept {
+  auto* m = new (hdr) msg_storage{};
+  m->iov.iov_base = buf.data();
+  m->iov.iov_len = buf.size();
+  m->msg.msg_iov = &m->iov;
+  m->msg.msg_iovlen = 1;
+  m->msg.msg_name = peer.data();
+  if (send) {
+    m->msg.msg_namelen = peer.size();
+    io_uring_prep_sendmsg(sqe, object->fd, &m->msg, MSG_NOSIGNAL);
+  } else {
+    m->msg.msg_namelen = sizeof(sockaddr_storage);
+    io_uring_prep_recvmsg(sqe, object->fd, &m->msg, MSG_TRUNC);
+  }
+}
+
+bool datagram_op::on_cancel() noexcept {
+  if (res >= 0 && !send) {
+    // Received anyway: keep the datagram (sender, payload) for the next recv_from.
+    const auto* m = reinterpret_cast<const msg_storage*>(hdr);
+    const socklen_t len = m->msg.msg_namelen;
+    const std::size_t payload = std::min(static_cast<std::size_t>(res), buf.size());
+    std::string d(sizeof len + len + payload, '\0');
+    std::memcpy(d.data(), &len, sizeof len);
+    std::memcpy(d.data() + sizeof len, peer.data(), len);
+    std::memcpy(d.data() + sizeof len + len, buf.data(), payload);
+    object->stash_datagrams.push_back(std::move(d));
+    return true;
+  }
+  if (res >= 0) return false;  // a datagram that went out was sent
+  return res == -ECANCELED || res == -EINTR;
+}
+
+datagram datagram_op::await_resume() {
+  if (stashed) return {from_stash, peer};
+  if (res < 0) throw_io_error(res, send ? "send_to" : "recv_from");
+  if (!send) *peer.size_ptr() = reinterpret_cast<const msg_storage*>(hdr)->msg.msg_namelen;
+  return {static_cast<std::size_t>(res), peer};
+}
+
+}  // namespace detail
+
+// ---- address -------------------------------------------------------------------------------
+
+address::address() noexcept : storage_{}, len_(0) {}
+
+address address::parse(std::string_view host, std::uint16_t port) {
+  address a;
+  const std::string h(host);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage_);
+  if (::inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    a.len_ = sizeof(sockaddr_in);
+    return a;
+  }
+  a.storage_ = {};
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage_);
+  if (::inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    a.len_ = sizeof(sockaddr_in6);
+    return a;
+  }
+  throw std::invalid_argument("quell: not a numeric IPv4 or IPv6 address: \"" + h + "\"");
+}
+
+address address::unix_path(std::string_view path) {
+  address a;
+  auto* un = reinterpret_cast<sockaddr_un*>(&a.storage_);
+  if (path.empty() || path.size() >= sizeof(un->sun_path)) {
+    throw std::invalid_argument("quell: Unix socket path is empty or longer than " +
+                                std::to_string(sizeof(un->sun_path) - 1) + " bytes");
+  }
+  un->sun_family = AF_UNIX;
+  std::memcpy(un->sun_path, path.data(), path.size());
+  a.len_ = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+  return a;
+}
+
+address address::from(const sockaddr* sa, socklen_t len) {
+  address a;
+  len = std::min<socklen_t>(len, sizeof(sockaddr_storage));
+  std::memcpy(&a.storage_, sa, len);
+  a.len_ = len;
+  return a;
+}
+
+int address::family() const noexcept { return len_ ? storage_.ss_family : AF_UNSPEC; }
+
+std::uint16_t address::port() const noexcept {
+  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  return 0;
+}
+
+std::string address::to_string() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  switch (family()) {
+    case AF_INET:
+      ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
+      return std::string(buf) + ":" + std::to_string(port());
+    case AF_INET6:
+      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
+      return "[" + std::string(buf) + "]:" + std::to_string(port());
+    case AF_UNIX: {
+      const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
+      return "unix:" + std::string(un->sun_path, ::strnlen(un->sun_path, sizeof un->sun_path));
+    }
+    default:
+      return "(no address)";
+  }
+}
+
+namespace {
+address sock_name(int fd, bool peer) {
+  address a;
+  *a.size_ptr() = sizeof(sockaddr_storage);
+  const int rc = peer ? ::getpeername(fd, a.data(), a.size_ptr()) : ::getsockname(fd, a.data(), a.size_ptr());
+  if (rc != 0) throw std::system_error(errno, std::system_category(), peer ? "getpeername" : "getsockname");
+  return a;
+}
+
+int bound_socket(const address& local, int type, const char* what) {
+  const int fd = ::socket(local.family(), type | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::system_error(errno, std::system_category(), std::string(what) + " " + local.to_string());
+  if (local.family() != AF_UNIX) {
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  }
+  if (::bind(fd, local.data(), local.size()) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::system_category(), std::string(what) + " " + local.to_string());
+  }
+  return fd;
+}
+}  // namespace
+
+// ---- sockets ---------------------------------------------------------------------------------
+
+void tcp_stream::shutdown(int how) {
+  if (::shutdown(h_.use("shutdown")->fd, how) != 0) throw std::system_error(errno, std::system_category(), "shutdown");
+}
+
+address tcp_stream::local_address() const { return sock_name(h_.use("local_address")->fd, false); }
+address tcp_stream::peer_address() const { return sock_name(h_.use("peer_address")->fd, true); }
+
+tcp_listener tcp_listener::bind(const address& local, int backlog) {
+  const int fd = bound_socket(local, SOCK_STREAM, "bind");
+  if (::listen(fd, backlog) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::system_category(), "listen " + local.to_string());
+  }
+  tcp_listener l;
+  l.h_ = detail::io_handle(fd);
+  return l;
+}
+
+address tcp_listener::local_address() const { return sock_name(h_.use("local_address")->fd, false); }
+
+udp_socket udp_socket::bind(const address& local) {
+  udp_socket s;
+  s.h_ = detail::io_handle(bound_socket(local, SOCK_DGRAM, "bind"));
+  return s;
+}
+
+address udp_socket::local_address() const { return sock_name(h_.use("local_address")->fd, false); }
+
+}  // namespace quell

@@ -1,0 +1,224 @@
+#include "quell/detail/reactor.hpp"
+
+#include <liburing.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <system_error>
+
+#include "quell/detail/scheduler.hpp"
+
+namespace quell::detail {
+
+namespace {
+// user_data of fire-and-forget cancels: their CQEs carry no news (the target's own CQE does).
+constexpr std::uint64_t cancel_tag = ~std::uint64_t{0};
+constexpr unsigned ring_entries = 256;
+}  // namespace
+
+struct reactor::ring {
+  io_uring r{};
+};
+
+reactor& reactor::current() {
+  scheduler* s = tls.current;
+  if (!s) throw std::logic_error("quell: an I/O operation was started outside an executor");
+  return s->io();
+}
+
+reactor::reactor() : ring_(std::make_unique<ring>()) {
+  // Newest first: SINGLE_ISSUER|DEFER_TASKRUN (6.1+) runs completion work only inside our own
+  // io_uring_enter, COOP_TASKRUN (5.19+) avoids interrupting the thread; plain setup otherwise.
+  const unsigned attempts[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_COOP_TASKRUN, 0};
+  int err = 0;
+  for (unsigned f : attempts) {
+    io_uring_params p;
+    std::memset(&p, 0, sizeof p);
+    p.flags = f;
+    err = io_uring_queue_init_params(ring_entries, &ring_->r, &p);
+    if (err == 0) {
+      flags_ = f;
+      return;
+    }
+    if (err != -EINVAL) break;  // only "unknown flag" is worth retrying with fewer flags
+  }
+  throw std::system_error(-err, std::system_category(),
+                          "quell: io_uring is unavailable (io_uring_setup failed; blocked by seccomp, "
+                          "disabled by kernel.io_uring_disabled, or out of locked memory?)");
+}
+
+reactor::~reactor() { io_uring_queue_exit(&ring_->r); }
+
+std::uint64_t reactor::user_data(const io_op* op) const noexcept {
+  return (std::uint64_t{op->generation} << 32) | op->slot;
+}
+
+void io_object::release() noexcept {
+  if (--refs > 0) return;
+  for (int f : stash_fds) ::close(f);
+  if (fd >= 0) ::close(fd);
+  delete this;
+}
+
+namespace {
+// An op leaves the kernel (or the queue): its descriptor may now be closed or freed.
+void untrack(io_op* op) noexcept {
+  io_object* o = op->object;
+  if (!o) return;
+  if (--o->in_flight == 0 && o->drained) {
+    std::coroutine_handle<> h = o->drained;
+    o->drained = {};
+    post(h);
+  }
+  o->release();
+}
+}  // namespace
+
+void reactor::submit(io_op* op) noexcept {
+  if (op->object) {
+    op->object->retain();
+    ++op->object->in_flight;
+  }
+  std::uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<std::uint32_t>(slots_.size());
+    slots_.push_back(nullptr);
+  }
+  slots_[slot] = op;
+  op->slot = slot;
+  op->state = io_op::phase::queued;
+  op->cancel_sent = false;
+  queued_.push_back(op);
+  ++ops_;
+}
+
+bool reactor::cancel(io_op* op) noexcept {
+  switch (op->state) {
+    case io_op::phase::queued:
+      op->unlink();
+      op->cancel_sent = true;
+      op->res = -ECANCELED;
+      op->state = io_op::phase::done;
+      slots_[op->slot] = nullptr;
+      ++op->generation;
+      free_slots_.push_back(op->slot);
+      --ops_;
+      untrack(op);
+      return true;
+    case io_op::phase::in_flight:
+      if (!op->cancel_sent) {
+        op->cancel_sent = true;
+        pending_cancels_.push_back(user_data(op));
+      }
+      return false;
+    case io_op::phase::idle:
+    case io_op::phase::done:
+      return false;
+  }
+  return false;
+}
+
+void reactor::cancel_all_on(int fd) noexcept { pending_fd_cancels_.push_back(fd); }
+
+io_uring_sqe* reactor::get_sqe() noexcept {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_->r);
+  while (!sqe) {
+    // The submission queue is full: hand what we have to the kernel and take a fresh slot.
+    ++enters_;
+    io_uring_submit(&ring_->r);
+    sqe = io_uring_get_sqe(&ring_->r);
+  }
+  return sqe;
+}
+
+void reactor::flush() noexcept {
+  while (list_node* n = queued_.pop_front()) {
+    auto* op = static_cast<io_op*>(n);
+    io_uring_sqe* sqe = get_sqe();
+    op->prep(op, sqe);
+    io_uring_sqe_set_data64(sqe, user_data(op));
+    op->state = io_op::phase::in_flight;
+  }
+  for (std::uint64_t target : pending_cancels_) {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, target, 0);
+    io_uring_sqe_set_data64(sqe, cancel_tag);
+  }
+  pending_cancels_.clear();
+  for (int fd : pending_fd_cancels_) {
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, cancel_tag);
+  }
+  pending_fd_cancels_.clear();
+}
+
+void reactor::finish(io_op* op, int res) noexcept {
+  op->res = res;
+  if (!op->complete(op, res)) {
+    op->state = io_op::phase::queued;  // continue, e.g. the rest of a partial write
+    queued_.push_back(op);
+    return;
+  }
+  op->state = io_op::phase::done;
+  slots_[op->slot] = nullptr;
+  ++op->generation;
+  free_slots_.push_back(op->slot);
+  --ops_;
+  std::coroutine_handle<> w = op->waiter;
+  untrack(op);
+  post(w);
+}
+
+std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
+  flush();
+  io_uring* r = &ring_->r;
+  int rc;
+  ++enters_;
+  if (!wait) {
+    rc = io_uring_submit_and_get_events(r);
+  } else if (until) {
+    const auto left = std::max(*until - clock_type::now(), duration::zero());
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    __kernel_timespec ts{};
+    ts.tv_sec = ns / 1'000'000'000;
+    ts.tv_nsec = ns % 1'000'000'000;
+    io_uring_cqe* cqe = nullptr;
+    rc = io_uring_submit_and_wait_timeout(r, &cqe, 1, &ts, nullptr);
+  } else {
+    rc = io_uring_submit_and_wait(r, 1);
+  }
+  if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) {
+    fatal(std::string("quell: io_uring_enter failed: ") + std::strerror(-rc));
+  }
+  std::size_t reaped = 0;
+  if (hold_) return 0;
+  unsigned head;
+  io_uring_cqe* cqe;
+  // Reap in batches: completions may queue new ops (partial writes) but never free the ring.
+  for (;;) {
+    unsigned seen = 0;
+    io_uring_for_each_cqe(r, head, cqe) {
+      ++seen;
+      const std::uint64_t ud = cqe->user_data;
+      if (ud == cancel_tag || (cqe->flags & IORING_CQE_F_MORE)) continue;
+      const auto slot = static_cast<std::uint32_t>(ud & 0xffffffffu);
+      const auto gen = static_cast<std::uint32_t>(ud >> 32);
+      if (slot >= slots_.size()) continue;
+      io_op* op = slots_[slot];
+      if (!op || op->generation != gen) continue;  // stale: the slot was reused
+      finish(op, cqe->res);
+    }
+    if (seen == 0) break;
+    io_uring_cq_advance(r, seen);
+    reaped += seen;
+  }
+  return reaped;
+}
+
+}  // namespace quell::detail
