@@ -147,7 +147,8 @@ TEST(Net, ManyConcurrentConnectionsEachGetTheirOwnEcho) {
 TEST(Net, ACancelledReadIsOutOfTheKernelBeforeTheRaceReturnsAndTakesNoBytes) {
   auto body = [&]() -> task<std::string> {
     tcp_listener l = local_listener();
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;
+    std::tie(a, b) = co_await connected_pair(l);
     std::string after;
     {
       char buf[16];
@@ -169,7 +170,8 @@ TEST(Net, ACancelledReadIsOutOfTheKernelBeforeTheRaceReturnsAndTakesNoBytes) {
 TEST(Net, AReadStartedAndCancelledInTheSameTurnCostsNoSystemCall) {
   auto body = [&]() -> task<> {
     tcp_listener l = local_listener();
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;
+    std::tie(a, b) = co_await connected_pair(l);
     const auto enters = io().enters();
     char buf[16];
     auto r = co_await race(a.read_some(buf), quell::ready(std::size_t{7}));
@@ -290,7 +292,8 @@ TEST(Net, RaceOfAcceptAgainstAShortSleepLosesNoConnection) {
 TEST(Net, CloseCancelsAPendingReadAndAReusedFdNeverSeesItsCompletion) {
   auto body = [&]() -> task<> {
     tcp_listener l = local_listener();
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;
+    std::tie(a, b) = co_await connected_pair(l);
     const int old_fd = a.native_handle();
     int err = 0;
     auto reader = [&]() -> task<> {
@@ -309,7 +312,8 @@ TEST(Net, CloseCancelsAPendingReadAndAReusedFdNeverSeesItsCompletion) {
     co_await quell::join(reader(), closer());
     EXPECT_EQ(err, ECANCELED);
     // The next connection very likely reuses the number; whatever it gets is its own.
-    auto [c, d] = co_await connected_pair(l);
+    tcp_stream c, d;
+    std::tie(c, d) = co_await connected_pair(l);
     const bool reused = c.native_handle() == old_fd || d.native_handle() == old_fd;
     co_await d.write_all("fresh");
     EXPECT_EQ(co_await read_string(c, 5), "fresh");
@@ -323,7 +327,8 @@ TEST(Net, CloseCancelsAPendingReadAndAReusedFdNeverSeesItsCompletion) {
 TEST(Net, AStreamDestroyedWithAReadPendingEndsThatReadWithAnErrorNotACrash) {
   auto body = [&]() -> task<int> {
     tcp_listener l = local_listener();
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;
+    std::tie(a, b) = co_await connected_pair(l);
     auto owner = std::make_unique<tcp_stream>(std::move(a));
     int err = 0;
     auto reader = [&]() -> task<> {
@@ -348,7 +353,8 @@ TEST(Net, AStreamDestroyedWithAReadPendingEndsThatReadWithAnErrorNotACrash) {
 TEST(Net, ACancelledWriteAllReportsHowManyBytesWentOut) {
   auto body = [&]() -> task<> {
     tcp_listener l = local_listener();
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;
+    std::tie(a, b) = co_await connected_pair(l);
     // More than the socket buffers hold, with nobody reading: the write blocks part-way.
     std::string big(16 << 20, 'x');
     std::size_t written = 12345;
@@ -420,7 +426,8 @@ TEST(Net, BadInputGivesASystemErrorWithTheErrno) {
     tcp_listener used = local_listener();
     EXPECT_EQ(system_errno([&] { tcp_listener::bind(used.local_address()); }), EADDRINUSE);
     // Reading a closed stream.
-    auto [a, b] = co_await connected_pair(used);
+    tcp_stream a, b;
+    std::tie(a, b) = co_await connected_pair(used);
     co_await a.close();
     char buf[4];
     err = 0;
@@ -441,7 +448,8 @@ TEST(Net, BadInputGivesASystemErrorWithTheErrno) {
     EXPECT_EQ(err, EBADF);
     // A peer that went away: reads see the end, read_exact says so.
     co_await b.close();
-    auto [c, d] = co_await connected_pair(used);
+    tcp_stream c, d;
+    std::tie(c, d) = co_await connected_pair(used);
     co_await d.close();
     EXPECT_EQ(co_await c.read_some(buf), 0u);
     bool eos = false;
