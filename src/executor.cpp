@@ -1,5 +1,10 @@
 #include "quell/executor.hpp"
 
+#include <liburing.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -121,15 +126,178 @@ bool executor_core::wait_step() {
 }
 
 void executor_core::drive() {
-  if (done_) return;
-  while (!turn()) {
-    if (sched_.has_work()) {
-      io_step(false);  // other work is ready: collect completions without waiting
-    } else if (!wait_step()) {
-      throw stuck_error(stuck_report());
+  if (!done_) {
+    while (!turn()) {
+      if (sched_.has_work()) {
+        io_step(false);  // other work is ready: collect completions without waiting
+      } else if (!wait_step()) {
+        throw stuck_error(stuck_report());
+      }
     }
   }
+  stop_services();
 }
+
+void executor_core::add_service(service* s) {
+  reactor& r = sched_.io();
+  std::erase(services_, s);
+  services_.push_back(s);
+  r.submit(s);
+}
+
+void executor_core::stop_services() noexcept {
+  if (services_.empty()) return;
+  enter_executor in(sched_);
+  reactor& r = sched_.io();
+  for (service* s : services_) {
+    s->stopping = true;
+    s->on_stop();
+    if (s->armed()) r.cancel(s);
+  }
+  auto armed = [&] {
+    for (service* s : services_) {
+      if (s->armed()) return true;
+    }
+    return false;
+  };
+  while (armed()) {
+    r.poll(true, std::nullopt);
+    sched_.drain_ready();
+  }
+  services_.clear();
+}
+
+executor_core::~executor_core() {
+  stop_services();
+  if (remote_) {
+    std::lock_guard<std::mutex> lock(remote_->m);
+    ::close(remote_->efd);
+    remote_->efd = -1;
+    remote_->posted.clear();
+  }
+}
+
+void executor_core::shutdown(duration grace) {
+  if (started_ && !done_) {
+    cancel(cancel_level::graceful, cancel_reason(cancel_kind::shutdown));
+    callback_timer escalate(
+        [this] { cancel(cancel_level::forced, cancel_reason(cancel_kind::shutdown, "grace period expired")); });
+    escalate.deadline = sched_.timers().clock().now() + grace;
+    sched_.timers().arm(&escalate);
+    try {
+      drive();
+    } catch (const stuck_error&) {
+      escalate.disarm();
+      cancel(cancel_level::forced, cancel_reason(cancel_kind::shutdown, "stuck"));
+      drive();
+    }
+  }
+  stop_services();
+}
+
+// ---- cross-thread wake -------------------------------------------------------------------------
+
+struct executor_core::waker final : service {
+  waker(executor_core& c, std::shared_ptr<remote_state> s) : service(&prep), core(c), state(std::move(s)) {}
+  static void prep(io_op* op, io_uring_sqe* sqe) noexcept {
+    auto* w = static_cast<waker*>(op);
+    io_uring_prep_read(sqe, w->state->efd, &w->counter, sizeof w->counter, 0);
+  }
+  void fired() noexcept override { core.on_remote(); }
+  executor_core& core;
+  std::shared_ptr<remote_state> state;
+  std::uint64_t counter = 0;
+};
+
+void remote_state::wake() noexcept {
+  if (efd < 0) return;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(efd, &one, sizeof one);
+}
+
+remote_handle executor_core::remote() {
+  if (!remote_) {
+    auto st = std::make_shared<remote_state>();
+    st->efd = ::eventfd(0, EFD_CLOEXEC);
+    if (st->efd < 0) throw std::system_error(errno, std::system_category(), "quell: eventfd for remote_handle");
+    remote_ = st;
+    waker_ = std::make_unique<waker>(*this, st);
+  }
+  remote_handle h(remote_);
+  if (!waker_->armed() && !waker_->stopping) add_service(waker_.get());
+  return h;
+}
+
+void executor_core::on_remote() noexcept {
+  std::vector<std::function<void()>> fns;
+  cancel_level level;
+  cancel_reason reason;
+  {
+    std::lock_guard<std::mutex> lock(remote_->m);
+    fns.swap(remote_->posted);
+    level = std::exchange(remote_->level, cancel_level::none);
+    reason = remote_->reason;
+  }
+  if (level != cancel_level::none) cancel(level, std::move(reason));
+  for (auto& f : fns) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      fatal(std::string("quell: a function posted through remote_handle threw: ") + e.what());
+    } catch (...) {
+      fatal("quell: a function posted through remote_handle threw");
+    }
+  }
+  // Stay armed while some thread can still wake us; otherwise "stuck" must be detectable again.
+  if (remote_->handles.load() > 0 || !fns.empty()) add_service(waker_.get());
+}
+
+}  // namespace quell::detail
+
+namespace quell {
+
+remote_handle::remote_handle(std::shared_ptr<detail::remote_state> s) noexcept : s_(std::move(s)) {
+  s_->handles.fetch_add(1);
+}
+remote_handle::remote_handle(const remote_handle& o) noexcept : s_(o.s_) {
+  if (s_) s_->handles.fetch_add(1);
+}
+remote_handle& remote_handle::operator=(const remote_handle& o) noexcept {
+  if (this != &o) {
+    remote_handle tmp(o);
+    std::swap(s_, tmp.s_);
+  }
+  return *this;
+}
+remote_handle::~remote_handle() {
+  if (s_ && s_->handles.fetch_sub(1) == 1) {
+    std::lock_guard<std::mutex> lock(s_->m);
+    s_->wake();  // let the executor notice that nobody outside can wake it any more
+  }
+}
+
+void remote_handle::request(cancel_level level, cancel_reason reason) const {
+  if (!s_) return;
+  std::lock_guard<std::mutex> lock(s_->m);
+  if (level > s_->level) {
+    if (s_->level == cancel_level::none) s_->reason = std::move(reason);
+    s_->level = level;
+  }
+  s_->wake();
+}
+void remote_handle::cancel(cancel_reason reason) const { request(cancel_level::graceful, std::move(reason)); }
+void remote_handle::force_cancel(cancel_reason reason) const { request(cancel_level::forced, std::move(reason)); }
+void remote_handle::post(std::function<void()> fn) const {
+  if (!s_) return;
+  std::lock_guard<std::mutex> lock(s_->m);
+  if (s_->efd < 0) return;
+  s_->posted.push_back(std::move(fn));
+  s_->wake();
+}
+
+}  // namespace quell
+
+namespace quell::detail {
 
 bool executor_core::drive_quietly() noexcept {
   try {
@@ -152,7 +320,10 @@ void executor_core::cancel(cancel_level level, cancel_reason reason) noexcept {
 }
 
 void executor_core::shutdown() noexcept {
-  if (!started_ || done_) return;
+  if (!started_ || done_) {
+    stop_services();
+    return;
+  }
   cancel(cancel_level::graceful, cancel_reason(cancel_kind::shutdown));
   if (drive_quietly()) return;
   cancel(cancel_level::forced, cancel_reason(cancel_kind::shutdown));

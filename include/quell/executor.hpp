@@ -20,6 +20,11 @@
 // I/O. With nothing to wait for and the root unfinished, the executor is stuck, and says so
 // instead of spinning. `executor ex{root(), clock}` runs on another clock (quell/time.hpp).
 //
+// Shutdown: shutdown(grace) cancels the root gracefully and escalates to a forced request when
+// the grace period ends. Every path out of run(), shutdown() and the destructor first cancels and
+// drains the executor's own operations (signal watcher, cross-thread waker) and waits until no
+// I/O operation is left in the kernel, so no buffer or frame is freed under it.
+//
 // All of an executor's work runs on the thread that calls poll_once/run. Executors may nest
 // (block_on inside a task runs a separate loop to completion), but an executor's poll_once/run
 // called from inside one of its own tasks throws std::logic_error. cancel() from inside one of its
@@ -27,6 +32,7 @@
 // turn already in progress.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -37,14 +43,44 @@
 #include "quell/clock.hpp"
 #include "quell/detail/driver.hpp"
 #include "quell/detail/scheduler.hpp"
+#include "quell/detail/service.hpp"
 #include "quell/errors.hpp"
 
 namespace quell {
+
+namespace detail {
+class executor_core;
+}
+
+// A thread-safe handle to an executor (from executor::remote()): lets other threads cancel its
+// root or run a function on its thread. A blocked executor wakes at once (an eventfd read in its
+// io_uring). While any remote handle exists the executor is never "stuck": the handle may still
+// wake it. Once the executor is gone, calls do nothing. Copyable; cheap to pass around.
+class remote_handle {
+ public:
+  remote_handle() noexcept = default;
+  remote_handle(const remote_handle& o) noexcept;
+  remote_handle& operator=(const remote_handle& o) noexcept;
+  ~remote_handle();
+
+  void cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) const;
+  void force_cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) const;
+  // Runs `fn` on the executor's thread in its next turn (dropped if the executor is gone).
+  void post(std::function<void()> fn) const;
+
+ private:
+  friend class detail::executor_core;
+  explicit remote_handle(std::shared_ptr<detail::remote_state> s) noexcept;
+  void request(cancel_level level, cancel_reason reason) const;
+  std::shared_ptr<detail::remote_state> s_;
+};
+
 namespace detail {
 
 class executor_core {
  public:
   executor_core(driver_base& root, clock_source& clock) noexcept : root_(root), sched_(clock) {}
+  ~executor_core();
   executor_core(const executor_core&) = delete;
   executor_core& operator=(const executor_core&) = delete;
 
@@ -54,6 +90,13 @@ class executor_core {
   void cancel(cancel_level level, cancel_reason reason) noexcept;
   // The destructor's part: see executor's contract above.
   void shutdown() noexcept;
+  // Graceful request, then forced once `grace` has passed; returns when the root has finished.
+  void shutdown(duration grace);
+  remote_handle remote();
+  // Starts a service (see detail/service.hpp); it must outlive the root.
+  void add_service(service* s);
+  reactor& io() { return sched_.io(); }
+  scheduler& sched() noexcept { return sched_; }
 
   bool started() const noexcept { return started_; }
   bool done() const noexcept { return done_; }
@@ -71,6 +114,9 @@ class executor_core {
   void io_step(bool block);
   bool io_live() const noexcept;
   bool drive_quietly() noexcept;  // false if stuck
+  void stop_services() noexcept;
+  void on_remote() noexcept;
+  struct waker;
   static void root_done(void* self, driver_base*) noexcept;
 
   driver_base& root_;
@@ -79,6 +125,9 @@ class executor_core {
   cancel_request req_{cancel_level::none, {}};
   bool started_ = false;
   bool done_ = false;
+  std::vector<service*> services_;
+  std::shared_ptr<remote_state> remote_;
+  std::unique_ptr<service> waker_;
 };
 
 template <class T>
@@ -136,11 +185,18 @@ class executor {
   void force_cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) noexcept {
     core_.cancel(cancel_level::forced, std::move(reason));
   }
+  // Cancels the root gracefully (reason: shutdown), escalates to a forced request once `grace`
+  // has passed on the executor's clock, and returns when the root has finished and every I/O
+  // operation has left the kernel. Throws stuck_error if even the forced request cannot finish.
+  void shutdown(duration grace) { core_.shutdown(grace); }
+  // A handle other threads can use to cancel the root or post work (see remote_handle).
+  remote_handle remote() { return core_.remote(); }
 
   bool done() const noexcept { return core_.done(); }
 
   // Diagnostics and tests: the executor's io_uring reactor, or null before its first I/O.
   detail::reactor* reactor_if_any() const noexcept { return core_.io_if_any(); }
+  detail::executor_core& core() noexcept { return core_; }
 
  private:
   std::unique_ptr<detail::root_base<T>> root_;

@@ -77,6 +77,7 @@ struct io_object {
   std::size_t stash_pos = 0;
   bool stash_eof = false;
   std::vector<int> stash_fds;
+  std::vector<int> stash_signals;
   std::vector<std::string> stash_datagrams;  // sender address length, address, payload
 
   std::size_t stashed() const noexcept { return stash.size() - stash_pos; }

@@ -1,0 +1,66 @@
+// POSIX signals as awaitable events, and run_main: a process's main task with Ctrl-C handling.
+//
+//   quell::signal_set sigs{SIGINT, SIGTERM};
+//   int signo = co_await sigs.wait();
+//
+// A signal_set blocks its signals for the calling thread (create it before starting other
+// threads, so they inherit the mask) and receives them through a signalfd read on io_uring. The
+// destructor restores the previous mask. wait() is an I/O leaf like any other: a wait cancelled
+// in the kernel that received a signal anyway keeps it for the next wait().
+//
+//   int main() { return quell::run_main(serve()); }
+//
+// run_main(task<int>, grace) runs the task as an executor's root and watches SIGINT and SIGTERM:
+//   - the first signal cancels the root gracefully (reason: signal, "SIGINT"): its cleanup hooks
+//     and async cleanups run;
+//   - a second signal, or the grace period running out after the first, forces the cancellation
+//     (running cleanup is cancelled too);
+//   - it returns the root's value; if the root ended cancelled because of a signal it returns 0
+//     when the cancellation stayed graceful (an orderly shutdown) and 128 + the signal number
+//     when it had to be forced (the shell's convention for "killed by"); if the root threw, it
+//     prints the error to stderr and returns 1.
+#pragma once
+
+#include <signal.h>
+
+#include <initializer_list>
+
+#include "quell/clock.hpp"
+#include "quell/net.hpp"
+#include "quell/task.hpp"
+
+namespace quell {
+
+namespace detail {
+struct signal_wait_op : io_leaf<signal_wait_op> {
+  explicit signal_wait_op(io_object* o) : io_leaf(o) {}
+  bool await_ready();
+  void prep(io_uring_sqe* sqe) noexcept;
+  bool on_cqe(int) noexcept { return true; }
+  bool on_cancel() noexcept;
+  int await_resume();
+
+  alignas(8) unsigned char info[128];  // struct signalfd_siginfo
+  int stashed = 0;
+};
+}  // namespace detail
+
+class signal_set {
+ public:
+  // Throws std::system_error if the mask or the signalfd cannot be set up.
+  explicit signal_set(std::initializer_list<int> signals);
+  ~signal_set();
+  signal_set(const signal_set&) = delete;
+  signal_set& operator=(const signal_set&) = delete;
+
+  detail::signal_wait_op wait() { return detail::signal_wait_op(h_.use("signal_set::wait")); }
+  int native_handle() const noexcept { return h_.fd(); }
+
+ private:
+  detail::io_handle h_;
+  sigset_t previous_;
+};
+
+int run_main(task<int> main, duration grace = std::chrono::seconds(10));
+
+}  // namespace quell

@@ -1,0 +1,148 @@
+#include "quell/signal.hpp"
+
+#include <liburing.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/signalfd.h>
+
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <system_error>
+
+#include "quell/executor.hpp"
+
+namespace quell {
+
+namespace detail {
+
+static_assert(sizeof(signalfd_siginfo) <= sizeof(signal_wait_op::info));
+
+bool signal_wait_op::await_ready() {
+  if (!object->stash_signals.empty()) {
+    stashed = object->stash_signals.front();
+    object->stash_signals.erase(object->stash_signals.begin());
+    return true;
+  }
+  if (!tls.current) throw std::logic_error("quell: an I/O operation was started outside an executor");
+  return false;
+}
+
+void signal_wait_op::prep(io_uring_sqe* sqe) noexcept {
+  io_uring_prep_read(sqe, object->fd, info, sizeof(signalfd_siginfo), 0);
+}
+
+bool signal_wait_op::on_cancel() noexcept {
+  if (res == static_cast<int>(sizeof(signalfd_siginfo))) {
+    // Received anyway: the next wait() gets it.
+    object->stash_signals.push_back(static_cast<int>(reinterpret_cast<const signalfd_siginfo*>(info)->ssi_signo));
+    return true;
+  }
+  return res < 0 && (res == -ECANCELED || res == -EINTR);
+}
+
+int signal_wait_op::await_resume() {
+  if (stashed) return stashed;
+  if (res < 0) throw_io_error(res, "signal_set::wait");
+  return static_cast<int>(reinterpret_cast<const signalfd_siginfo*>(info)->ssi_signo);
+}
+
+}  // namespace detail
+
+signal_set::signal_set(std::initializer_list<int> signals) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : signals) {
+    if (sigaddset(&set, s) != 0) throw std::system_error(errno, std::system_category(), "signal_set: bad signal");
+  }
+  if (int err = pthread_sigmask(SIG_BLOCK, &set, &previous_); err != 0) {
+    throw std::system_error(err, std::system_category(), "signal_set: pthread_sigmask");
+  }
+  const int fd = ::signalfd(-1, &set, SFD_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
+    throw std::system_error(err, std::system_category(), "signal_set: signalfd");
+  }
+  h_ = detail::io_handle(fd);
+}
+
+signal_set::~signal_set() {
+  h_.reset();
+  pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
+}
+
+namespace {
+
+std::string signal_name(int signo) {
+  const char* abbrev = ::sigabbrev_np(signo);
+  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(signo);
+}
+
+// Watches the signalfd on behalf of run_main: first signal graceful, second (or the grace period)
+// forced.
+struct signal_watch final : detail::service {
+  signal_watch(detail::executor_core& c, signal_set& s, duration g)
+      : service(&prep), core(c), fd(s.native_handle()), grace(g), escalate([this] {
+          core.cancel(cancel_level::forced, cancel_reason(cancel_kind::signal, "grace period expired"));
+          forced = true;
+        }) {}
+
+  static void prep(io_op* op, io_uring_sqe* sqe) noexcept {
+    auto* w = static_cast<signal_watch*>(op);
+    io_uring_prep_read(sqe, w->fd, w->info, sizeof w->info, 0);
+  }
+
+  void fired() noexcept override {
+    if (res != static_cast<int>(sizeof info)) return;
+    const int signo = static_cast<int>(info[0].ssi_signo);
+    if (++count == 1) {
+      first = signo;
+      core.cancel(cancel_level::graceful, cancel_reason(cancel_kind::signal, signal_name(signo)));
+      escalate.deadline = core.sched().timers().clock().now() + grace;
+      core.sched().timers().arm(&escalate);
+      core.add_service(this);  // listen for the second one
+    } else {
+      escalate.disarm();
+      forced = true;
+      core.cancel(cancel_level::forced, cancel_reason(cancel_kind::signal, signal_name(signo) + " again"));
+    }
+  }
+  void on_stop() noexcept override { escalate.disarm(); }
+
+  detail::executor_core& core;
+  int fd;
+  duration grace;
+  detail::callback_timer escalate;
+  signalfd_siginfo info[1];
+  int count = 0;
+  int first = 0;
+  bool forced = false;
+};
+
+}  // namespace
+
+int run_main(task<int> main, duration grace) {
+  try {
+    signal_set sigs{SIGINT, SIGTERM};
+    std::optional<signal_watch> watch;  // declared first: outlives the executor that drains it
+    executor<int> ex{std::move(main)};
+    watch.emplace(ex.core(), sigs, grace);
+    ex.core().add_service(&*watch);
+    try {
+      return ex.run();
+    } catch (const cancelled_error& e) {
+      if (watch->count > 0) return watch->forced ? 128 + watch->first : 0;
+      std::fprintf(stderr, "%s\n", e.what());
+      return 1;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "quell: run_main: the main task failed: %s\n", e.what());
+    return 1;
+  } catch (...) {
+    std::fprintf(stderr, "quell: run_main: the main task failed with a non-standard exception\n");
+    return 1;
+  }
+}
+
+}  // namespace quell
