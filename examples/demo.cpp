@@ -1,5 +1,7 @@
 // quell's demo: the reference scenarios of the design contract, each under a one-line title,
 // with the lines it prints. Run it to watch the cancellation model work.
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -33,6 +35,49 @@ struct X : std::runtime_error {
 task<> waits_then_prints() {
   co_await pending();
   print("all done!");
+}
+
+using namespace std::chrono_literals;
+
+// One connection: echo until the peer is idle for `idle`. The idle timer wins a race against the
+// read; the read is cancelled, and its cleanup hook (async: it writes to the socket) says goodbye
+// before the connection is closed.
+task<> serve_connection(quell::tcp_stream conn, quell::duration idle) {
+  char buf[256];
+  for (;;) {
+    auto goodbye = [&]() -> task<> {
+      print("server: idle for 200 ms; the cancelled read's cleanup hook says goodbye");
+      co_await conn.write_all("bye (idle timeout)\n");
+    };
+    auto idle_timer = [&]() -> task<std::size_t> {
+      co_await quell::sleep_for(idle);
+      co_return SIZE_MAX;
+    };
+    const std::size_t n = co_await race(on_cancel(conn.read_some(buf), goodbye()), idle_timer());
+    if (n == SIZE_MAX || n == 0) break;
+    print("server: echoing " + std::to_string(n) + " bytes");
+    co_await conn.write_all(std::string_view(buf, n));
+  }
+  co_await conn.close();
+  print("server: connection closed");
+}
+
+task<> echo_demo() {
+  auto listener = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+  auto server = [&]() -> task<> { co_await serve_connection(co_await listener.accept(), 200ms); };
+  auto client = [&]() -> task<> {
+    quell::tcp_stream c = co_await quell::tcp_stream::connect(listener.local_address());
+    co_await c.write_all("hello");
+    char buf[64];
+    std::size_t n = co_await c.read_some(buf);
+    print("client: got back \"" + std::string(buf, n) + "\", now going quiet");
+    std::string rest;
+    while ((n = co_await c.read_some(buf)) > 0) rest.append(buf, n);
+    print("client: server said \"" + rest.substr(0, rest.size() - 1) + "\" and closed the connection");
+    co_await c.close();
+  };
+  co_await quell::join(server(), client());
+  co_await listener.close();
 }
 
 }  // namespace
@@ -137,5 +182,8 @@ int main() {
     const int r = executor{race(returns(1), on_cancel(pending<int>(), slow_hook()))}.run();
     print("race returned " + std::to_string(r));
   }
+
+  title("11. A tiny echo server on io_uring with a 200 ms idle timeout: the client goes quiet and is cut off");
+  quell::block_on(echo_demo());
   return 0;
 }
