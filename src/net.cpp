@@ -418,7 +418,13 @@ std::string address::to_string() const {
       return std::string(buf) + ":" + std::to_string(port());
     case AF_INET6:
       ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf, sizeof buf);
-      return "[" + std::string(buf) + "]:" + std::to_string(port());
+      {
+        std::string out = "[";  // built step by step: g++ 12 warns (-Wrestrict) on "[" + std::string(...)
+        out += buf;
+        out += "]:";
+        out += std::to_string(port());
+        return out;
+      }
     case AF_UNIX: {
       const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
       return "unix:" + std::string(un->sun_path, ::strnlen(un->sun_path, sizeof un->sun_path));
