@@ -314,12 +314,11 @@ TEST(Net, CloseCancelsAPendingReadAndAReusedFdNeverSeesItsCompletion) {
     // The next connection very likely reuses the number; whatever it gets is its own.
     tcp_stream c, d;
     std::tie(c, d) = co_await connected_pair(l);
-    const bool reused = c.native_handle() == old_fd || d.native_handle() == old_fd;
+    (void)old_fd;  // usually reused by c or d; either way each side must see only its own bytes
     co_await d.write_all("fresh");
     EXPECT_EQ(co_await read_string(c, 5), "fresh");
     co_await c.write_all("back");
     EXPECT_EQ(co_await read_string(d, 4), "back");
-    EXPECT_TRUE(reused || true);
   };
   quell::block_on(body());
 }
