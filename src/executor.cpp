@@ -48,6 +48,7 @@ bool executor_core::turn() {
   }
   active_call a(active_);
   enter_executor in(sched_);
+  scope_guard top(nullptr);  // the root belongs to this executor, not to a task that polls it
   node_list batch;
   sched_.take_next_turn(batch);
   if (!started_) {

@@ -158,6 +158,8 @@ class on_cancel_op : public composite {
 
   void start_hook() noexcept {
     hook_started_ = true;
+    hook_scope_.parent = outer_scope();
+    scope_guard g(&hook_scope_);
     enter();
     if (hook_.start(this, &hook_done)) {
       hook_finished();
@@ -196,6 +198,9 @@ class on_cancel_op : public composite {
   outcome<R> result_;
   std::exception_ptr hook_error_;
   cancel_request req_{cancel_level::none, {}};
+  // The hook runs shielded: this_task::deadline() inside it ignores outer deadlines, and
+  // this_task::cancel_reason() still tells why the operation is being cancelled.
+  scope_node hook_scope_{nullptr, &req_, time_point::max(), scope_node::kind::shield};
   bool hook_started_ = false;
   bool hook_done_ = false;
 };

@@ -68,7 +68,14 @@ struct promise_base : task_record {
   QUELL_HOT static void* operator new(std::size_t n) { return frame_alloc(n); }
   QUELL_HOT static void operator delete(void* p, std::size_t n) noexcept { frame_free(p, n); }
 
-  std::suspend_always initial_suspend() const noexcept { return {}; }
+  // The body's first resumption makes this task the current node (this_task::*).
+  struct initial_awaiter {
+    promise_base* p;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<>) const noexcept {}
+    void await_resume() const noexcept { tls.scope = p; }
+  };
+  initial_awaiter initial_suspend() noexcept { return {this}; }
 
   struct final_awaiter {
     bool await_ready() const noexcept { return false; }
@@ -83,6 +90,7 @@ struct promise_base : task_record {
   const cancel_request* pending() const noexcept { return request.level != cancel_level::none ? &request : nullptr; }
 
   QUELL_HOT void start(std::coroutine_handle<> waiter) noexcept {
+    parent = tls.scope;
     continuation = waiter;
     state = phase::running;
   }
@@ -176,7 +184,10 @@ class task_await : public driver<Aw> {
     return false;
   }
 
-  decltype(auto) await_resume() { return this->result(); }
+  decltype(auto) await_resume() {
+    tls.scope = &p_;  // the body runs again: it is the current node
+    return this->result();
+  }
 
  private:
   static void on_done(void*, driver_base* d) noexcept {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "quell/cancellation.hpp"
@@ -25,9 +26,26 @@ namespace quell::detail {
 class scheduler;
 class reactor;
 
+// A node of the tree that `this_task::*` walks: a task, or a combinator that changes what the
+// code below it sees (a deadline, a shield). Each node points at the node that was current where
+// it started, so a hook or cleanup started later still knows where it belongs.
+struct scope_node {
+  enum class kind : std::uint8_t {
+    task,      // a quell task; `request` is its own cancel request
+    deadline,  // timeout / move_on_after / with_deadline
+    shield,    // shield(), and the implicit shield around hooks and async cleanups
+    plain,     // a lifted shield: transparent
+  };
+  scope_node* parent = nullptr;
+  const cancel_request* request = nullptr;  // what reached this node, if it records one
+  time_point deadline = time_point::max();
+  kind what = kind::task;
+};
+
 struct thread_state {
   scheduler* current = nullptr;
   int depth = 0;
+  scope_node* scope = nullptr;  // the node of the code running now (this_task::*)
 };
 // Constant-initialised, so every access is a plain thread-local load (no init guard).
 constinit inline thread_local thread_state tls{};
@@ -39,9 +57,22 @@ struct turn_node : list_node {
 };
 
 // What the scheduler knows about a started, unfinished task (for "stuck" reports).
-struct task_record : list_node {
+struct task_record : list_node, scope_node {
+  task_record() noexcept { scope_node::request = &request; }
   site where;
   cancel_request request{cancel_level::none, {}};  // what reached the task; none = nothing yet
+};
+
+// Makes `n` the current node for the guard's lifetime (starting children from a callback).
+class scope_guard {
+ public:
+  explicit scope_guard(scope_node* n) noexcept;
+  ~scope_guard();
+  scope_guard(const scope_guard&) = delete;
+  scope_guard& operator=(const scope_guard&) = delete;
+
+ private:
+  scope_node* saved_;
 };
 
 class scheduler {
@@ -88,9 +119,11 @@ class scheduler {
 QUELL_HOT void resume(std::coroutine_handle<> h) {
   thread_state& t = this_thread();
   if (t.depth < QUELL_MAX_RESUME_DEPTH || t.current == nullptr) {
+    scope_node* const saved = t.scope;  // a body that runs and suspends must not leave its node behind
     ++t.depth;
     h.resume();
     --t.depth;
+    t.scope = saved;
   } else {
     t.current->post(h);
   }
@@ -107,5 +140,8 @@ inline void post(std::coroutine_handle<> h) {
 }
 
 [[noreturn]] void fatal(const std::string& message) noexcept;
+
+inline scope_guard::scope_guard(scope_node* n) noexcept : saved_(std::exchange(tls.scope, n)) {}
+inline scope_guard::~scope_guard() { tls.scope = saved_; }
 
 }  // namespace quell::detail

@@ -1,0 +1,191 @@
+// Deadlines as a property of a scope: timeout, move_on_after, with_deadline, move_on_at.
+//
+//   int v = co_await quell::timeout(2s, fetch());              // throws quell::timed_out
+//   std::optional<int> v = co_await quell::move_on_after(2s, fetch());   // nullopt on expiry
+//   co_await quell::with_deadline(quell::now() + 2s, fetch());  // absolute, throws timed_out
+//   co_await quell::move_on_at(tp, fetch());                    // absolute, returns optional
+//
+// The operation is any awaitable. When the deadline passes, it is cancelled (graceful, reason
+// `deadline`), and the combinator waits until it has finished cancelling (its hooks and async
+// cleanup run) before it throws or returns nullopt. For a void operation move_on_* yields
+// std::optional<std::monostate>: engaged if the operation completed.
+//
+// Races, and how each ends:
+//   - the operation finishes first: its value or exception is delivered; the timer is removed.
+//   - the deadline passes and the operation still completes (it completed anyway, before the
+//     cancel could land): its result is delivered (completion wins), not timed_out.
+//   - the deadline has already passed when the combinator starts: the operation is not started
+//     (a pending cancel skips it) unless it insists on starting (await_early_cancel); either way
+//     the result is timed out.
+//   - nested deadlines that both expired: the outer one wins. An inner deadline whose operation
+//     ended cancelled while an enclosing deadline (up to the nearest shield) has also passed
+//     ends cancelled instead of timing out, so the code between the two does not run and the
+//     outer one reports the expiry.
+//   - the combinator itself is cancelled: the request is forwarded; it ends cancelled (or with
+//     the operation's result if that completed anyway), never with timed_out.
+//   - the operation ends cancelled on its own (e.g. its token fired): the combinator ends
+//     cancelled.
+//
+// this_task::deadline() inside the operation reports the earliest enclosing deadline, so code can
+// hand its remaining budget to a backend. Deadlines use the executor's clock (virtual in tests).
+#pragma once
+
+#include <coroutine>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include "quell/cancellation.hpp"
+#include "quell/clock.hpp"
+#include "quell/detail/alarm.hpp"
+#include "quell/detail/composite.hpp"
+#include "quell/detail/driver.hpp"
+#include "quell/detail/outcome.hpp"
+#include "quell/time.hpp"
+
+namespace quell {
+
+// Thrown by timeout / with_deadline when the deadline cut the operation short.
+class timed_out : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+
+time_point effective_deadline(const scope_node* from) noexcept;
+
+template <class OpAw, bool Optional>
+class deadline_op : public composite {
+  using R = typename driver<OpAw>::result_type;
+
+ public:
+  using value_type =
+      std::conditional_t<Optional, std::optional<std::conditional_t<std::is_void_v<R>, std::monostate, R>>, R>;
+
+  template <class X>
+  deadline_op(time_point t, duration d, bool relative, X&& op)
+      : op_(std::forward<X>(op)), alarm_(this, &on_alarm), delay_(d), relative_(relative) {
+    node_.deadline = t;
+  }
+  deadline_op(deadline_op&& o)
+      : composite(std::move(o)),
+        op_(std::move(o.op_)),
+        alarm_(this, &on_alarm),
+        delay_(o.delay_),
+        relative_(o.relative_) {
+    node_.deadline = o.node_.deadline;
+  }
+
+  bool await_early_cancel() const noexcept { return true; }
+
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    begin(h);
+    node_.parent = outer_scope();
+    const time_point t = now();
+    if (relative_) node_.deadline = add_saturating(t, delay_);
+    scope_guard g(&node_);
+    if (node_.deadline <= t) {
+      expired_ = true;
+      const cancel_request r{cancel_level::graceful, cancel_reason(cancel_kind::deadline)};
+      if (op_.start(this, &op_done, &r)) op_finished();
+    } else {
+      if (node_.deadline != time_point::max()) alarm_.arm_at(node_.deadline);
+      if (op_.start(this, &op_done, nullptr)) op_finished();
+    }
+    return end_suspend();
+  }
+
+  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
+    enter();
+    if (req_.level == cancel_level::none) req_.reason = r.reason;
+    if (r.level > req_.level) req_.level = r.level;
+    alarm_.stop();  // cancelled from outside: this deadline no longer decides anything
+    if (!op_.finished()) op_.cancel(req_);
+    leave();  // may destroy *this
+    return false;
+  }
+
+  bool await_must_resume() const noexcept { return !result_.cancelled() || timed_out_; }
+
+  value_type await_resume() {
+    if (timed_out_) {
+      if constexpr (Optional) {
+        return std::nullopt;
+      } else {
+        throw timed_out("quell: the operation did not finish before its deadline");
+      }
+    }
+    if constexpr (Optional) {
+      if constexpr (std::is_void_v<R>) {
+        result_.take();
+        return value_type(std::in_place);
+      } else {
+        return value_type(std::in_place, result_.take());
+      }
+    } else {
+      return result_.take();
+    }
+  }
+
+ private:
+  static void op_done(void* o, driver_base*) noexcept { static_cast<deadline_op*>(o)->op_finished(); }
+
+  static void on_alarm(void* o) noexcept {
+    auto* self = static_cast<deadline_op*>(o);
+    if (self->op_.finished()) {
+      self->complete();  // it finished while this call was queued; may destroy *self
+      return;
+    }
+    self->expired_ = true;
+    self->enter();
+    self->op_.cancel(cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::deadline)});
+    self->leave();  // may destroy *self
+  }
+
+  void op_finished() noexcept {
+    op_.collect(result_);
+    alarm_.stop();
+    if (result_.cancelled() && req_.level == cancel_level::none && (expired_ || now() >= node_.deadline)) {
+      // This deadline cut the operation, unless an enclosing one has passed too: then that one
+      // reports it (the outer wins), and this one ends cancelled on the way there.
+      timed_out_ = !(effective_deadline(node_.parent) <= now());
+    }
+    if (alarm_.pending()) return;  // on_alarm is queued and completes
+    complete();                    // may destroy *this
+  }
+
+  driver<OpAw> op_;
+  outcome<R> result_;
+  alarm alarm_;
+  scope_node node_{nullptr, &req_, time_point::max(), scope_node::kind::deadline};
+  cancel_request req_{cancel_level::none, {}};
+  duration delay_;
+  bool relative_;
+  bool expired_ = false;
+  bool timed_out_ = false;
+};
+
+}  // namespace detail
+
+template <class Op>
+auto timeout(duration d, Op&& op) {
+  return detail::deadline_op<detail::awaiter_t<Op>, false>(time_point{}, d, true, std::forward<Op>(op));
+}
+template <class Op>
+auto with_deadline(time_point t, Op&& op) {
+  return detail::deadline_op<detail::awaiter_t<Op>, false>(t, duration{}, false, std::forward<Op>(op));
+}
+template <class Op>
+auto move_on_after(duration d, Op&& op) {
+  return detail::deadline_op<detail::awaiter_t<Op>, true>(time_point{}, d, true, std::forward<Op>(op));
+}
+template <class Op>
+auto move_on_at(time_point t, Op&& op) {
+  return detail::deadline_op<detail::awaiter_t<Op>, true>(t, duration{}, false, std::forward<Op>(op));
+}
+
+}  // namespace quell
