@@ -5,6 +5,7 @@
 #include "quell/channel.hpp"
 #include "quell/clock.hpp"
 #include "quell/deadline.hpp"
+#include "quell/defer.hpp"
 #include "quell/errors.hpp"
 #include "quell/event.hpp"
 #include "quell/executor.hpp"

@@ -34,11 +34,13 @@
 #include <utility>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/cleanup.hpp"
 #include "quell/detail/driver.hpp"
 #include "quell/detail/frame_pool.hpp"
 #include "quell/detail/outcome.hpp"
 #include "quell/detail/scheduler.hpp"
 #include "quell/detail/site.hpp"
+#include "quell/errors.hpp"
 
 namespace quell {
 
@@ -62,8 +64,14 @@ struct promise_base : task_record {
   phase state = phase::not_started;
   bool ended_cancelled = false;
 
+  // Async cleanups registered with quell::defer (allocated by the first one).
+  cleanup_stack* cleanup = nullptr;
+
   explicit promise_base(site s) noexcept { where = s; }
-  ~promise_base() { unlink(); }
+  ~promise_base() {
+    unlink();
+    delete cleanup;
+  }
 
   QUELL_HOT static void* operator new(std::size_t n) { return frame_alloc(n); }
   QUELL_HOT static void operator delete(void* p, std::size_t n) noexcept { frame_free(p, n); }
@@ -115,7 +123,11 @@ struct promise_base : task_record {
       if (req->level <= p->request.level) return;
       if (p->request.level == cancel_level::none) p->request.reason = req->reason;
       p->request.level = req->level;
-      if (p->state != phase::running || !p->awaitee) return;
+      if (p->state != phase::running) return;
+      if (!p->awaitee) {
+        if (p->cleanup) p->cleanup->request(p->request);  // its cleanups may be running
+        return;
+      }
       driver_base* d = p->awaitee;
       task_record* child = d->pass_through(p->request);
       if (!child) {
@@ -127,9 +139,24 @@ struct promise_base : task_record {
     }
   }
 
+  // The body is over (returned, threw, or ended cancelled): the cleanups run first, then the
+  // waiter is told.
   QUELL_HOT void finish() noexcept {
+    if (cleanup && !cleanup->empty()) [[unlikely]] {
+      cleanup->run();
+      return;
+    }
     state = phase::done;
     detail::resume(continuation);
+  }
+  static void finish_after_cleanup(task_record* t) noexcept {
+    auto* self = static_cast<promise_base*>(t);
+    self->state = phase::done;
+    detail::resume(self->continuation);
+  }
+  void add_cleanup(cleanup_base* c) noexcept {
+    if (!cleanup) cleanup = new cleanup_stack(*this, &finish_after_cleanup);
+    cleanup->push(c);
   }
 
   // The operation the body awaited ended cancelled: the body is not resumed; the task ends
@@ -142,6 +169,10 @@ struct promise_base : task_record {
   // so that this frame is never destroyed underneath a call that is still running in it.
   void end_cancelled_from_suspend() noexcept {
     ended_cancelled = true;
+    if (cleanup && !cleanup->empty()) [[unlikely]] {
+      cleanup->run_later();
+      return;
+    }
     state = phase::done;
     detail::post(continuation);
   }
@@ -240,6 +271,16 @@ struct promise final : promise_base {
   }
 
   outcome<T> result;
+
+  bool cleanup_failed() const noexcept { return cleanup && cleanup->error; }
+  // A cleanup failed: the primary error (if any) is rethrown with it attached, else the cleanup's.
+  [[noreturn]] void rethrow_with_cleanup_error() {
+    if (result.has_error()) {
+      attach_error(result.error(), cleanup->error);
+      std::rethrow_exception(result.error());
+    }
+    std::rethrow_exception(cleanup->error);
+  }
 };
 
 template <>
@@ -250,6 +291,15 @@ struct promise<void> final : promise_base {
   void return_void() noexcept { result.set_value(); }
 
   outcome<void> result;
+
+  bool cleanup_failed() const noexcept { return cleanup && cleanup->error; }
+  [[noreturn]] void rethrow_with_cleanup_error() {
+    if (result.has_error()) {
+      attach_error(result.error(), cleanup->error);
+      std::rethrow_exception(result.error());
+    }
+    std::rethrow_exception(cleanup->error);
+  }
 };
 
 [[noreturn]] void dropped_running_task(const site& where) noexcept;
@@ -304,7 +354,7 @@ class [[nodiscard]] task {
       return false;  // the task reports its end through its waiter, possibly during this call
     }
     bool await_must_resume() const noexcept {
-      if (!h_.promise().ended_cancelled) return true;
+      if (!h_.promise().ended_cancelled || h_.promise().cleanup_failed()) return true;
       // Nothing will be taken from a task that ended cancelled, so its frame (and its locals) is
       // freed now: a cancelled chain unwinds innermost first, one level at a time, instead of
       // by recursive destruction from the top.
@@ -312,7 +362,11 @@ class [[nodiscard]] task {
       return false;
     }
     detail::task_record* child_task() noexcept { return &h_.promise(); }
-    T await_resume() { return h_.promise().result.take(); }
+    T await_resume() {
+      if (h_.promise().cleanup_failed()) [[unlikely]]
+        h_.promise().rethrow_with_cleanup_error();
+      return h_.promise().result.take();
+    }
 
    private:
     mutable std::coroutine_handle<promise_type> h_;

@@ -22,6 +22,7 @@ class alarm : timer_node, resume_target {
     scheduler* s = tls.current;
     if (!s) fatal("quell: a deadline or bounded shield was awaited outside an executor");
     deadline = t;
+    called_ = false;
     s->timers().arm(this);
   }
   using timer_node::armed;
