@@ -70,10 +70,11 @@ class defer_awaiter {
 
   bool await_early_cancel() const noexcept { return false; }  // registering is not a cancellation point
   bool await_ready() {
+    promise_base& task = current_task_for_defer();  // throws on misuse, before anything is allocated
     auto* c = new cleanup_impl<F>(std::move(f_));
     c->bound = bound_;
     c->bounded = bounded_;
-    current_task_for_defer().add_cleanup(c);
+    task.add_cleanup(c);
     return true;
   }
   void await_suspend(std::coroutine_handle<>) const noexcept {}
