@@ -226,8 +226,8 @@ TEST(Defer, ABoundedCleanupTalkingToAPeerThatNeverAnswersTakesItsBoundAndTheOrig
     log.print("peer saw: " + std::string(got, n - 1));
   };
   executor(body(), clock).run();
-  EXPECT_EQ(log.lines, (lines{"gave up waiting for the ack at 2100ms", "caught \"handler failed\" at 2100ms with 0 attached",
-                              "peer saw: CANCEL job-1"}));
+  EXPECT_EQ(log.lines, (lines{"gave up waiting for the ack at 2100ms",
+                              "caught \"handler failed\" at 2100ms with 0 attached", "peer saw: CANCEL job-1"}));
 }
 
 TEST(Defer, DeferOutsideATaskBodyIsAClearError) {

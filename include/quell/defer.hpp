@@ -15,7 +15,10 @@
 // before any code can suspend (the closing brace runs before final_suspend), so there a cleanup may
 // use only what it owns (captured by value or moved in), the coroutine's parameters, and objects
 // outside the coroutine. To use a local on every exit, move it into the cleanup:
-//   co_await quell::defer([c = std::move(conn)]() mutable -> quell::task<> { co_await c.close(); });
+//   auto close = [c = std::move(conn)]() mutable -> quell::task<> { co_await c.close(); };
+//   co_await quell::defer(std::move(close));
+// (Named first: g++ 12 miscompiles a lambda that copies or moves a non-trivial capture when it is
+// written as a temporary inside a co_await expression; clang is fine. See docs/decisions.md.)
 // (docs/decisions.md explains why the language leaves no other choice.)
 //
 // Cancellation of cleanups: they are shielded; a graceful request (the one that made the task

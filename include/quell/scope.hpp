@@ -1,0 +1,579 @@
+// scope / with_scope: a nursery. Children run concurrently; the scope waits for all of them.
+//
+//   int total = co_await quell::with_scope([&](quell::scope& s) -> quell::task<int> {
+//     auto a = s.spawn(fetch("a"));                  // starts now, runs concurrently
+//     auto b = s.spawn(fetch("b"));
+//     co_return co_await a + co_await b;             // a handle yields its child's value
+//   });
+//
+// The body (a callable taking `scope&` and returning an awaitable) is itself a member: with_scope
+// finishes when the body *and* every child have finished, and yields the body's value.
+//
+// Who cancels whom:
+//   - The first exception (from the body or a child) cancels every other member (graceful,
+//     reason sibling_failed); once all have finished, with_scope rethrows that first exception
+//     with later ones attached (quell/errors.hpp).
+//   - Cancelling with_scope (its awaiting task is cancelled) cancels the body and every child;
+//     it completes only after each has finished its cancellation (hooks, defer cleanups). It then
+//     ends cancelled, unless the body completed anyway (its value is delivered).
+//   - s.cancel(reason) cancels every child, present and future, but not the body: the body is the
+//     code that asked, and goes on to return (corral's "co_return cancel"; Trio's
+//     nursery.cancel_scope.cancel() would also cancel the body).
+//   - A child spawned into a scope that is being cancelled still starts, so that it can register
+//     and run its cleanup, and is cancelled at its first suspension point.
+//   - A child that ends cancelled is not an error: the others continue.
+//   - The body ending cancelled on its own (e.g. it awaited a handle whose child was cancelled)
+//     cancels the children; with_scope then ends cancelled.
+//
+// Handles: spawn(op) returns spawn_handle<R>. `co_await h` waits for the child (awaiting is a
+// cancellation point of the waiter; cancelling the waiter does not cancel the child) and yields
+// its value, once. If the child ended cancelled or threw, the waiter ends cancelled: a child's
+// exception belongs to the scope, which cancels the body because of it and rethrows it.
+// h.cancel() cancels that one child. Handles may be dropped: the scope still owns the child.
+//
+// start(fn), Trio's start()/started() handshake: `T v = co_await s.start<T>(fn)` spawns
+// fn(task_status<T>&) and waits until the child calls status.started(v) (e.g. "listening on
+// port v"); the child then keeps running in the scope. Before started(): an exception from the
+// child is thrown by start() (not by the scope); the child ending without calling started() makes
+// start() throw std::logic_error; cancelling start()'s caller cancels the child, waits for it,
+// and start() ends cancelled (unless started() was called meanwhile: completion wins). After
+// started(), the child belongs to the scope: cancelling start()'s caller no longer reaches it.
+//
+// All of it runs on the executor's thread. Spawning after with_scope has finished is an error
+// (std::logic_error).
+#pragma once
+
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include "quell/cancellation.hpp"
+#include "quell/detail/composite.hpp"
+#include "quell/detail/driver.hpp"
+#include "quell/detail/intrusive_list.hpp"
+#include "quell/detail/outcome.hpp"
+#include "quell/detail/scheduler.hpp"
+#include "quell/errors.hpp"
+
+namespace quell {
+
+class scope_core;
+template <class T>
+class task_status;
+
+namespace detail {
+
+struct start_state;
+template <class T, class Fn>
+class start_op;
+
+// One spawned child. Owned by its scope until it finishes, and by each handle to it.
+struct child_base : list_node {
+  scope_core* owner = nullptr;
+  int refs = 1;
+  bool finished = false;
+  bool taken = false;              // a handle's await took the value
+  std::coroutine_handle<> waiter;  // a task awaiting a handle
+  start_state* starter = nullptr;  // start(): the caller, until started() is called
+
+  child_base() = default;
+  child_base(const child_base&) = delete;
+  child_base& operator=(const child_base&) = delete;
+  virtual ~child_base() = default;
+
+  // Starts the child; `pre`: a request already in force (the child still starts, and is
+  // cancelled at its first suspension point). True if it finished during the call.
+  virtual bool launch(const cancel_request* pre) noexcept = 0;
+  virtual void cancel(const cancel_request& r) noexcept = 0;
+  virtual bool ended_cancelled() const noexcept = 0;
+  virtual bool has_error() const noexcept = 0;
+  virtual std::exception_ptr error() const noexcept = 0;
+
+  void retain() noexcept { ++refs; }
+  void release() noexcept {
+    if (--refs == 0) delete this;
+  }
+};
+
+template <class R>
+struct child_of : child_base {
+  bool ended_cancelled() const noexcept final { return result.cancelled(); }
+  bool has_error() const noexcept final { return result.has_error(); }
+  std::exception_ptr error() const noexcept final { return result.error(); }
+  outcome<R> result;
+};
+
+struct no_status {};
+
+// `S`: a task_status the child's awaitable was made with (start()); it lives as long as the child.
+template <class Aw, class S = no_status>
+struct child final : child_of<typename driver<Aw>::result_type> {
+  template <class X>
+  explicit child(X&& x) : d(std::forward<X>(x)) {}
+  template <class Fn>
+  child(std::in_place_t, Fn& make) : d(make(status)) {}
+
+  bool launch(const cancel_request* pre) noexcept override;
+  void cancel(const cancel_request& r) noexcept override { d.cancel(r); }
+  static void done(void* o, driver_base*) noexcept;
+
+  [[no_unique_address]] S status;
+  driver<Aw> d;
+};
+
+// A start() caller waiting for started().
+struct start_state {
+  child_base* c = nullptr;
+  void (*on_started)(start_state*) noexcept = nullptr;  // started() was called
+  void (*on_ended)(start_state*) noexcept = nullptr;    // the child ended first
+};
+
+// The child's own view of start(): where started() sends its value.
+template <class T>
+struct status_slot {
+  start_state* state = nullptr;
+  std::optional<std::conditional_t<std::is_void_v<T>, std::monostate, T>> value;
+};
+
+}  // namespace detail
+
+// What a start()ed child calls once it is ready (see above).
+template <class T = void>
+class task_status {
+ public:
+  // Hands `v` to the start() caller, which resumes; the child keeps running in the scope.
+  // Calling it twice is an error (std::logic_error); after start() was abandoned it does nothing.
+  template <class U = T>
+  void started(U&& v) {
+    check();
+    slot_.value.emplace(std::forward<U>(v));
+    fire();
+  }
+
+ private:
+  template <class, class>
+  friend class detail::start_op;
+  void check() {
+    if (used_) throw std::logic_error("quell: task_status::started() called twice");
+    used_ = true;
+  }
+  void fire() noexcept {
+    if (detail::start_state* s = std::exchange(slot_.state, nullptr)) {
+      s->c->starter = nullptr;
+      s->on_started(s);
+    }
+  }
+  detail::status_slot<T> slot_;
+  bool used_ = false;
+};
+
+template <>
+class task_status<void> {
+ public:
+  void started() {
+    if (used_) throw std::logic_error("quell: task_status::started() called twice");
+    used_ = true;
+    slot_.value.emplace();
+    if (detail::start_state* s = std::exchange(slot_.state, nullptr)) {
+      s->c->starter = nullptr;
+      s->on_started(s);
+    }
+  }
+
+ private:
+  template <class, class>
+  friend class detail::start_op;
+  detail::status_slot<void> slot_;
+  bool used_ = false;
+};
+
+// A handle to a spawned child (see above). Move-only; dropping it leaves the child to the scope.
+template <class R>
+class spawn_handle {
+ public:
+  spawn_handle() noexcept = default;
+  explicit spawn_handle(detail::child_of<R>* c) noexcept : c_(c) { c_->retain(); }
+  spawn_handle(spawn_handle&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+  spawn_handle& operator=(spawn_handle&& o) noexcept {
+    if (this != &o) {
+      if (c_) c_->release();
+      c_ = std::exchange(o.c_, nullptr);
+    }
+    return *this;
+  }
+  ~spawn_handle() {
+    if (c_) c_->release();
+  }
+
+  bool valid() const noexcept { return c_ != nullptr; }
+  bool done() const noexcept { return c_ && c_->finished; }
+  // Cancels this child (graceful; idempotent; nothing if it has finished).
+  void cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) noexcept {
+    if (c_ && !c_->finished) c_->cancel(cancel_request{cancel_level::graceful, std::move(reason)});
+  }
+
+  class awaiter {
+   public:
+    explicit awaiter(detail::child_of<R>* c) noexcept : c_(c) {}
+    bool await_ready() const noexcept { return c_->finished && c_->result.has_value(); }
+    bool await_suspend(std::coroutine_handle<> h) {
+      if (c_->finished) return false;  // ended cancelled or failed: the waiter learns it through await_must_resume
+      if (c_->waiter) throw std::logic_error("quell: a spawn_handle is awaited by two tasks at once");
+      c_->waiter = h;
+      return true;
+    }
+    bool await_cancel(std::coroutine_handle<>) noexcept {  // stops waiting; the child goes on
+      c_->waiter = {};
+      return true;
+    }
+    bool await_must_resume() const noexcept { return !c_->result.cancelled() && !c_->result.has_error(); }
+    R await_resume() {
+      if (c_->taken) throw std::logic_error("quell: a spawn_handle's value was already taken");
+      c_->taken = true;
+      return c_->result.take();
+    }
+
+   private:
+    detail::child_of<R>* c_;
+  };
+
+  awaiter operator co_await() const {
+    if (!c_) throw std::logic_error("quell: co_await on an empty spawn_handle");
+    return awaiter(c_);
+  }
+
+ private:
+  detail::child_of<R>* c_ = nullptr;
+};
+
+// What scopes and task groups share: the children, the first error, the request that cancels them.
+class scope_core {
+ public:
+  scope_core(const scope_core&) = delete;
+  scope_core& operator=(const scope_core&) = delete;
+
+  // Starts `op` (any awaitable) as a child now; it runs until its first suspension point before
+  // spawn returns.
+  template <class Op>
+  auto spawn(Op&& op) {
+    using Aw = detail::awaiter_t<Op>;
+    using R = typename detail::driver<Aw>::result_type;
+    check_open();
+    auto* c = new detail::child<Aw>(std::forward<Op>(op));
+    spawn_handle<R> h(c);
+    adopt(c);
+    return h;
+  }
+
+  template <class T = void, class Fn>
+  auto start(Fn&& fn);
+
+  // Cancels every child, present and future (graceful; the first reason is kept).
+  void cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) noexcept {
+    cancel_children(cancel_request{cancel_level::graceful, std::move(reason)});
+  }
+  // Children that have not finished yet.
+  std::size_t running() const noexcept { return running_; }
+  bool cancel_requested() const noexcept { return req_.level != cancel_level::none; }
+
+ protected:
+  using notify_fn = void (*)(scope_core*) noexcept;
+  // `idle`: called when the last running child finished; `failed`: the first error arrived
+  // (the owner cancels what else it runs, e.g. the body). Neither is called during another
+  // call into the scope; they wait until it returns.
+  scope_core(notify_fn idle, notify_fn failed) noexcept : idle_(idle), failed_(failed) {
+    node_.request = &req_;
+    node_.what = detail::scope_node::kind::plain;
+  }
+  ~scope_core() = default;
+
+  void cancel_children(const cancel_request& r) noexcept;
+  void record_error(std::exception_ptr e) noexcept;
+  void enter() noexcept { ++busy_; }
+  void leave() noexcept;  // may destroy *this (through the notifications)
+
+  detail::scope_node node_;
+  cancel_request req_{cancel_level::none, {}};
+  std::exception_ptr error_;
+  bool closed_ = false;
+
+ private:
+  template <class, class>
+  friend struct detail::child;
+  template <class, class>
+  friend class detail::start_op;
+
+  void check_open() const {
+    if (closed_) throw std::logic_error("quell: spawn into a scope that has finished");
+  }
+  void adopt(detail::child_base* c) noexcept;
+  void child_finished(detail::child_base* c) noexcept;
+
+  detail::node_list children_;  // the running ones
+  std::size_t running_ = 0;
+
+ protected:
+  int busy_ = 0;
+
+ private:
+  bool failed_due_ = false;
+  notify_fn idle_;
+  notify_fn failed_;
+};
+
+namespace detail {
+
+template <class Aw, class S>
+bool child<Aw, S>::launch(const cancel_request* pre) noexcept {
+  if (pre) {
+    if constexpr (requires(std::remove_reference_t<Aw> & a) {
+                    { a.child_task() } -> std::same_as<task_record*>;
+                  }) {
+      // A task is started with the request already stored: its body runs up to its first
+      // co_await (registering cleanups), which is then cancelled.
+      d.awaiter().child_task()->request = *pre;
+      pre = nullptr;
+    }
+  }
+  if (d.start(this, &done, nullptr)) {
+    d.collect(this->result);
+    return true;
+  }
+  if (pre) d.cancel(*pre);  // any other awaitable: started, then cancelled
+  return false;
+}
+
+template <class Aw, class S>
+void child<Aw, S>::done(void* o, driver_base*) noexcept {
+  auto* self = static_cast<child*>(o);
+  self->d.collect(self->result);
+  self->owner->child_finished(self);
+}
+
+// start(fn): the awaiter of the caller.
+template <class T, class Fn>
+class start_op : public composite, start_state {
+  using Status = task_status<T>;
+  using Aw = awaiter_t<std::invoke_result_t<Fn&, Status&>>;
+  using Child = child<Aw, Status>;
+
+ public:
+  template <class F>
+  start_op(scope_core& s, F&& fn) : scope_(s), fn_(std::forward<F>(fn)) {}
+  start_op(start_op&& o) : composite(std::move(o)), scope_(o.scope_), fn_(std::move(o.fn_)) {}
+  ~start_op() {
+    if (c_) {
+      if (c_->starter == this) c_->starter = nullptr;
+      c_->status.slot_.state = nullptr;
+      c_->release();
+    }
+  }
+
+  bool await_early_cancel() const noexcept { return true; }
+
+  bool await_suspend(std::coroutine_handle<> h) {
+    scope_.check_open();
+    begin(h);
+    on_started = &started_cb;
+    on_ended = &ended_cb;
+    c_ = new Child(std::in_place, fn_);
+    c = c_;
+    c_->status.slot_.state = this;
+    c_->starter = this;
+    c_->retain();
+    scope_.adopt(c_);
+    return end_suspend();
+  }
+
+  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
+    enter();
+    if (c_->starter == this && !c_->finished) c_->cancel(r);  // before started(): it is still ours
+    leave();
+    return false;
+  }
+
+  bool await_must_resume() const noexcept { return outcome_ != kind::cancelled; }
+
+  T await_resume() {
+    if (outcome_ == kind::error) std::rethrow_exception(c_->error());
+    if (outcome_ == kind::no_start) {
+      throw std::logic_error("quell: a task passed to start() ended without calling started()");
+    }
+    if constexpr (!std::is_void_v<T>) return std::move(*c_->status.slot_.value);
+  }
+
+ private:
+  enum class kind : unsigned char { pending, started, error, no_start, cancelled };
+
+  static void started_cb(start_state* s) noexcept {
+    auto* self = static_cast<start_op*>(s);
+    self->outcome_ = kind::started;
+    self->complete();  // may destroy *self
+  }
+  static void ended_cb(start_state* s) noexcept {
+    auto* self = static_cast<start_op*>(s);
+    self->c_->status.slot_.state = nullptr;
+    if (self->c_->has_error()) {
+      self->outcome_ = kind::error;
+    } else if (self->c_->ended_cancelled()) {
+      self->outcome_ = kind::cancelled;
+    } else {
+      self->outcome_ = kind::no_start;
+    }
+    self->complete();  // may destroy *self
+  }
+
+  scope_core& scope_;
+  Fn fn_;
+  Child* c_ = nullptr;
+  kind outcome_ = kind::pending;
+};
+
+}  // namespace detail
+
+template <class T, class Fn>
+auto scope_core::start(Fn&& fn) {
+  return detail::start_op<T, std::decay_t<Fn>>(*this, std::forward<Fn>(fn));
+}
+
+// The scope a with_scope body receives.
+class scope : public scope_core {
+ public:
+  using scope_core::scope_core;
+};
+
+namespace detail {
+
+template <class Body>
+class scope_op : public composite {
+  using BodyAw = awaiter_t<std::invoke_result_t<Body&, scope&>>;
+  using R = typename driver<BodyAw>::result_type;
+
+ public:
+  template <class F>
+  explicit scope_op(F&& body) : fn_(std::forward<F>(body)) {}
+  scope_op(scope_op&& o) : composite(std::move(o)), fn_(std::move(o.fn_)) {}
+
+  bool await_early_cancel() const noexcept { return true; }
+
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    begin(h);
+    members_.set_parent(outer_scope());
+    scope_guard g(members_.node());
+    enter();
+    try {
+      body_.emplace(fn_(members_));
+    } catch (...) {
+      result_.set_error(std::current_exception());
+      body_done_ = true;
+      members_.close();
+      complete();
+      leave();
+      return end_suspend();
+    }
+    if (body_->start(this, &body_finished_cb, nullptr)) body_finished();
+    leave();
+    return end_suspend();
+  }
+
+  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
+    enter();
+    if (req_.level == cancel_level::none) req_.reason = r.reason;
+    if (r.level > req_.level) req_.level = r.level;
+    if (!body_done_) body_->cancel(req_);
+    members_.cancel_all(req_);
+    leave();  // may destroy *this
+    return false;
+  }
+
+  bool await_must_resume() const noexcept { return !result_.cancelled() || members_.error(); }
+
+  R await_resume() {
+    // The first error (the body's, or a child's with the body's attached): see record_error.
+    if (std::exception_ptr e = members_.error()) std::rethrow_exception(e);
+    return result_.take();
+  }
+
+ private:
+  // The scope part: tells this combinator when the last child finished or the first error came.
+  class members : public scope {
+   public:
+    explicit members(scope_op* op) noexcept : scope(&on_idle, &on_failed), op_(op) {}
+    void set_parent(scope_node* p) noexcept { node_.parent = p; }
+    scope_node* node() noexcept { return &node_; }
+    void close() noexcept { closed_ = true; }
+    void cancel_all(const cancel_request& r) noexcept { cancel_children(r); }
+    void fail(std::exception_ptr e) noexcept {
+      enter();
+      record_error(std::move(e));
+      leave();
+    }
+    std::exception_ptr error() const noexcept { return error_; }
+    bool busy() const noexcept { return busy_ != 0; }
+
+   private:
+    static void on_idle(scope_core* s) noexcept { static_cast<members*>(s)->op_->maybe_complete(); }
+    static void on_failed(scope_core* s) noexcept { static_cast<members*>(s)->op_->failed(); }
+    scope_op* op_;
+  };
+
+  static void body_finished_cb(void* o, driver_base*) noexcept { static_cast<scope_op*>(o)->body_finished(); }
+
+  void body_finished() noexcept {
+    body_done_ = true;
+    body_->collect(result_);
+    enter();
+    if (result_.has_error()) {
+      members_.fail(result_.error());  // cancels the children through failed()
+    } else if (result_.cancelled() && req_.level == cancel_level::none) {
+      // The body ended cancelled on its own: nothing will use the children's work.
+      members_.cancel_all(cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::sibling_failed)});
+    }
+    leave();
+    maybe_complete();
+  }
+
+  void failed() noexcept {
+    const cancel_request r = req_.level != cancel_level::none
+                                 ? req_
+                                 : cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::sibling_failed)};
+    enter();
+    if (!body_done_) body_->cancel(r);
+    members_.cancel_all(r);
+    leave();
+  }
+
+  // Also called by the scope when it is no longer busy, so never under one of its own calls.
+  void maybe_complete() noexcept {
+    if (body_done_ && members_.running() == 0 && !members_.busy() && !completing_) {
+      completing_ = true;
+      members_.close();
+      complete();  // may destroy *this
+    }
+  }
+
+  Body fn_;
+  members members_{this};
+  std::optional<driver<BodyAw>> body_;
+  outcome<R> result_;
+  cancel_request req_{cancel_level::none, {}};
+  bool body_done_ = false;
+  bool completing_ = false;
+};
+
+}  // namespace detail
+
+// clang-format off
+template <class Body>
+  requires std::is_invocable_v<std::decay_t<Body>&, scope&>
+auto with_scope(Body&& body) {
+  // clang-format on
+  return detail::scope_op<std::decay_t<Body>>(std::forward<Body>(body));
+}
+
+}  // namespace quell

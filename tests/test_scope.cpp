@@ -1,0 +1,218 @@
+// with_scope (nursery): spawn, handles, start()/started(), and the Trio rules on small programs.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "quell/quell.hpp"
+#include "support/log.hpp"
+
+using namespace std::chrono_literals;
+using quell::executor;
+using quell::on_cancel;
+using quell::scope;
+using quell::sleep_for;
+using quell::task;
+using quell::virtual_clock;
+using quell::with_scope;
+using lines = std::vector<std::string>;
+
+namespace {
+std::string at(const virtual_clock& c) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(c.now().time_since_epoch()).count()) +
+         "ms";
+}
+struct boom : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+task<int> value_after(quell::duration d, int v) {
+  co_await sleep_for(d);
+  co_return v;
+}
+}  // namespace
+
+TEST(Scope, WaitsForEveryChildAndYieldsTheBodysValue) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<int> {
+    // A spawned lambda coroutine refers to its lambda object: name it so it outlives the child.
+    auto unawaited = [&]() -> task<> {
+      co_await sleep_for(20ms);
+      log.print("unawaited child done at " + at(clock));
+    };
+    int r = co_await with_scope([&](scope& s) -> task<int> {
+      auto a = s.spawn(value_after(5ms, 1));
+      s.spawn(unawaited());
+      co_return co_await a + 10;
+    });
+    log.print("scope returned " + std::to_string(r) + " at " + at(clock));
+    co_return r;
+  };
+  EXPECT_EQ(executor(body(), clock).run(), 11);
+  EXPECT_EQ(log.lines, (lines{"unawaited child done at 20ms", "scope returned 11 at 20ms"}));
+}
+
+TEST(Scope, TheFirstErrorCancelsTheOtherMembersWaitsForTheirCleanupAndIsRethrownWithLaterOnesAttached) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto slow_cleanup = [&](std::string name, bool throw_too) {
+    return [&log, &clock, name, throw_too]() -> task<> {
+      co_await sleep_for(3ms);
+      log.print(name + " cleanup done at " + at(clock));
+      if (throw_too) throw std::logic_error(name + " cleanup failed");
+    };
+  };
+  auto failing = []() -> task<> {
+    co_await sleep_for(2ms);
+    throw boom("child failed");
+  };
+  auto body = [&]() -> task<> {
+    try {
+      co_await with_scope([&](scope& s) -> task<> {
+        s.spawn(on_cancel(sleep_for(1h), slow_cleanup("sibling", true)));
+        s.spawn(failing());
+        co_await on_cancel(sleep_for(1h), slow_cleanup("body", false));
+      });
+    } catch (const boom& e) {
+      log.print(std::string("caught ") + e.what() + " at " + at(clock) +
+                ", attached: " + quell::describe(quell::attached_errors().at(0)));
+    }
+  };
+  executor(body(), clock).run();
+  // The body is cancelled first, then the children in the order they were spawned.
+  EXPECT_EQ(log.lines, (lines{"body cleanup done at 5ms", "sibling cleanup done at 5ms",
+                              "caught child failed at 5ms, attached: sibling cleanup failed"}));
+}
+
+TEST(Scope, CancellingTheScopeCancelsEveryMemberAndCompletesOnlyAfterEachFinished) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto member = [&](std::string name, quell::duration cleanup) -> task<> {
+    // Named, not written inside the co_await: g++ 12 miscompiles a closure that copies a
+    // non-trivial capture when it is a temporary in a co_await expression (docs/decisions.md).
+    auto hook = [&log, &clock, name, cleanup]() -> task<> {
+      co_await sleep_for(cleanup);
+      log.print(name + " cancelled at " + at(clock));
+    };
+    co_await on_cancel(sleep_for(1h), hook);
+  };
+  auto body = [&]() -> task<> {
+    co_await on_cancel(with_scope([&](scope& s) -> task<> {
+                         s.spawn(member("child 1", 4ms));
+                         s.spawn(member("child 2", 1ms));
+                         co_await member("body", 2ms);
+                       }),
+                       [&] { log.print("cancel reached the scope"); });
+  };
+  executor ex{body(), clock};
+  ex.poll_once();
+  ex.cancel();
+  EXPECT_THROW(ex.run(), quell::cancelled_error);
+  EXPECT_EQ(log.lines, (lines{"cancel reached the scope", "child 2 cancelled at 1ms", "body cancelled at 2ms",
+                              "child 1 cancelled at 4ms"}));
+}
+
+TEST(Scope, CancellationReachesEveryDescendantOfATwoLevelTreeExactlyOnce) {
+  quell::test::log log;
+  int hooks = 0;
+  auto leaf = [&](std::string name) -> task<> {
+    auto hook = [&hooks, &log, name] {  // named: see the g++ 12 note above
+      ++hooks;
+      log.print(name);
+    };
+    co_await on_cancel(quell::pending(), hook);
+  };
+  auto subtree = [&](std::string name) -> task<> {
+    auto body = [&, name](scope& s) -> task<> {
+      s.spawn(leaf(name + ".a"));
+      s.spawn(leaf(name + ".b"));
+      co_await leaf(name + ".body");
+    };
+    co_await with_scope(body);
+  };
+  auto root = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      s.spawn(subtree("x"));
+      s.spawn(subtree("y"));
+      co_await quell::pending();
+    });
+  };
+  executor ex{root()};
+  ex.poll_once();
+  ex.cancel();
+  ex.cancel();  // idempotent
+  EXPECT_THROW(ex.run(), quell::cancelled_error);
+  EXPECT_EQ(hooks, 6);
+  std::sort(log.lines.begin(), log.lines.end());
+  EXPECT_EQ(log.lines, (lines{"x.a", "x.b", "x.body", "y.a", "y.b", "y.body"}));
+}
+
+TEST(Scope, ATaskSpawnedIntoACancelledScopeStillStartsRunsItsCleanupAndIsCancelledAtItsFirstSuspension) {
+  quell::test::log log;
+  auto late = [&]() -> task<> {
+    log.print("late child started");
+    co_await quell::defer(log.hook("late child cleanup"));
+    co_await quell::yield();
+    log.print("never");
+  };
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      s.cancel(quell::cancel_reason(quell::cancel_kind::requested, "enough"));
+      s.spawn(late());
+      log.print(s.running() == 1 ? "spawned, being cancelled" : "?");
+      co_return;
+    });
+    log.print("scope returned");
+  };
+  executor(body()).run();
+  EXPECT_EQ(log.lines,
+            (lines{"late child started", "spawned, being cancelled", "late child cleanup", "scope returned"}));
+}
+
+TEST(Scope, FuturesUnorderedWithTheFirstChildFinishesTheBodyReturnsTheOtherIsCancelledWithItsHook) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    int first = co_await with_scope([&](scope& s) -> task<int> {
+      auto a = s.spawn(value_after(3ms, 1));
+      auto b = s.spawn(on_cancel(value_after(1h, 2), [&]() -> task<> {
+        co_await sleep_for(2ms);
+        log.print("b cancelled at " + at(clock));
+      }));
+      int v = co_await quell::race(a, b);
+      log.print("first finished: " + std::to_string(v) + " at " + at(clock) + "; body returns");
+      s.cancel();
+      co_return v;
+    });
+    log.print("scope returned " + std::to_string(first) + " at " + at(clock));
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines,
+            (lines{"first finished: 1 at 3ms; body returns", "b cancelled at 5ms", "scope returned 1 at 5ms"}));
+}
+
+TEST(Scope, HandlesYieldValuesAndCancelOneChildWithoutTheOthers) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      auto a = s.spawn(value_after(2ms, 7));
+      auto b = s.spawn(on_cancel(value_after(1h, 8), log.hook("b cancelled alone")));
+      b.cancel();
+      log.print("a = " + std::to_string(co_await a) + ", b done: " + (b.done() ? "yes" : "no"));
+      auto waits_for_b = [&]() -> task<> {
+        co_await b;  // b ended cancelled: so does whoever awaits it
+        log.print("never");
+      };
+      auto w = s.spawn(waits_for_b());
+      co_await quell::yield();
+      log.print(std::string("a waiter of a cancelled child ") + (w.done() ? "ended cancelled" : "waits"));
+    });
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines,
+            (lines{"b cancelled alone", "a = 7, b done: yes", "a waiter of a cancelled child ended cancelled"}));
+}

@@ -1,0 +1,165 @@
+// task_group: tasks owned by an object, closed with join() / cancel_and_join().
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "quell/quell.hpp"
+#include "support/log.hpp"
+
+using namespace std::chrono_literals;
+using quell::executor;
+using quell::on_cancel;
+using quell::sleep_for;
+using quell::task;
+using quell::task_group;
+using quell::virtual_clock;
+using lines = std::vector<std::string>;
+
+namespace {
+std::string at(const virtual_clock& c) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(c.now().time_since_epoch()).count()) +
+         "ms";
+}
+struct boom : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A server-like object holding its connections' tasks.
+struct table {
+  quell::test::log& log;
+  virtual_clock& clock;
+  task_group conns{};
+
+  task<> serve(std::string name, quell::duration life) {
+    // Named, not a temporary in the co_await: g++ 12 miscompiles that (docs/decisions.md).
+    auto goodbye = [this, name]() -> task<> {
+      co_await sleep_for(1ms);  // e.g. say goodbye to the peer
+      log.print(name + " closed at " + at(clock));
+    };
+    co_await quell::defer(goodbye);
+    co_await sleep_for(life);
+  }
+  void accept(std::string name, quell::duration life) { conns.spawn(serve(std::move(name), life)); }
+};
+}  // namespace
+
+TEST(TaskGroup, JoinWaitsUntilEveryChildHasFinished) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    table t{log, clock};
+    t.accept("a", 5ms);
+    t.accept("b", 2ms);
+    log.print(std::to_string(t.conns.running()) + " running");
+    co_await t.conns.join();
+    log.print("joined at " + at(clock));
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines, (lines{"2 running", "b closed at 3ms", "a closed at 6ms", "joined at 6ms"}));
+}
+
+TEST(TaskGroup, CancelAndJoinCancelsEveryChildAndWaitsForItsAsyncCleanup) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    table t{log, clock};
+    t.accept("a", 1h);
+    t.accept("b", 1h);
+    co_await sleep_for(10ms);
+    co_await t.conns.cancel_and_join(quell::cancel_reason(quell::cancel_kind::shutdown));
+    log.print("closed at " + at(clock) + ", " + std::to_string(t.conns.running()) + " running");
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines, (lines{"a closed at 11ms", "b closed at 11ms", "closed at 11ms, 0 running"}));
+}
+
+TEST(TaskGroup, TheFirstChildErrorCancelsTheOthersAndJoinRethrowsItOnce) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    task_group g;
+    auto failing = []() -> task<> {
+      co_await sleep_for(1ms);
+      throw boom("child failed");
+    };
+    g.spawn(on_cancel(sleep_for(1h), log.hook("sibling cancelled")));
+    g.spawn(failing());
+    try {
+      co_await g.join();
+    } catch (const boom& e) {
+      log.print(std::string("join threw ") + e.what());
+    }
+    g.spawn(sleep_for(1ms));  // usable again; the error was collected
+    co_await g.join();
+    log.print("second join clean");
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines, (lines{"sibling cancelled", "join threw child failed", "second join clean"}));
+}
+
+TEST(TaskGroup, CancellingTheJoinerCancelsTheChildrenAndWaitsForThem) {
+  virtual_clock clock;
+  quell::test::log log;
+  table* tp = nullptr;
+  auto body = [&]() -> task<> {
+    table t{log, clock};
+    tp = &t;
+    t.accept("a", 1h);
+    co_await t.conns.join();
+    log.print("never");
+  };
+  {
+    executor ex{body(), clock};
+    ex.poll_once();
+    ex.cancel();
+    EXPECT_THROW(ex.run(), quell::cancelled_error);
+  }
+  EXPECT_EQ(log.lines, (lines{"a closed at 1ms"}));
+}
+
+TEST(TaskGroup, ChildrenDoNotInheritTheSpawnersDeadline) {
+  virtual_clock clock;
+  std::vector<quell::time_point> seen;
+  auto child = [&]() -> task<> {
+    seen.push_back(quell::this_task::deadline());
+    co_await sleep_for(20ms);  // outlives the spawner's deadline
+    seen.push_back(quell::this_task::deadline());
+  };
+  auto body = [&]() -> task<> {
+    task_group g;
+    co_await quell::timeout(10ms, [&]() -> task<> {
+      g.spawn(child());
+      co_return;
+    }());
+    co_await g.join();
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(seen, (std::vector<quell::time_point>{quell::time_point::max(), quell::time_point::max()}));
+  EXPECT_EQ(at(clock), "20ms");
+}
+
+TEST(TaskGroupDeathTest, DestroyingAGroupWhileATaskRunsTerminatesNamingWhereItWasCreated) {
+  auto body = []() -> task<> {
+    task_group g;  // the message names this line
+    g.spawn(quell::pending());
+    co_return;  // g is destroyed with its child still running
+  };
+  EXPECT_DEATH(executor(body()).run(),
+               "task_group created at .*test_task_group.cpp:[0-9]+.*1 task\\(s\\) still running");
+}
+
+TEST(TaskGroupDeathTest, DestroyingAGroupHoldingAnUncollectedErrorTerminates) {
+  auto failing = []() -> task<> {
+    co_await quell::this_task::checkpoint();  // (a co_await makes it a coroutine)
+    throw boom("nobody joined");
+  };
+  auto body = [&]() -> task<> {
+    task_group g;
+    g.spawn(failing());
+    co_return;
+  };
+  EXPECT_DEATH(executor(body()).run(), "error nobody collected \\(nobody joined\\)");
+}
