@@ -1,6 +1,7 @@
 // join: all results in order; the first exception cancels and awaits the siblings.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -190,4 +191,41 @@ TEST(JoinRange, VoidTasksYieldMonostates) {
   ops.push_back(nothing());
   ops.push_back(nothing());
   EXPECT_EQ(quell::block_on(join(std::move(ops))).size(), 2u);
+}
+
+// Seed: join of three where one fails after the other two have started their async cleanup.
+TEST(Join, OfThreeWhereOneFailsAfterTheOthersStartedAsyncCleanupTheErrorComesOnlyAfterAllCleanups) {
+  using namespace std::chrono_literals;
+  quell::virtual_clock clock;
+  quell::test::log log;
+  auto ms = [&] {
+    return std::to_string(
+               std::chrono::duration_cast<std::chrono::milliseconds>(clock.now().time_since_epoch()).count()) +
+           "ms";
+  };
+  auto worker = [&](std::string name, quell::duration work, quell::duration cleanup) -> task<int> {
+    auto release = [&log, &ms, name, cleanup]() -> task<> {  // named: g++ 12 (docs/decisions.md)
+      log.print(name + " cleanup starts at " + ms());
+      co_await quell::sleep_for(cleanup);
+      log.print(name + " cleanup done at " + ms());
+    };
+    co_await quell::defer(release);
+    co_await quell::sleep_for(work);
+    co_return 1;
+  };
+  auto failing = [&]() -> task<int> {
+    co_await quell::sleep_for(3ms);
+    log.print("c fails at " + ms());
+    throw std::runtime_error("c failed");
+  };
+  auto body = [&]() -> task<> {
+    try {
+      co_await join(worker("a", 1ms, 5ms), worker("b", 2ms, 10ms), failing());
+    } catch (const std::runtime_error& e) {
+      log.print(std::string("join threw \"") + e.what() + "\" at " + ms());
+    }
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines, (lines{"a cleanup starts at 1ms", "b cleanup starts at 2ms", "c fails at 3ms",
+                              "a cleanup done at 6ms", "b cleanup done at 12ms", "join threw \"c failed\" at 12ms"}));
 }

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -215,4 +217,93 @@ TEST(Scope, HandlesYieldValuesAndCancelOneChildWithoutTheOthers) {
   executor(body(), clock).run();
   EXPECT_EQ(log.lines,
             (lines{"b cancelled alone", "a = 7, b done: yes", "a waiter of a cancelled child ended cancelled"}));
+}
+
+TEST(ScopeStart, StartYieldsWhatTheChildPassesToStartedAndTheChildKeepsServing) {
+  quell::test::log log;
+  auto server = [&](quell::task_status<std::uint16_t>& status) -> task<> {
+    auto l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+    status.started(l.local_address().port());  // "listening": start() returns now
+    auto conn = co_await l.accept();
+    char buf[16];
+    std::size_t n = co_await conn.read_some(buf);
+    co_await conn.write_all(std::string_view(buf, n));
+    log.print("server echoed " + std::to_string(n) + " bytes");
+  };
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      std::uint16_t port = co_await s.start<std::uint16_t>(server);
+      log.print(port != 0 ? "started on a port" : "port 0?");
+      auto c = co_await quell::tcp_stream::connect(quell::address::parse("127.0.0.1", port));
+      co_await c.write_all("ping");
+      char buf[16];
+      co_await c.read_exact(std::span<char>(buf, 4));
+      log.print("client got " + std::string(buf, 4));
+    });
+  };
+  executor(body()).run();
+  EXPECT_EQ(log.lines, (lines{"started on a port", "server echoed 4 bytes", "client got ping"}));
+}
+
+TEST(ScopeStart, BeforeStartedAnErrorGoesToTheStartCallerNotTheScope) {
+  quell::test::log log;
+  auto fails = [](quell::task_status<>&) -> task<> {
+    co_await quell::yield();
+    throw boom("could not bind");
+  };
+  auto quits = [](quell::task_status<>&) -> task<> { co_await quell::yield(); };
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      try {
+        co_await s.start(fails);
+      } catch (const boom& e) {
+        log.print(std::string("start threw ") + e.what());
+      }
+      try {
+        co_await s.start(quits);
+      } catch (const std::logic_error&) {
+        log.print("start threw logic_error: ended without started()");
+      }
+    });
+    log.print("scope finished cleanly");
+  };
+  executor(body()).run();
+  EXPECT_EQ(log.lines, (lines{"start threw could not bind", "start threw logic_error: ended without started()",
+                              "scope finished cleanly"}));
+}
+
+TEST(ScopeStart, CancellingTheCallerBeforeStartedCancelsTheChildButAfterStartedNoLonger) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto slow_to_start = [&](quell::task_status<>& st) -> task<> {
+    co_await on_cancel(sleep_for(10ms), log.hook("starting child cancelled"));
+    st.started();
+  };
+  auto quick_to_start = [&](quell::task_status<>& st) -> task<> {
+    st.started();
+    co_await sleep_for(20ms);
+    log.print("started child kept running until " + at(clock));
+  };
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      auto starter = [&]() -> task<> {
+        co_await s.start(slow_to_start);
+        log.print("never");
+      };
+      auto starter2 = [&]() -> task<> {
+        co_await s.start(quick_to_start);
+        co_await sleep_for(1h);
+      };
+      auto a = s.spawn(starter());
+      auto b = s.spawn(starter2());
+      co_await sleep_for(5ms);
+      a.cancel();  // before started(): reaches the starting child
+      b.cancel();  // after started(): the started child belongs to the scope now
+      co_return;
+    });
+    log.print("scope finished at " + at(clock));
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines,
+            (lines{"starting child cancelled", "started child kept running until 20ms", "scope finished at 20ms"}));
 }
