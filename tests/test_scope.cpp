@@ -40,14 +40,13 @@ TEST(Scope, WaitsForEveryChildAndYieldsTheBodysValue) {
   virtual_clock clock;
   quell::test::log log;
   auto body = [&]() -> task<int> {
-    // A spawned lambda coroutine refers to its lambda object: name it so it outlives the child.
-    auto unawaited = [&]() -> task<> {
-      co_await sleep_for(20ms);
-      log.print("unawaited child done at " + at(clock));
-    };
     int r = co_await with_scope([&](scope& s) -> task<int> {
       auto a = s.spawn(value_after(5ms, 1));
-      s.spawn(unawaited());
+      // The callable form: the scope keeps the lambda (and its by-value capture) alive.
+      s.spawn([&log, &clock, what = std::string("unawaited child")]() -> task<> {
+        co_await sleep_for(20ms);
+        log.print(what + " done at " + at(clock));
+      });
       co_return co_await a + 10;
     });
     log.print("scope returned " + std::to_string(r) + " at " + at(clock));

@@ -79,7 +79,7 @@ namespace detail {
 
 class executor_core {
  public:
-  executor_core(driver_base& root, clock_source& clock) noexcept : root_(root), sched_(clock) {}
+  executor_core(driver_base& root, clock_source& clock) noexcept : root_(root), sched_(clock) { sched_.core = this; }
   ~executor_core();
   executor_core(const executor_core&) = delete;
   executor_core& operator=(const executor_core&) = delete;

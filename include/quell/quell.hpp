@@ -1,6 +1,7 @@
 // The umbrella header: everything public in quell.
 #pragma once
 
+#include "quell/cancel_token.hpp"
 #include "quell/cancellation.hpp"
 #include "quell/channel.hpp"
 #include "quell/clock.hpp"

@@ -25,6 +25,11 @@
 //   - The body ending cancelled on its own (e.g. it awaited a handle whose child was cancelled)
 //     cancels the children; with_scope then ends cancelled.
 //
+// spawn(op) takes any awaitable, or a callable returning one: `s.spawn([&]() -> task<> {...})`.
+// Prefer the callable form for lambda coroutines: the scope keeps the lambda alive as long as the
+// child runs, whereas `s.spawn([&]() -> task<> {...}())` leaves the coroutine pointing at a closure
+// that died at the end of the statement (a C++ rule for lambda coroutines, not a quell one).
+//
 // Handles: spawn(op) returns spawn_handle<R>. `co_await h` waits for the child (awaiting is a
 // cancellation point of the waiter; cancelling the waiter does not cancel the child) and yields
 // its value, once. If the child ended cancelled or threw, the waiter ends cancelled: a child's
@@ -108,21 +113,34 @@ struct child_of : child_base {
   outcome<R> result;
 };
 
-struct no_status {};
+struct no_extra {};
 
-// `S`: a task_status the child's awaitable was made with (start()); it lives as long as the child.
-template <class Aw, class S = no_status>
+// What a child made by a callable keeps: the callable itself (a lambda coroutine refers to its
+// closure, so the closure must live as long as the child) and, for start(), the task_status.
+template <class Fn>
+struct made_from {
+  Fn fn;
+  decltype(auto) make() { return fn(); }
+};
+template <class Fn, class Status>
+struct started_from {
+  Fn fn;
+  Status status;
+  decltype(auto) make() { return fn(status); }
+};
+
+template <class Aw, class Extra = no_extra>
 struct child final : child_of<typename driver<Aw>::result_type> {
   template <class X>
   explicit child(X&& x) : d(std::forward<X>(x)) {}
   template <class Fn>
-  child(std::in_place_t, Fn& make) : d(make(status)) {}
+  child(std::in_place_t, Fn&& fn) : extra{std::forward<Fn>(fn)}, d(extra.make()) {}
 
   bool launch(const cancel_request* pre) noexcept override;
   void cancel(const cancel_request& r) noexcept override { d.cancel(r); }
   static void done(void* o, driver_base*) noexcept;
 
-  [[no_unique_address]] S status;
+  [[no_unique_address]] Extra extra;
   driver<Aw> d;
 };
 
@@ -259,15 +277,25 @@ class scope_core {
 
   // Starts `op` (any awaitable) as a child now; it runs until its first suspension point before
   // spawn returns.
+  // `op` may also be a callable returning an awaitable (e.g. a lambda coroutine): it is called
+  // here and kept alive with the child, so its captures outlive the child safely.
   template <class Op>
   auto spawn(Op&& op) {
-    using Aw = detail::awaiter_t<Op>;
-    using R = typename detail::driver<Aw>::result_type;
     check_open();
-    auto* c = new detail::child<Aw>(std::forward<Op>(op));
-    spawn_handle<R> h(c);
-    adopt(c);
-    return h;
+    if constexpr (detail::awaitable<Op>) {
+      using Aw = detail::awaiter_t<Op>;
+      auto* c = new detail::child<Aw>(std::forward<Op>(op));
+      spawn_handle<typename detail::driver<Aw>::result_type> h(c);
+      adopt(c);
+      return h;
+    } else {
+      using Fn = std::decay_t<Op>;
+      using Aw = detail::awaiter_t<std::invoke_result_t<Fn&>>;
+      auto* c = new detail::child<Aw, detail::made_from<Fn>>(std::in_place, std::forward<Op>(op));
+      spawn_handle<typename detail::driver<Aw>::result_type> h(c);
+      adopt(c);
+      return h;
+    }
   }
 
   template <class T = void, class Fn>
@@ -328,8 +356,8 @@ class scope_core {
 
 namespace detail {
 
-template <class Aw, class S>
-bool child<Aw, S>::launch(const cancel_request* pre) noexcept {
+template <class Aw, class Extra>
+bool child<Aw, Extra>::launch(const cancel_request* pre) noexcept {
   if (pre) {
     if constexpr (requires(std::remove_reference_t<Aw> & a) {
                     { a.child_task() } -> std::same_as<task_record*>;
@@ -348,8 +376,8 @@ bool child<Aw, S>::launch(const cancel_request* pre) noexcept {
   return false;
 }
 
-template <class Aw, class S>
-void child<Aw, S>::done(void* o, driver_base*) noexcept {
+template <class Aw, class Extra>
+void child<Aw, Extra>::done(void* o, driver_base*) noexcept {
   auto* self = static_cast<child*>(o);
   self->d.collect(self->result);
   self->owner->child_finished(self);
@@ -360,7 +388,7 @@ template <class T, class Fn>
 class start_op : public composite, start_state {
   using Status = task_status<T>;
   using Aw = awaiter_t<std::invoke_result_t<Fn&, Status&>>;
-  using Child = child<Aw, Status>;
+  using Child = child<Aw, started_from<Fn, Status>>;
 
  public:
   template <class F>
@@ -369,7 +397,7 @@ class start_op : public composite, start_state {
   ~start_op() {
     if (c_) {
       if (c_->starter == this) c_->starter = nullptr;
-      c_->status.slot_.state = nullptr;
+      c_->extra.status.slot_.state = nullptr;
       c_->release();
     }
   }
@@ -381,9 +409,9 @@ class start_op : public composite, start_state {
     begin(h);
     on_started = &started_cb;
     on_ended = &ended_cb;
-    c_ = new Child(std::in_place, fn_);
+    c_ = new Child(std::in_place, std::move(fn_));  // the child keeps the callable alive
     c = c_;
-    c_->status.slot_.state = this;
+    c_->extra.status.slot_.state = this;
     c_->starter = this;
     c_->retain();
     scope_.adopt(c_);
@@ -404,7 +432,7 @@ class start_op : public composite, start_state {
     if (outcome_ == kind::no_start) {
       throw std::logic_error("quell: a task passed to start() ended without calling started()");
     }
-    if constexpr (!std::is_void_v<T>) return std::move(*c_->status.slot_.value);
+    if constexpr (!std::is_void_v<T>) return std::move(*c_->extra.status.slot_.value);
   }
 
  private:
@@ -417,7 +445,7 @@ class start_op : public composite, start_state {
   }
   static void ended_cb(start_state* s) noexcept {
     auto* self = static_cast<start_op*>(s);
-    self->c_->status.slot_.state = nullptr;
+    self->c_->extra.status.slot_.state = nullptr;
     if (self->c_->has_error()) {
       self->outcome_ = kind::error;
     } else if (self->c_->ended_cancelled()) {

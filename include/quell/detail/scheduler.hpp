@@ -25,6 +25,7 @@ namespace quell::detail {
 
 class scheduler;
 class reactor;
+class executor_core;
 
 // A node of the tree that `this_task::*` walks: a task, or a combinator that changes what the
 // code below it sees (a deadline, a shield). Each node points at the node that was current where
@@ -102,6 +103,8 @@ class scheduler {
   reactor* io_if_any() const noexcept { return io_.get(); }
 
   void track(task_record& t) noexcept { live_.push_back(&t); }
+
+  executor_core* core = nullptr;  // the executor this scheduler belongs to
   // One line per live task: where it was created and whether it is being cancelled.
   std::string describe_live() const;
 

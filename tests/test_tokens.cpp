@@ -1,0 +1,143 @@
+// cancel_source / cancel_token / cancel_callback, with_cancellation, and std::stop_token.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "quell/quell.hpp"
+#include "support/log.hpp"
+
+using namespace std::chrono_literals;
+using quell::cancel_callback;
+using quell::cancel_source;
+using quell::executor;
+using quell::on_cancel;
+using quell::task;
+using quell::with_cancellation;
+using lines = std::vector<std::string>;
+
+TEST(Tokens, ACallbackRunsAtMostOnceAndAtOnceIfTheSourceIsAlreadyCancelled) {
+  cancel_source src;
+  int runs = 0;
+  cancel_callback cb(src.token(), [&]() noexcept { ++runs; });
+  EXPECT_EQ(runs, 0);
+  EXPECT_TRUE(src.cancel(quell::cancel_reason(quell::cancel_kind::requested, "first")));
+  EXPECT_FALSE(src.cancel(quell::cancel_reason(quell::cancel_kind::shutdown)));  // the first reason stays
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(src.token().reason()->describe(), "requested: first");
+  int late = 0;
+  cancel_callback cb2(src.token(), [&]() noexcept { ++late; });
+  EXPECT_EQ(late, 1);  // registered after the cancel: ran in the constructor
+  quell::cancel_token never;
+  EXPECT_FALSE(never.can_be_cancelled());
+  EXPECT_FALSE(never.cancel_requested());
+}
+
+TEST(Tokens, DeregisteringWaitsForACallbackRunningOnAnotherThread) {
+  cancel_source src;
+  std::atomic<bool> started{false}, finished{false};
+  auto cb = std::make_unique<cancel_callback<std::function<void()>>>(src.token(), std::function<void()>([&] {
+                                                                       started = true;
+                                                                       std::this_thread::sleep_for(50ms);
+                                                                       finished = true;
+                                                                     }));
+  std::thread t([&] { src.cancel(); });
+  while (!started) std::this_thread::yield();
+  cb.reset();  // must not return while the callback still runs on `t`
+  EXPECT_TRUE(finished);
+  t.join();
+}
+
+TEST(Tokens, ACallbackMayDeregisterItselfOnItsOwnThreadWithoutDeadlock) {
+  cancel_source src;
+  std::unique_ptr<cancel_callback<std::function<void()>>> cb;
+  bool ran = false;
+  cb = std::make_unique<cancel_callback<std::function<void()>>>(src.token(), std::function<void()>([&] {
+                                                                  ran = true;
+                                                                  cb.reset();  // deregisters from inside
+                                                                }));
+  src.cancel();
+  EXPECT_TRUE(ran);
+  EXPECT_EQ(cb, nullptr);
+}
+
+TEST(Tokens, WithCancellationCancelsTheOperationWhenAnotherThreadCancelsTheToken) {
+  quell::test::log log;
+  cancel_source src;
+  auto work = [&]() -> task<> {
+    auto hook = [&] { log.print("hook: " + quell::this_task::cancel_reason()->describe()); };
+    co_await on_cancel(quell::sleep_for(1h), hook);  // real clock: only the token can end this
+  };
+  std::thread t([&] {
+    std::this_thread::sleep_for(20ms);
+    src.cancel(quell::cancel_reason(quell::cancel_kind::peer_disconnected));
+  });
+  executor ex{with_cancellation(src.token(), work())};
+  EXPECT_THROW(ex.run(), quell::cancelled_error);  // the cancellation travelled up to the root
+  t.join();
+  EXPECT_EQ(log.lines, (lines{"hook: peer disconnected"}));
+}
+
+TEST(Tokens, ACancelOnTheExecutorsOwnThreadEndsTheGovernedOperationButNotItsSiblings) {
+  quell::test::log log;
+  cancel_source src;
+  auto body = [&]() -> task<> {
+    co_await quell::with_scope([&](quell::scope& s) -> task<> {
+      auto governed = s.spawn(with_cancellation(src.token(), on_cancel(quell::pending(), log.hook("governed hook"))));
+      co_await quell::yield();
+      src.cancel();
+      log.print(std::string("governed done: ") + (governed.done() ? "yes" : "no"));
+      co_await quell::yield();
+      log.print("the body goes on");
+    });
+  };
+  executor(body()).run();
+  EXPECT_EQ(log.lines, (lines{"governed hook", "governed done: yes", "the body goes on"}));
+}
+
+TEST(Tokens, AnAlreadyCancelledTokenNeverStartsTheOperation) {
+  quell::test::log log;
+  cancel_source src;
+  src.cancel();
+  auto body = [&]() -> task<> {
+    co_await quell::with_scope([&](quell::scope& s) -> task<> {
+      s.spawn(with_cancellation(src.token(), log.say("ran")));
+      co_return;
+    });
+    log.print("scope done");
+  };
+  executor(body()).run();
+  EXPECT_EQ(log.lines, (lines{"scope done"}));
+}
+
+TEST(Tokens, CompletionWinsAndALaterCancelIsANoOp) {
+  cancel_source src;
+  auto body = [&]() -> task<int> {
+    int v = co_await with_cancellation(src.token(), []() -> task<int> { co_return 5; }());
+    src.cancel();  // the operation is over: nothing is registered any more
+    co_return v;
+  };
+  EXPECT_EQ(executor(body()).run(), 5);
+}
+
+TEST(Tokens, StdStopTokenWorksTheSameFromAnotherThread) {
+  quell::test::log log;
+  std::stop_source stop;
+  auto work = [&]() -> task<> {
+    auto hook = [&] { log.print("stopped: " + quell::this_task::cancel_reason()->describe()); };
+    co_await on_cancel(quell::sleep_for(1h), hook);
+  };
+  std::thread t([&] {
+    std::this_thread::sleep_for(20ms);
+    stop.request_stop();
+  });
+  executor ex{with_cancellation(stop.get_token(), work())};
+  EXPECT_THROW(ex.run(), quell::cancelled_error);
+  t.join();
+  EXPECT_EQ(log.lines, (lines{"stopped: requested: stop requested"}));
+}
