@@ -10,7 +10,6 @@ cleanup_stack::cleanup_stack(task_record& owner, finished_fn finished) noexcept
   // Cleanups run shielded, under the task: cancel_reason() inside them tells why it ends.
   node_.parent = &owner;
   node_.request = &owner.request;
-  node_.what = scope_node::kind::shield;
 }
 
 cleanup_stack::~cleanup_stack() {

@@ -161,7 +161,7 @@ class deadline_op : public composite {
   driver<OpAw> op_;
   outcome<R> result_;
   alarm alarm_;
-  scope_node node_{nullptr, &req_, time_point::max(), scope_node::kind::deadline};
+  scope_frame node_{scope_node::kind::deadline, &req_};
   cancel_request req_{cancel_level::none, {}};
   duration delay_;
   bool relative_;

@@ -200,7 +200,7 @@ class on_cancel_op : public composite {
   cancel_request req_{cancel_level::none, {}};
   // The hook runs shielded: this_task::deadline() inside it ignores outer deadlines, and
   // this_task::cancel_reason() still tells why the operation is being cancelled.
-  scope_node hook_scope_{nullptr, &req_, time_point::max(), scope_node::kind::shield};
+  scope_frame hook_scope_{scope_node::kind::shield, &req_};
   bool hook_started_ = false;
   bool hook_done_ = false;
 };

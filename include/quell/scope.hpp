@@ -314,10 +314,7 @@ class scope_core {
   // `idle`: called when the last running child finished; `failed`: the first error arrived
   // (the owner cancels what else it runs, e.g. the body). Neither is called during another
   // call into the scope; they wait until it returns.
-  scope_core(notify_fn idle, notify_fn failed) noexcept : idle_(idle), failed_(failed) {
-    node_.request = &req_;
-    node_.what = detail::scope_node::kind::plain;
-  }
+  scope_core(notify_fn idle, notify_fn failed) noexcept : idle_(idle), failed_(failed) { node_.request = &req_; }
   ~scope_core() = default;
 
   void cancel_children(const cancel_request& r) noexcept;
@@ -325,7 +322,7 @@ class scope_core {
   void enter() noexcept { ++busy_; }
   void leave() noexcept;  // may destroy *this (through the notifications)
 
-  detail::scope_node node_;
+  detail::scope_frame node_{detail::scope_node::kind::plain, nullptr};
   cancel_request req_{cancel_level::none, {}};
   std::exception_ptr error_;
   bool closed_ = false;

@@ -118,7 +118,7 @@ class shield_op : public composite {
   driver<OpAw> op_;
   alarm alarm_;
   cancel_request req_{cancel_level::none, {}};
-  scope_node node_{nullptr, &req_, time_point::max(), scope_node::kind::shield};
+  scope_frame node_{scope_node::kind::shield, &req_};
   duration max_;
   bool bounded_;
   bool lifted_ = false;

@@ -63,6 +63,7 @@ struct promise_base : task_record {
   driver_base* awaitee = nullptr;  // what the task is suspended on, if anything
   phase state = phase::not_started;
   bool ended_cancelled = false;
+  bool cleanup_failed = false;  // set when the cleanups have finished and one of them threw
 
   // Async cleanups registered with quell::defer (allocated by the first one).
   cleanup_stack* cleanup = nullptr;
@@ -151,6 +152,7 @@ struct promise_base : task_record {
   }
   static void finish_after_cleanup(task_record* t) noexcept {
     auto* self = static_cast<promise_base*>(t);
+    self->cleanup_failed = self->cleanup->error != nullptr;
     self->state = phase::done;
     detail::resume(self->continuation);
   }
@@ -272,14 +274,16 @@ struct promise final : promise_base {
 
   outcome<T> result;
 
-  bool cleanup_failed() const noexcept { return cleanup && cleanup->error; }
-  // A cleanup failed: the primary error (if any) is rethrown with it attached, else the cleanup's.
-  [[noreturn]] void rethrow_with_cleanup_error() {
+  // A cleanup failed: the primary error (if any) stays, with the cleanup's attached; otherwise
+  // (a value, or ended cancelled) the cleanup's error is the outcome.
+  void merge_cleanup_error() noexcept {
+    cleanup_failed = false;
+    ended_cancelled = false;
     if (result.has_error()) {
       attach_error(result.error(), cleanup->error);
-      std::rethrow_exception(result.error());
+    } else {
+      result.set_error(cleanup->error);
     }
-    std::rethrow_exception(cleanup->error);
   }
 };
 
@@ -292,13 +296,14 @@ struct promise<void> final : promise_base {
 
   outcome<void> result;
 
-  bool cleanup_failed() const noexcept { return cleanup && cleanup->error; }
-  [[noreturn]] void rethrow_with_cleanup_error() {
+  void merge_cleanup_error() noexcept {
+    cleanup_failed = false;
+    ended_cancelled = false;
     if (result.has_error()) {
       attach_error(result.error(), cleanup->error);
-      std::rethrow_exception(result.error());
+    } else {
+      result.set_error(cleanup->error);
     }
-    std::rethrow_exception(cleanup->error);
   }
 };
 
@@ -354,7 +359,13 @@ class [[nodiscard]] task {
       return false;  // the task reports its end through its waiter, possibly during this call
     }
     bool await_must_resume() const noexcept {
-      if (!h_.promise().ended_cancelled || h_.promise().cleanup_failed()) return true;
+      auto& p = h_.promise();
+      if (!p.ended_cancelled && !p.cleanup_failed) [[likely]]
+        return true;
+      if (p.cleanup_failed) {
+        p.merge_cleanup_error();  // await_resume then rethrows it like any other error
+        return true;
+      }
       // Nothing will be taken from a task that ended cancelled, so its frame (and its locals) is
       // freed now: a cancelled chain unwinds innermost first, one level at a time, instead of
       // by recursive destruction from the top.
@@ -362,11 +373,7 @@ class [[nodiscard]] task {
       return false;
     }
     detail::task_record* child_task() noexcept { return &h_.promise(); }
-    T await_resume() {
-      if (h_.promise().cleanup_failed()) [[unlikely]]
-        h_.promise().rethrow_with_cleanup_error();
-      return h_.promise().result.take();
-    }
+    T await_resume() { return h_.promise().result.take(); }
 
    private:
     mutable std::coroutine_handle<promise_type> h_;

@@ -32,15 +32,21 @@ class executor_core;
 // it started, so a hook or cleanup started later still knows where it belongs.
 struct scope_node {
   enum class kind : std::uint8_t {
-    task,      // a quell task; `request` is its own cancel request
+    task,      // a quell task (task_record): its own cancel request
     deadline,  // timeout / move_on_after / with_deadline
     shield,    // shield(), and the implicit shield around hooks and async cleanups
-    plain,     // a lifted shield: transparent
+    plain,     // a scope or task group, or a lifted shield: transparent
   };
-  scope_node* parent = nullptr;
-  const cancel_request* request = nullptr;  // what reached this node, if it records one
+  explicit scope_node(kind k) noexcept : what(k) {}
+  scope_node* parent;  // set when the node starts; tasks do it in start(), the hot path
+  kind what;
+};
+
+// Every node that is not a task: what request reached it (if it records one) and its deadline.
+struct scope_frame : scope_node {
+  scope_frame(kind k, const cancel_request* r) noexcept : scope_node(k), request(r) { parent = nullptr; }
+  const cancel_request* request;
   time_point deadline = time_point::max();
-  kind what = kind::task;
 };
 
 struct thread_state {
@@ -59,7 +65,7 @@ struct turn_node : list_node {
 
 // What the scheduler knows about a started, unfinished task (for "stuck" reports).
 struct task_record : list_node, scope_node {
-  task_record() noexcept { scope_node::request = &request; }
+  task_record() noexcept : scope_node(kind::task) {}
   site where;
   cancel_request request{cancel_level::none, {}};  // what reached the task; none = nothing yet
 };
