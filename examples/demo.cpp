@@ -80,6 +80,45 @@ task<> echo_demo() {
   co_await listener.close();
 }
 
+// 12: a request handler that holds a backend job; whatever way it ends, its async cleanup tells
+// the backend to stop and waits for the acknowledgement before the permit counts as released.
+std::string at(const quell::virtual_clock& c) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(c.now().time_since_epoch()).count()) +
+         " ms";
+}
+
+task<std::string> backend_request(std::string name, quell::duration work, bool fails,
+                                  const quell::virtual_clock& clock) {
+  auto stop_backend = [name, &clock]() -> task<> {  // named, not inside the co_await: see docs (g++ 12)
+    auto why = quell::this_task::cancel_reason();
+    print(at(clock) + "  " + name + ": cleanup (" + (why ? why->describe() : "not cancelled") +
+          "): asking the backend to stop");
+    co_await quell::sleep_for(std::chrono::milliseconds(10));
+    print(at(clock) + "  " + name + ": backend acknowledged; permit released");
+  };
+  co_await quell::defer(stop_backend);
+  const auto budget = quell::this_task::deadline() - quell::now();
+  print(at(clock) + "  " + name + ": sent, with a budget of " +
+        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(budget).count()) + " ms");
+  co_await quell::sleep_for(work);
+  if (fails) throw std::runtime_error(name + " failed: backend answered 503");
+  co_return name + " ok";
+}
+
+task<> fan_out(const quell::virtual_clock& clock) {
+  using namespace std::chrono_literals;
+  try {
+    co_await quell::timeout(1s, quell::with_scope([&](quell::scope& s) -> task<> {
+                              auto a = s.spawn(backend_request("request A", 100ms, false, clock));
+                              auto b = s.spawn(backend_request("request B", 200ms, false, clock));
+                              auto c = s.spawn(backend_request("request C", 30ms, true, clock));
+                              print(co_await a + ", " + co_await b + ", " + co_await c);
+                            }));
+  } catch (const std::exception& e) {
+    print(at(clock) + "  the scope reports: " + e.what());
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -185,5 +224,13 @@ int main() {
 
   title("11. A tiny echo server on io_uring with a 200 ms idle timeout: the client goes quiet and is cut off");
   quell::block_on(echo_demo());
+
+  title(
+      "12. A scope fans out three backend requests; one fails, the other two are cancelled and run their async cleanup "
+      "before the error is reported (virtual time)");
+  {
+    quell::virtual_clock clock;
+    executor{fan_out(clock), clock}.run();
+  }
   return 0;
 }
