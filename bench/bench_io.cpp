@@ -43,19 +43,8 @@ unsigned quell_ring_flags = ~0u, raw_ring_flags = ~0u;
 
 // ---- W4: a 1 s timeout around an operation that completes at once ----
 //
-// quell has no timeout() combinator yet; race(op, sleep) is the same machinery: the timer is armed
-// (a heap insertion) and disarmed (a removal) when the op wins. The sleep is adapted to yield an
-// int, as a timeout's "expired" branch would, so the race yields int (no variant).
-struct int_sleep {
-  quell::sleep_awaiter s;
-  bool await_ready() noexcept { return s.await_ready(); }
-  void await_suspend(std::coroutine_handle<> h) noexcept { s.await_suspend(h); }
-  bool await_cancel(std::coroutine_handle<> h) noexcept { return s.await_cancel(h); }
-  bool await_must_resume() const noexcept { return s.await_must_resume(); }
-  int await_resume() const noexcept { return -1; }
-};
-int_sleep timeout_1s() { return int_sleep{quell::sleep_for(1s)}; }
-
+// quell::timeout arms a timer (a heap insertion, one clock read) and disarms it (a removal) when
+// the operation finishes first.
 quell::task<int> q_child(int i) { co_return i; }
 
 quell::task<> w4_ready_body(benchmark::State& s, bool with_timeout) {
@@ -63,28 +52,28 @@ quell::task<> w4_ready_body(benchmark::State& s, bool with_timeout) {
   for (auto _ : s) {
     for (int i = 0; i < batch; ++i) {
       if (with_timeout) {
-        sum += co_await quell::race(quell::ready(i), timeout_1s());
+        sum += co_await quell::timeout(1s, quell::ready(i));
       } else {
         sum += co_await quell::ready(i);
       }
     }
     expect += long{batch} * (batch - 1) / 2;
   }
-  if (sum != expect) s.SkipWithError("wrong sum: the timeout won a race it should have lost");
+  if (sum != expect) s.SkipWithError("wrong sum: the timeout fired although the operation completed at once");
 }
 quell::task<> w4_task_body(benchmark::State& s, bool with_timeout) {
   long sum = 0, expect = 0;
   for (auto _ : s) {
     for (int i = 0; i < batch; ++i) {
       if (with_timeout) {
-        sum += co_await quell::race(q_child(i), timeout_1s());
+        sum += co_await quell::timeout(1s, q_child(i));
       } else {
         sum += co_await q_child(i);
       }
     }
     expect += long{batch} * (batch - 1) / 2;
   }
-  if (sum != expect) s.SkipWithError("wrong sum: the timeout won a race it should have lost");
+  if (sum != expect) s.SkipWithError("wrong sum: the timeout fired although the operation completed at once");
 }
 
 void W4_timeout_fast_op_quell(benchmark::State& s) { quell::block_on(w4_ready_body(s, true)); }

@@ -300,3 +300,18 @@ TEST(Deadlines, CancelReasonCarriesTheRequestersMessageToHooks) {
   }
   EXPECT_EQ(log.lines, (lines{"no reason before cancel", "requested: client went away"}));
 }
+
+TEST(Deadlines, ACancelThatWasNeverDeliveredBecauseTheOperationCompletedDoesNotLeakOut) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    // The deadline passes while the shield holds its cancel back; the operation completes.
+    auto r = co_await move_on_after(10ms, quell::shield(sleep_for(20ms)));
+    log.print(std::string(r ? "completed" : "moved on") + " at " + at(clock) +
+              (quell::this_task::cancel_requested() ? ", cancel leaked" : ""));
+    co_await sleep_for(5ms);
+    log.print("next wait ended normally at " + at(clock));
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines, (lines{"completed at 20ms", "next wait ended normally at 25ms"}));
+}

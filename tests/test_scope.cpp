@@ -62,7 +62,7 @@ TEST(Scope, TheFirstErrorCancelsTheOtherMembersWaitsForTheirCleanupAndIsRethrown
   auto slow_cleanup = [&](std::string name, bool throw_too) {
     return [&log, &clock, name, throw_too]() -> task<> {
       co_await sleep_for(3ms);
-      log.print(name + " cleanup done at " + at(clock));
+      log.print(name + " cleanup done at " + at(clock) + " (" + quell::this_task::cancel_reason()->describe() + ")");
       if (throw_too) throw std::logic_error(name + " cleanup failed");
     };
   };
@@ -84,8 +84,9 @@ TEST(Scope, TheFirstErrorCancelsTheOtherMembersWaitsForTheirCleanupAndIsRethrown
   };
   executor(body(), clock).run();
   // The body is cancelled first, then the children in the order they were spawned.
-  EXPECT_EQ(log.lines, (lines{"body cleanup done at 5ms", "sibling cleanup done at 5ms",
-                              "caught child failed at 5ms, attached: sibling cleanup failed"}));
+  EXPECT_EQ(log.lines,
+            (lines{"body cleanup done at 5ms (sibling failed)", "sibling cleanup done at 5ms (sibling failed)",
+                   "caught child failed at 5ms, attached: sibling cleanup failed"}));
 }
 
 TEST(Scope, CancellingTheScopeCancelsEveryMemberAndCompletesOnlyAfterEachFinished) {
