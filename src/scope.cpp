@@ -46,9 +46,7 @@ void scope_core::record_error(std::exception_ptr e) noexcept {
 }
 
 void scope_core::cancel_children(const cancel_request& r) noexcept {
-  if (r.level <= req_.level) return;
-  if (req_.level == cancel_level::none) req_.reason = r.reason;
-  req_.level = r.level;
+  if (!merge_request(req_, r)) return;
   enter();
   // Cancelling one child may finish others (and free them): hold each while walking.
   std::vector<detail::child_base*> snapshot;

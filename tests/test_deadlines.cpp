@@ -20,12 +20,9 @@ using quell::task;
 using quell::timeout;
 using quell::virtual_clock;
 using lines = std::vector<std::string>;
+using quell::test::at;
 
 namespace {
-std::string at(const virtual_clock& c) {
-  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(c.now().time_since_epoch()).count()) +
-         "ms";
-}
 long long ms_from(const virtual_clock& c, quell::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t - c.now()).count();
 }

@@ -21,12 +21,9 @@ using quell::task;
 using quell::virtual_clock;
 using quell::with_scope;
 using lines = std::vector<std::string>;
+using quell::test::at;
 
 namespace {
-std::string at(const virtual_clock& c) {
-  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(c.now().time_since_epoch()).count()) +
-         "ms";
-}
 struct boom : std::runtime_error {
   using std::runtime_error::runtime_error;
 };

@@ -16,13 +16,7 @@ using quell::sleep_for;
 using quell::task;
 using quell::virtual_clock;
 using lines = std::vector<std::string>;
-
-namespace {
-std::string at(const virtual_clock& c) {
-  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(c.now().time_since_epoch()).count()) +
-         "ms";
-}
-}  // namespace
+using quell::test::at;
 
 TEST(Shield, AShieldedOperationIgnoresAGracefulCancelAndTheTaskEndsAtItsNextSuspension) {
   virtual_clock clock;

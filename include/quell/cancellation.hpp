@@ -143,6 +143,15 @@ struct cancel_request {
   bool forced() const noexcept { return level == cancel_level::forced; }
 };
 
+// Adds `r` to what `into` already holds: the first reason wins, the strongest level counts.
+// Returns true if `into` got stronger (the request must be passed on).
+inline bool merge_request(cancel_request& into, const cancel_request& r) noexcept {
+  if (r.level <= into.level) return false;
+  if (into.level == cancel_level::none) into.reason = r.reason;
+  into.level = r.level;
+  return true;
+}
+
 // An awaiter that takes part in cancellation (see the protocol above).
 template <class A>
 concept cancellable_awaiter = (

@@ -101,8 +101,7 @@ class deadline_op : public composite {
 
   bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
     enter();
-    if (req_.level == cancel_level::none) req_.reason = r.reason;
-    if (r.level > req_.level) req_.level = r.level;
+    merge_request(req_, r);
     alarm_.stop();  // cancelled from outside: this deadline no longer decides anything
     if (!op_.finished()) op_.cancel(req_);
     leave();  // may destroy *this

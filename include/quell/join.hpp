@@ -56,8 +56,7 @@ class join_base : public composite {
 
   bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
     enter();
-    if (req_.level == cancel_level::none) req_.reason = r.reason;
-    if (r.level > req_.level) req_.level = r.level;
+    merge_request(req_, r);
     self().cancel_all(req_);
     leave();
     return false;

@@ -126,8 +126,7 @@ class on_cancel_op : public composite {
 
   bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
     enter();
-    if (req_.level == cancel_level::none) req_.reason = r.reason;
-    if (r.level > req_.level) req_.level = r.level;
+    merge_request(req_, r);
     if (!hook_started_) {
       if (!op_.finished()) start_hook();
     } else if (!hook_done_) {

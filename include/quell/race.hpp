@@ -73,8 +73,7 @@ class race_op : public composite {
 
   bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
     enter();
-    if (req_.level == cancel_level::none) req_.reason = r.reason;
-    if (r.level > req_.level) req_.level = r.level;
+    merge_request(req_, r);
     cancel_running(req_, std::index_sequence_for<Aws...>{});
     leave();
     return false;

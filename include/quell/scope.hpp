@@ -508,8 +508,7 @@ class scope_op : public composite {
 
   bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
     enter();
-    if (req_.level == cancel_level::none) req_.reason = r.reason;
-    if (r.level > req_.level) req_.level = r.level;
+    merge_request(req_, r);
     if (!body_done_) body_->cancel(req_);
     members_.cancel_all(req_);
     leave();  // may destroy *this

@@ -66,8 +66,7 @@ class shield_op : public composite {
 
   bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
     enter();
-    if (req_.level == cancel_level::none) req_.reason = r.reason;
-    if (r.level > req_.level) req_.level = r.level;
+    merge_request(req_, r);
     if (!op_.finished()) {
       if (req_.forced() || lifted_) {
         op_.cancel(req_);

@@ -121,9 +121,7 @@ struct promise_base : task_record {
     promise_base* p = this;
     const cancel_request* req = &r;
     for (;;) {
-      if (req->level <= p->request.level) return;
-      if (p->request.level == cancel_level::none) p->request.reason = req->reason;
-      p->request.level = req->level;
+      if (!merge_request(p->request, *req)) return;
       if (p->state != phase::running) return;
       if (!p->awaitee) {
         if (p->cleanup) p->cleanup->request(p->request);  // its cleanups may be running
@@ -155,6 +153,18 @@ struct promise_base : task_record {
     self->cleanup_failed = self->cleanup->error != nullptr;
     self->state = phase::done;
     detail::resume(self->continuation);
+  }
+  // A cleanup failed: the primary error (if any) stays, with the cleanup's attached; otherwise
+  // (a value, or ended cancelled) the cleanup's error is the outcome.
+  template <class T>
+  void merge_cleanup_error_into(outcome<T>& result) noexcept {
+    cleanup_failed = false;
+    ended_cancelled = false;
+    if (result.has_error()) {
+      attach_error(result.error(), cleanup->error);
+    } else {
+      result.set_error(cleanup->error);
+    }
   }
   void add_cleanup(cleanup_base* c) noexcept {
     if (!cleanup) cleanup = new cleanup_stack(*this, &finish_after_cleanup);
@@ -274,17 +284,7 @@ struct promise final : promise_base {
 
   outcome<T> result;
 
-  // A cleanup failed: the primary error (if any) stays, with the cleanup's attached; otherwise
-  // (a value, or ended cancelled) the cleanup's error is the outcome.
-  void merge_cleanup_error() noexcept {
-    cleanup_failed = false;
-    ended_cancelled = false;
-    if (result.has_error()) {
-      attach_error(result.error(), cleanup->error);
-    } else {
-      result.set_error(cleanup->error);
-    }
-  }
+  void merge_cleanup_error() noexcept { merge_cleanup_error_into(result); }
 };
 
 template <>
@@ -296,15 +296,7 @@ struct promise<void> final : promise_base {
 
   outcome<void> result;
 
-  void merge_cleanup_error() noexcept {
-    cleanup_failed = false;
-    ended_cancelled = false;
-    if (result.has_error()) {
-      attach_error(result.error(), cleanup->error);
-    } else {
-      result.set_error(cleanup->error);
-    }
-  }
+  void merge_cleanup_error() noexcept { merge_cleanup_error_into(result); }
 };
 
 [[noreturn]] void dropped_running_task(const site& where) noexcept;

@@ -1,6 +1,7 @@
 // The scenario log: `print` appends a line; tests compare the whole log exactly.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -22,5 +23,11 @@ struct log {
     return [this, s = std::move(s)] { print(s); };
   }
 };
+
+// The virtual clock's reading, in whole milliseconds since its epoch: "15ms".
+inline std::string at(const virtual_clock& c) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(c.now().time_since_epoch()).count()) +
+         "ms";
+}
 
 }  // namespace quell::test
