@@ -108,13 +108,32 @@ class scheduler {
   bool has_io() const noexcept { return io_ != nullptr; }
   reactor* io_if_any() const noexcept { return io_.get(); }
 
-  void track(task_record& t) noexcept { live_.push_back(&t); }
+  // Every suspension of a task passes here (promise_base::park).
+  void track(task_record& t) noexcept {
+    live_.push_back(&t);
+    if (probe) [[unlikely]]
+      probe_hit();
+  }
+  bool has_live_tasks() const noexcept { return !live_.empty(); }
+
+  // Tests only (quell/testing.hpp): counts suspension points; at the `fire_at`-th one, `action`
+  // is queued to run right after the code that suspended has returned to the executor.
+  struct suspension_probe {
+    std::uint64_t count = 0;
+    std::uint64_t fire_at = 0;  // 0: never
+    std::coroutine_handle<> action;
+  };
+  suspension_probe* probe = nullptr;
 
   executor_core* core = nullptr;  // the executor this scheduler belongs to
   // One line per live task: where it was created and whether it is being cancelled.
   std::string describe_live() const;
 
  private:
+  void probe_hit() noexcept {
+    if (++probe->count == probe->fire_at) post(probe->action);
+  }
+
   std::vector<std::coroutine_handle<>> ring_ = std::vector<std::coroutine_handle<>>(64);
   std::size_t head_ = 0;  // next to run
   std::size_t tail_ = 0;  // next free; empty when head_ == tail_

@@ -1,0 +1,117 @@
+#include "quell/testing.hpp"
+
+#include "quell/errors.hpp"
+#include "quell/executor.hpp"
+#include "quell/time.hpp"
+
+namespace quell::testing {
+
+std::string sweep_point::describe() const {
+  if (at == 0) return "reference run";
+  return std::string(level == cancel_level::forced ? "forced" : "graceful") + " cancel at suspension point " +
+         std::to_string(at) + " of " + std::to_string(of);
+}
+
+namespace {
+
+// Queued by the scheduler's probe at the chosen suspension point: cancels the root.
+struct canceller : detail::resume_target {
+  detail::executor_core* core = nullptr;
+  cancel_level level = cancel_level::graceful;
+  canceller() noexcept : resume_target(&fire) {}
+  static void fire(void* p) noexcept {
+    auto* self = static_cast<canceller*>(static_cast<resume_target*>(p));
+    self->core->cancel(self->level, cancel_reason(cancel_kind::requested, "cancel_sweep"));
+  }
+};
+
+std::uint64_t run_once(const std::function<task<>(virtual_clock&)>& make,
+                       const std::function<void(const sweep_point&)>& check, sweep_point point,
+                       const sweep_options& options) {
+  virtual_clock clock;
+  clock.set_io_grace(options.io_grace);
+  detail::scheduler::suspension_probe probe;
+  canceller c;
+  c.level = point.level;
+  probe.fire_at = point.at;
+  probe.action = c.handle();
+  std::uint64_t suspensions = 0;
+  {
+    executor<void> ex{make(clock), clock};
+    c.core = &ex.core();
+    ex.core().sched().probe = &probe;
+    try {
+      ex.run();
+      point.outcome = sweep_point::ended::value;
+    } catch (const cancelled_error&) {
+      point.outcome = sweep_point::ended::cancelled;
+    } catch (const stuck_error& e) {
+      throw sweep_failure(point.describe() + ": the executor is stuck: " + e.what());
+    } catch (...) {
+      point.outcome = sweep_point::ended::error;
+      point.error = std::current_exception();
+    }
+    if (ex.core().sched().has_live_tasks()) {
+      throw sweep_failure(point.describe() + ": tasks are left after the root finished:\n" +
+                          ex.core().sched().describe_live());
+    }
+    ex.core().sched().probe = nullptr;
+    suspensions = probe.count;
+  }
+  try {
+    check(point);
+  } catch (const sweep_failure&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw sweep_failure(point.describe() + ": " + e.what());
+  } catch (...) {
+    throw sweep_failure(point.describe() + ": the check threw a non-standard exception");
+  }
+  return suspensions;
+}
+
+}  // namespace
+
+sweep_report cancel_sweep(const std::function<task<>(virtual_clock&)>& make,
+                          const std::function<void(const sweep_point&)>& check, sweep_options options) {
+  sweep_report report;
+  sweep_point reference;
+  report.points = run_once(make, check, reference, options);
+  report.runs = 1;
+  for (cancel_level level : {cancel_level::graceful, cancel_level::forced}) {
+    if ((level == cancel_level::graceful && !options.graceful) || (level == cancel_level::forced && !options.forced)) {
+      continue;
+    }
+    for (std::uint64_t k = 1; k <= report.points; ++k) {
+      sweep_point p;
+      p.at = k;
+      p.of = report.points;
+      p.level = level;
+      run_once(make, check, p, options);
+      ++report.runs;
+    }
+  }
+  return report;
+}
+
+void ledger::acquire(const std::string& what) {
+  if (++held_[what] > 1) problems_.push_back("acquired twice without a release: " + what);
+}
+
+void ledger::release(const std::string& what) {
+  auto it = held_.find(what);
+  if (it == held_.end()) {
+    problems_.push_back("released but not held (or released twice): " + what);
+    return;
+  }
+  if (--it->second == 0) held_.erase(it);
+}
+
+void ledger::expect_balanced() const {
+  std::string msg;
+  for (const auto& [what, n] : held_) msg += "\n  still held: " + what;
+  for (const auto& p : problems_) msg += "\n  " + p;
+  if (!msg.empty()) throw std::logic_error("ledger not balanced:" + msg);
+}
+
+}  // namespace quell::testing

@@ -1,0 +1,256 @@
+// cancel_sweep applied to the seed scenarios, scopes, joins, task groups and the synchronization
+// primitives: every run cancelled at every suspension point, gracefully and forcibly, must leave
+// nothing behind. One deliberately broken scenario shows that the sweep catches a leak.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "quell/quell.hpp"
+#include "quell/testing.hpp"
+#include "support/log.hpp"
+
+using namespace std::chrono_literals;
+using quell::on_cancel;
+using quell::sleep_for;
+using quell::task;
+using quell::testing::cancel_sweep;
+using quell::testing::ledger;
+using quell::testing::sweep_point;
+using ended = quell::testing::sweep_point::ended;
+
+namespace {
+
+// How much each sweep covered, in the test log (the closing notes quote it).
+void print(const char* what, const quell::testing::sweep_report& r) {
+  std::printf("[ sweep    ] %s: %llu suspension points, %llu runs\n", what, static_cast<unsigned long long>(r.points),
+              static_cast<unsigned long long>(r.runs));
+}
+
+// The gateway pattern: a permit per request, held until the request's async cleanup (telling the
+// backend to stop, waiting for its acknowledgement) has finished.
+struct gateway {
+  quell::semaphore permits{2};
+  ledger jobs;  // a job is released when its cleanup starts: exactly once
+  ledger acks;  // a cleanup's wait for the acknowledgement ends with its frame (finished or forced)
+
+  void check() const {
+    jobs.expect_balanced();
+    acks.expect_balanced();
+    if (permits.available() != 2) throw std::logic_error("a permit was lost");
+  }
+
+  task<int> request(std::string name, quell::duration work, bool fails) {
+    quell::permit p = co_await permits.acquire();
+    jobs.acquire(name);
+    auto stop_job = [this, name, p = std::move(p)]() mutable -> task<> {  // owns the permit
+      jobs.release(name);
+      ledger::hold waiting(acks, name);
+      co_await sleep_for(3ms);  // the backend's acknowledgement
+    };
+    co_await quell::defer(std::move(stop_job));
+    co_await sleep_for(work);
+    if (fails) throw std::runtime_error(name + " failed");
+    co_return 1;
+  }
+};
+
+}  // namespace
+
+TEST(Sweep, AScopeOfRequestsHoldingPermitsUntilTheirAsyncCleanupLeavesNothingBehindWhereverItIsCancelled) {
+  std::unique_ptr<gateway> g;
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        g = std::make_unique<gateway>();
+        return [](gateway& gw) -> task<> {
+          co_await quell::with_scope([&](quell::scope& s) -> task<> {
+            s.spawn(gw.request("a", 10ms, false));
+            s.spawn(gw.request("b", 20ms, false));
+            s.spawn(gw.request("c", 5ms, true));
+            co_return;
+          });
+        }(*g);
+      },
+      [&](const sweep_point& p) {
+        g->check();
+        if (p.at == 0 && p.outcome != ended::error)
+          throw std::logic_error("the reference run should fail with c's error");
+      });
+  EXPECT_GT(report.points, 5u);
+  EXPECT_EQ(report.runs, 1 + 2 * report.points);
+  print("scope of requests", report);
+}
+
+TEST(Sweep, JoinOfThreeWithAsyncCleanupsIsBalancedAtEveryCancellationPoint) {
+  std::unique_ptr<gateway> g;
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        g = std::make_unique<gateway>();
+        return [](gateway& gw) -> task<> {
+          auto r = co_await quell::join(gw.request("a", 1ms, false), gw.request("b", 2ms, false),
+                                        gw.request("c", 3ms, false));
+          (void)r;
+        }(*g);
+      },
+      [&](const sweep_point&) { g->check(); });
+  EXPECT_GT(report.points, 3u);
+  print("join of three", report);
+}
+
+TEST(Sweep, TheCancelDuringCancellationSeedRunsEveryStartedHookToItsEnd) {
+  struct state {
+    ledger hooks;
+    bool done = false;
+  };
+  std::unique_ptr<state> st;
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        st = std::make_unique<state>();
+        return [](state& s) -> task<> {
+          auto slow_hook = [&s]() -> task<> {
+            ledger::hold running(s.hooks, "b hook");  // a second run would be reported
+            co_await sleep_for(5ms);
+          };
+          auto race_hook = [&s]() -> task<> {
+            ledger::hold running(s.hooks, "race hook");
+            co_await quell::yield();
+          };
+          auto a = []() -> task<int> {
+            co_await sleep_for(10ms);
+            co_return 42;
+          };
+          co_await on_cancel(quell::race(a(), on_cancel(quell::pending<int>(), slow_hook)), race_hook);
+        }(*st);
+      },
+      [&](const sweep_point&) { st->hooks.expect_balanced(); });
+  print("seed 4", report);
+}
+
+TEST(Sweep, ATaskGroupClosedWithCancelAndJoinLeavesNothingBehind) {
+  struct server {
+    ledger conns;
+    quell::task_group group{};
+    task<> serve(std::string name) {
+      conns.acquire(name);
+      auto goodbye = [this, name]() -> task<> {
+        conns.release(name);
+        co_await sleep_for(1ms);
+      };
+      co_await quell::defer(goodbye);
+      co_await sleep_for(1h);
+    }
+  };
+  std::unique_ptr<server> srv;
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        srv = std::make_unique<server>();
+        return [](server& s) -> task<> {
+          // The group is closed on every exit, cancellation included: as an async cleanup.
+          auto close = [&s]() -> task<> {
+            co_await s.group.cancel_and_join(quell::cancel_reason(quell::cancel_kind::shutdown));
+          };
+          co_await quell::defer(close);
+          s.group.spawn(s.serve("x"));
+          s.group.spawn(s.serve("y"));
+          co_await sleep_for(10ms);
+        }(*srv);
+      },
+      [&](const sweep_point&) {
+        srv->conns.expect_balanced();
+        if (srv->group.running() != 0) throw std::logic_error("a connection task is still running");
+      });
+  print("task group", report);
+}
+
+TEST(Sweep, AChannelLosesNoValueWhereverItsProducerAndConsumerAreCancelled) {
+  struct state {
+    quell::channel<int> ch{2};
+    int sent = 0;
+    int received = 0;
+  };
+  std::unique_ptr<state> st;
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        st = std::make_unique<state>();
+        return [](state& s) -> task<> {
+          auto producer = [&s]() -> task<> {
+            for (int i = 0; i < 6; ++i) {
+              int v = i;
+              co_await s.ch.send(v);
+              ++s.sent;
+              co_await sleep_for(1ms);
+            }
+          };
+          auto consumer = [&s]() -> task<> {
+            for (;;) {
+              auto v = co_await quell::move_on_after(3ms, s.ch.receive());
+              if (!v) continue;
+              if (!*v) co_return;
+              ++s.received;
+            }
+          };
+          co_await quell::race(producer(), consumer());
+        }(*st);
+      },
+      [&](const sweep_point&) {
+        const int left = static_cast<int>(st->ch.size());
+        if (st->received + left != st->sent) {
+          throw std::logic_error("sent " + std::to_string(st->sent) + ", received " + std::to_string(st->received) +
+                                 ", left in the channel " + std::to_string(left));
+        }
+      });
+  print("channel", report);
+}
+
+TEST(Sweep, DeadlinesShieldsAndDeferTogetherRunEachCleanupExactlyOnce) {
+  std::unique_ptr<ledger> l;
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        l = std::make_unique<ledger>();
+        return [](ledger& lg) -> task<> {
+          auto inner = [&lg]() -> task<> {
+            lg.acquire("inner");
+            auto release = [&lg]() -> task<> {
+              lg.release("inner");
+              ledger::hold flushing(lg, "flush");
+              co_await quell::shield(sleep_for(2ms));
+            };
+            co_await quell::defer(release, 5ms);
+            co_await quell::shield(sleep_for(5ms), 3ms);
+            co_await sleep_for(1h);
+          };
+          co_await quell::move_on_after(10ms, inner());
+          co_await quell::timeout(1s, sleep_for(1ms));
+        }(*l);
+      },
+      [&](const sweep_point&) { l->expect_balanced(); });
+  print("deadlines+shields+defer", report);
+}
+
+TEST(Sweep, ASweepCatchesCleanupWrittenAsPlainCodeAfterACoAwait) {
+  std::unique_ptr<ledger> l;
+  auto sweep = [&] {
+    cancel_sweep(
+        [&](quell::virtual_clock&) -> task<> {
+          l = std::make_unique<ledger>();
+          return [](ledger& lg) -> task<> {
+            lg.acquire("connection");
+            co_await sleep_for(1ms);  // cancelled here, the line below never runs
+            lg.release("connection");
+          }(*l);
+        },
+        [&](const sweep_point&) { l->expect_balanced(); });
+  };
+  try {
+    sweep();
+    FAIL() << "the sweep should have found the leak";
+  } catch (const quell::testing::sweep_failure& e) {
+    EXPECT_NE(std::string(e.what()).find("graceful cancel at suspension point 1 of 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("still held: connection"), std::string::npos) << e.what();
+  }
+}
