@@ -304,3 +304,26 @@ TEST(ScopeStart, CancellingTheCallerBeforeStartedCancelsTheChildButAfterStartedN
   EXPECT_EQ(log.lines,
             (lines{"starting child cancelled", "started child kept running until 20ms", "scope finished at 20ms"}));
 }
+
+// Found by the random-tree sweep (seed 8: cleanup[scope[never, throws]]): a body that throws
+// while a child is still waiting completed the scope from inside its own failure handling, and
+// the scope then touched itself after its awaiting task had freed it (use after free under ASan).
+TEST(Scope, ABodyThatThrowsWhileAChildWaitsRethrowsOnceAndTouchesNothingAfterward) {
+  auto inner = []() -> task<> {  // the scope lives in this frame, freed as soon as it ends
+    co_await with_scope([](scope& s) -> task<> {
+      s.spawn(quell::pending());
+      co_await quell::yield();  // the body's end then arrives through a callback
+      throw boom("body failed");
+    });
+  };
+  auto body = [&]() -> task<> {
+    try {
+      co_await inner();
+    } catch (const boom& e) {
+      EXPECT_STREQ(e.what(), "body failed");
+      co_return;
+    }
+    ADD_FAILURE() << "expected the body's exception";
+  };
+  executor(body()).run();
+}

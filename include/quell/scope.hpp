@@ -558,8 +558,8 @@ class scope_op : public composite {
       // The body ended cancelled on its own: nothing will use the children's work.
       members_.cancel_all(cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::sibling_failed)});
     }
-    leave();
-    maybe_complete();
+    maybe_complete();  // inside enter/leave: the waiter hears of it only from leave()
+    leave();           // may destroy *this
   }
 
   void failed() noexcept {
