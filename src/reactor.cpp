@@ -139,8 +139,26 @@ io_uring_sqe* reactor::get_sqe() noexcept {
 void reactor::flush() noexcept {
   while (list_node* n = queued_.pop_front()) {
     auto* op = static_cast<io_op*>(n);
+    fault_injector::decision d;
+    if (faults_) [[unlikely]] {
+      d = faults_->on_submit(*op);
+      if (d.fake_result != 0) {
+        op->state = io_op::phase::in_flight;
+        faked_.emplace_back(op, d.fake_result);  // completed by poll(), as if by a CQE
+        continue;
+      }
+      if (d.sq_full) {
+        ++enters_;
+        io_uring_submit(&ring_->r);  // what get_sqe does when the queue is full
+      }
+    }
     io_uring_sqe* sqe = get_sqe();
     op->prep(op, sqe);
+    if (d.max_len != 0 && sqe->len > d.max_len &&
+        (sqe->opcode == IORING_OP_RECV || sqe->opcode == IORING_OP_SEND || sqe->opcode == IORING_OP_READ ||
+         sqe->opcode == IORING_OP_WRITE)) {
+      sqe->len = d.max_len;  // a byte count only for these
+    }
     io_uring_sqe_set_data64(sqe, user_data(op));
     op->state = io_op::phase::in_flight;
   }
@@ -177,6 +195,7 @@ void reactor::finish(io_op* op, int res) noexcept {
 
 std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
   flush();
+  if (!faked_.empty()) wait = false;  // fault injection: these complete without the kernel
   io_uring* r = &ring_->r;
   int rc;
   ++enters_;
@@ -197,7 +216,13 @@ std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
     fatal(std::string("quell: io_uring_enter failed: ") + std::strerror(-rc));
   }
   std::size_t reaped = 0;
-  if (hold_) return 0;
+  if (!faked_.empty()) [[unlikely]] {
+    std::vector<std::pair<io_op*, int>> now;
+    now.swap(faked_);
+    for (auto [op, res] : now) finish(op, res);  // may queue an op again (a retry)
+    reaped += now.size();
+  }
+  if (hold_) return reaped;
   unsigned head;
   io_uring_cqe* cqe;
   // Reap in batches: completions may queue new ops (partial writes) but never free the ring.

@@ -151,6 +151,7 @@ struct accept_op : io_leaf<accept_op> {
 };
 
 struct connect_op : io_leaf<connect_op> {
+  static constexpr bool no_transient_retry = true;  // a second connect on the socket would fail
   explicit connect_op(const address& a) : io_leaf(nullptr), peer(a) {}
   connect_op(connect_op&& o) noexcept : io_leaf(std::move(o)), peer(o.peer) {}
   void await_suspend(std::coroutine_handle<> h);

@@ -11,6 +11,8 @@
 //                                 (completion wins)
 //   D::await_resume()             the result, or throws std::system_error
 //
+// -EINTR and -EAGAIN are retried (submitted again) by the state machine itself.
+//
 // Cancel: queued (never reached the kernel) → unlinked, cancelled synchronously, no system call.
 // In flight → ASYNC_CANCEL is queued and the waiter is resumed by the op's own final CQE.
 #pragma once
@@ -60,6 +62,11 @@ class io_leaf : public io_op {
   static void prep_thunk(io_op* op, io_uring_sqe* sqe) noexcept { static_cast<D*>(op)->prep(sqe); }
   static bool cqe_thunk(io_op* op, int res) noexcept {
     D* d = static_cast<D*>(op);
+    // Transient failures are not the caller's business: the operation is submitted again (unless
+    // a cancel is under way, which then ends it). connect opts out: a retried connect would fail.
+    if constexpr (!requires { D::no_transient_retry; }) {
+      if ((res == -EINTR || res == -EAGAIN) && !d->cancel_sent) return false;
+    }
     if (!d->on_cqe(res) && !d->cancel_sent) return false;
     if (d->cancel_sent) d->cancelled_ = d->on_cancel();
     return true;

@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "quell/clock.hpp"
@@ -85,6 +86,21 @@ struct io_object {
   void release() noexcept;  // closes the fd (if still open) and frees this at zero
 };
 
+// Testing: fault injection (tests/test_faults.cpp). Every operation about to become an SQE is
+// shown to the injector, which may (a) complete it at once with a fake result instead (-EINTR,
+// -EAGAIN, -ENOMEM, -ECANCELED, ...): the kernel never sees that submission, so nothing real is
+// consumed or lost; (b) cap its length, so the kernel legitimately does less (a short read or
+// write); (c) make the submission queue behave as if it were full (submit what is there first).
+struct fault_injector {
+  struct decision {
+    int fake_result = 0;   // nonzero: complete with this instead of submitting
+    unsigned max_len = 0;  // nonzero: at most this many bytes (reads and writes)
+    bool sq_full = false;
+  };
+  virtual ~fault_injector() = default;
+  virtual decision on_submit(const io_op& op) noexcept = 0;
+};
+
 class reactor {
  public:
   // The reactor of the executor running on this thread, created on first use. Throws
@@ -120,6 +136,9 @@ class reactor {
   // them, so a test can make a cancel request cross a completion that already happened.
   void hold_completions(bool hold) noexcept { hold_ = hold; }
 
+  // Testing: see fault_injector. Null turns it off.
+  void inject_faults(fault_injector* f) noexcept { faults_ = f; }
+
   // Setup flags the ring was created with (for tests and diagnostics).
   unsigned setup_flags() const noexcept { return flags_; }
   // io_uring_enter calls so far (for the benchmarks' "one syscall per turn" claim).
@@ -138,6 +157,8 @@ class reactor {
   std::vector<std::uint32_t> free_slots_;
   std::vector<std::uint64_t> pending_cancels_;  // user_data to cancel, in submission order
   std::vector<int> pending_fd_cancels_;
+  std::vector<std::pair<io_op*, int>> faked_;  // fault injection: completions without the kernel
+  fault_injector* faults_ = nullptr;
   std::size_t ops_ = 0;
   unsigned flags_ = 0;
   bool hold_ = false;
