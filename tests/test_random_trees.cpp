@@ -3,169 +3,51 @@
 // and each tree is swept by cancel_sweep: cancelled gracefully and forcibly at every suspension
 // point. The oracle: the executor always finishes with no task left (nothing unowned, nothing
 // stuck), every hook and every async cleanup that started ran exactly once and its frame ended,
-// and every registered cleanup started. A failing seed prints the tree to reproduce it.
+// and every registered cleanup started. A failing seed prints its tree, shrunk to a small one
+// that still fails. fuzz/fuzz_random_trees.cpp runs the same oracle under libFuzzer.
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cstdio>
-#include <memory>
 #include <random>
-#include <stdexcept>
-#include <string>
-#include <tuple>
-#include <vector>
 
-#include "quell/quell.hpp"
-#include "quell/testing.hpp"
+#include "support/random_tree.hpp"
 
-using namespace std::chrono_literals;
-using quell::task;
-using quell::testing::ledger;
-
-namespace {
-
-struct node {
-  enum kind { ready, sleep, never, throws, race, join, scope, hook, shield, deadline, cleanup } k;
-  int value = 0;
-  quell::duration d{};
-  std::vector<node> kids;
-
-  std::string describe() const {
-    static const char* names[] = {"ready", "sleep", "never",  "throws",   "race",   "join",
-                                  "scope", "hook",  "shield", "deadline", "cleanup"};
-    std::string s = names[k];
-    if (d != quell::duration{})
-      s += "(" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + "ms)";
-    if (!kids.empty()) {
-      s += "[";
-      for (std::size_t i = 0; i < kids.size(); ++i) s += (i ? ", " : "") + kids[i].describe();
-      s += "]";
-    }
-    return s;
-  }
-};
-
-node generate(std::mt19937& rng, int depth) {
-  auto ms = [&](int max) { return std::chrono::milliseconds(1 + rng() % max); };
-  const int leafy = depth >= 4 ? 4 : 11;
-  node n{static_cast<node::kind>(rng() % leafy)};
-  switch (n.k) {
-    case node::ready:
-      n.value = static_cast<int>(rng() % 10);
-      break;
-    case node::sleep:
-    case node::throws:
-      n.d = ms(8);
-      break;
-    case node::never:
-      break;
-    case node::race:
-    case node::join:
-    case node::scope:
-      n.kids = {generate(rng, depth + 1), generate(rng, depth + 1)};
-      break;
-    case node::hook:
-    case node::shield:
-    case node::deadline:
-    case node::cleanup:
-      n.d = ms(6);
-      n.kids = {generate(rng, depth + 1)};
-      break;
-  }
-  return n;
-}
-
-struct run_state {
-  ledger book;
-  int next_id = 0;
-};
-
-task<int> build(const node& n, run_state& st) {
-  switch (n.k) {
-    case node::ready:
-      co_return n.value;
-    case node::sleep:
-      co_await quell::sleep_for(n.d);
-      co_return n.value;
-    case node::never:
-      co_await quell::pending();
-      co_return 0;
-    case node::throws:
-      co_await quell::sleep_for(n.d);
-      throw std::runtime_error("leaf failed");
-    case node::race:
-      co_return co_await quell::race(build(n.kids[0], st), build(n.kids[1], st));
-    case node::join: {
-      int a = 0, b = 0;
-      std::tie(a, b) = co_await quell::join(build(n.kids[0], st), build(n.kids[1], st));
-      co_return a + b;
-    }
-    case node::scope:
-      co_return co_await quell::with_scope([&](quell::scope& s) -> task<int> {
-        auto h = s.spawn(build(n.kids[0], st));
-        int b = co_await build(n.kids[1], st);
-        co_return b + co_await h;
-      });
-    case node::hook: {
-      const std::string id = "hook " + std::to_string(st.next_id++);
-      auto h = [&st, id, d = n.d]() -> task<> {  // named: g++ 12 (docs/decisions.md)
-        ledger::hold running(st.book, id);       // a second run would be reported
-        co_await quell::sleep_for(d);
-      };
-      co_return co_await quell::on_cancel(build(n.kids[0], st), h);
-    }
-    case node::shield:
-      co_return co_await quell::shield(build(n.kids[0], st), n.d);  // bounded: "never" must end
-    case node::deadline:
-      try {
-        co_return co_await quell::timeout(n.d, build(n.kids[0], st));
-      } catch (const quell::timed_out&) {
-        co_return -1;
-      }
-    case node::cleanup: {
-      const std::string id = "cleanup " + std::to_string(st.next_id++);
-      st.book.acquire(id + " registered");
-      auto c = [&st, id]() -> task<> {
-        st.book.release(id + " registered");  // started exactly once
-        ledger::hold running(st.book, id);    // and its frame ended
-        co_await quell::sleep_for(1ms);
-      };
-      co_await quell::defer(c);
-      co_return co_await build(n.kids[0], st);
-    }
-  }
-  co_return 0;
-}
-
-}  // namespace
+using namespace quell::test::trees;
 
 TEST(RandomTrees, EveryTreeCancelledAtEverySuspensionPointKeepsTheModelsRules) {
   constexpr int seeds = 3000;
   std::uint64_t runs = 0, points = 0;
   for (int seed = 1; seed <= seeds; ++seed) {
     std::mt19937 rng(static_cast<unsigned>(seed));
-    const node tree = generate(rng, 0);
-    std::unique_ptr<run_state> st;
+    const node tree = generate([&] { return static_cast<unsigned>(rng()); }, 0);
     try {
-      auto report = quell::testing::cancel_sweep(
-          [&](quell::virtual_clock&) -> task<> {
-            st = std::make_unique<run_state>();
-            return [](const node& t, run_state& s) -> task<> {
-              try {
-                co_await quell::move_on_after(100ms, build(t, s));  // "never" leaves end here
-              } catch (const std::runtime_error&) {
-                // a leaf failed: an allowed outcome
-              }
-            }(tree, *st);
-          },
-          [&](const quell::testing::sweep_point&) { st->book.expect_balanced(); });
+      auto report = sweep_tree(tree);
       runs += report.runs;
       points += report.points;
     } catch (const quell::testing::sweep_failure& e) {
-      ADD_FAILURE() << "seed " << seed << ", tree " << tree.describe() << "\n" << e.what();
+      ADD_FAILURE() << "seed " << seed << ", tree " << tree.describe() << "\n"
+                    << e.what() << "\nshrunk to: " << shrink(tree).describe();
       break;
     }
   }
   std::printf("[ trees    ] %d seeds, %llu suspension points, %llu runs\n", seeds,
               static_cast<unsigned long long>(points), static_cast<unsigned long long>(runs));
+}
+
+TEST(RandomTrees, TheShrinkerKeepsAFailureAndDropsWhatDoesNotMatter) {
+  // A stand-in failure: any tree holding a "throws" leaf under a "hook" fails this predicate.
+  std::function<bool(const node&)> bad = [&](const node& n) {
+    if (n.k == node::hook && !n.kids.empty() && n.kids[0].k == node::throws) return true;
+    for (const node& k : n.kids)
+      if (bad(k)) return true;
+    return false;
+  };
+  node tree{node::join};
+  tree.kids = {node{node::race}, node{node::cleanup}};
+  tree.kids[0].kids = {node{node::sleep}, node{node::ready}};
+  node h{node::hook};
+  h.kids = {node{node::throws}};
+  tree.kids[1].kids = {h};
+  const node small = shrink_with(tree, bad);
+  EXPECT_EQ(small.describe(), "hook[throws]");
 }
