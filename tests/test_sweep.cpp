@@ -3,8 +3,10 @@
 // nothing behind. One deliberately broken scenario shows that the sweep catches a leak.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -252,5 +254,96 @@ TEST(Sweep, ASweepCatchesCleanupWrittenAsPlainCodeAfterACoAwait) {
   } catch (const quell::testing::sweep_failure& e) {
     EXPECT_NE(std::string(e.what()).find("graceful cancel at suspension point 1 of 1"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("still held: connection"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Sweep, SemaphoreWaitersCancelledAnywhereTakeNothingAndLoseNothing) {
+  struct state {
+    quell::semaphore sem{2};
+    ledger held;
+    int max_in_use = 0, in_use = 0;
+  };
+  std::unique_ptr<state> st;
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        st = std::make_unique<state>();
+        return [](state& s) -> task<> {
+          auto worker = [&s](int id, quell::duration hold_for) -> task<> {
+            quell::permit p = co_await s.sem.acquire();
+            ledger::hold h(s.held, "worker " + std::to_string(id));
+            s.max_in_use = std::max(s.max_in_use, ++s.in_use);
+            auto done = [&s] { --s.in_use; };
+            co_await quell::on_cancel(sleep_for(hold_for), done);
+            --s.in_use;
+          };
+          co_await quell::join(worker(1, 3ms), worker(2, 5ms), worker(3, 1ms), worker(4, 2ms),
+                               quell::move_on_after(4ms, worker(5, 10ms)));
+        }(*st);
+      },
+      [&](const sweep_point&) {
+        st->held.expect_balanced();
+        if (st->sem.available() != 2) throw std::logic_error("permits lost: " + std::to_string(st->sem.available()));
+        if (st->max_in_use > 2) throw std::logic_error("more holders than permits");
+      });
+  print("semaphore", report);
+}
+
+TEST(Sweep, TheReferenceScenariosWithHooksRunEachStartedHookExactlyOnce) {
+  // Scenarios 3, 5, 6, 7 and 10 of the design, with every hook recorded in a ledger.
+  std::unique_ptr<ledger> l;
+  using scenario = std::function<task<>(ledger&)>;
+  const std::vector<std::pair<const char*, scenario>> scenarios = {
+      {"3: race with a cancelled pending branch",
+       [](ledger& lg) -> task<> {
+         auto hook = [&lg]() -> task<> {
+           ledger::hold h(lg, "a hook");
+           co_return;
+         };
+         (void)co_await quell::race(on_cancel(quell::pending<int>(), hook), quell::ready(42));
+       }},
+      {"5: nested hooks",
+       [](ledger& lg) -> task<> {
+         auto inner = [&lg]() -> task<> {
+           ledger::hold h(lg, "inner");
+           co_await sleep_for(1ms);
+         };
+         auto outer = [&lg]() -> task<> {
+           ledger::hold h(lg, "outer");
+           co_await sleep_for(1ms);
+         };
+         co_await quell::move_on_after(5ms, on_cancel(on_cancel(sleep_for(1h), inner), outer));
+       }},
+      {"6/7: exception during unwind and in a race branch",
+       [](ledger& lg) -> task<> {
+         auto hook = [&lg]() -> task<> {
+           ledger::hold h(lg, "b hook");
+           co_await sleep_for(1ms);
+         };
+         auto thrower = []() -> task<int> {
+           co_await sleep_for(2ms);
+           throw std::runtime_error("X");
+         };
+         try {
+           (void)co_await quell::race(thrower(), on_cancel(quell::pending<int>(), hook));
+         } catch (const std::runtime_error&) {
+         }
+       }},
+      {"10: slow loser",
+       [](ledger& lg) -> task<> {
+         auto slow = [&lg]() -> task<> {
+           ledger::hold h(lg, "loser hook");
+           for (int i = 0; i < 3; ++i) co_await quell::yield();
+         };
+         (void)co_await quell::race(quell::ready(1), on_cancel(quell::pending<int>(), slow));
+       }},
+  };
+  for (const auto& [name, make] : scenarios) {
+    auto report = cancel_sweep(
+        [&, m = make](quell::virtual_clock&) -> task<> {
+          l = std::make_unique<ledger>();
+          return m(*l);
+        },
+        [&](const sweep_point&) { l->expect_balanced(); });
+    print(name, report);
   }
 }
