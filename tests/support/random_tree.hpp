@@ -17,6 +17,9 @@
 #include "quell/testing.hpp"
 
 namespace quell::test::trees {
+// Internal linkage on purpose: clang 14's -fsanitize=function (part of UBSan) cannot emit the
+// prologue of an inline (comdat) coroutine ("Cannot represent a difference across sections").
+namespace {
 
 using namespace std::chrono_literals;
 using quell::task;
@@ -45,7 +48,7 @@ struct node {
 };
 
 // `next()` yields the choices (a seeded generator, or the fuzzer's bytes).
-inline node generate(const std::function<unsigned()>& rng, int depth) {
+node generate(const std::function<unsigned()>& rng, int depth) {
   auto ms = [&](unsigned max) { return std::chrono::milliseconds(1 + rng() % max); };
   const int leafy = depth >= 4 ? 4 : 11;
   node n{static_cast<node::kind>(rng() % static_cast<unsigned>(leafy))};
@@ -80,7 +83,7 @@ struct run_state {
   int next_id = 0;
 };
 
-inline task<int> build(const node& n, run_state& st) {
+task<int> build(const node& n, run_state& st) {
   switch (n.k) {
     case node::ready:
       co_return n.value;
@@ -139,7 +142,7 @@ inline task<int> build(const node& n, run_state& st) {
 
 
 // Sweeps `tree` (graceful and forced, at every suspension point); throws sweep_failure.
-inline quell::testing::sweep_report sweep_tree(const node& tree) {
+quell::testing::sweep_report sweep_tree(const node& tree) {
   std::unique_ptr<run_state> st;
   return quell::testing::cancel_sweep(
       [&](quell::virtual_clock&) -> task<> {
@@ -155,7 +158,7 @@ inline quell::testing::sweep_report sweep_tree(const node& tree) {
       [&](const quell::testing::sweep_point&) { st->book.expect_balanced(); });
 }
 
-inline bool sweep_fails(const node& tree) {
+bool sweep_fails(const node& tree) {
   try {
     sweep_tree(tree);
     return false;
@@ -166,7 +169,7 @@ inline bool sweep_fails(const node& tree) {
 
 // A smaller tree that still fails `fails`: repeatedly replaces a subtree by one of its children
 // or by a ready leaf while the predicate keeps holding.
-inline node shrink_with(node tree, const std::function<bool(const node&)>& fails) {
+node shrink_with(node tree, const std::function<bool(const node&)>& fails) {
   bool smaller = true;
   while (smaller) {
     smaller = false;
@@ -195,6 +198,7 @@ inline node shrink_with(node tree, const std::function<bool(const node&)>& fails
 }
 
 // The same for the sweep's own failures.
-inline node shrink(node tree) { return shrink_with(std::move(tree), &sweep_fails); }
+node shrink(node tree) { return shrink_with(std::move(tree), &sweep_fails); }
 
+}  // namespace
 }  // namespace quell::test::trees
