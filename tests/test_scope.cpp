@@ -327,3 +327,34 @@ TEST(Scope, ABodyThatThrowsWhileAChildWaitsRethrowsOnceAndTouchesNothingAfterwar
   };
   executor(body()).run();
 }
+
+TEST(Scope, CancellingAHandlesWaiterLeavesTheChildRunningAndHandleMisuseIsAClearError) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto twice = [&](quell::task_status<int>& st) -> task<> {
+    st.started(1);
+    try {
+      st.started(2);
+    } catch (const std::logic_error&) {
+      log.print("started() twice: logic_error");
+    }
+    co_return;
+  };
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      auto h = s.spawn(value_after(10ms, 5));
+      auto r = co_await quell::move_on_after(2ms, h);  // the wait is cancelled, not the child
+      log.print(std::string(r ? "got a value" : "stopped waiting") + " at " + at(clock));
+      log.print("then got " + std::to_string(co_await h) + " at " + at(clock));
+      try {
+        (void)co_await h;
+      } catch (const std::logic_error&) {
+        log.print("value taken twice: logic_error");
+      }
+      log.print("start gave " + std::to_string(co_await s.start<int>(twice)));
+    });
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines, (lines{"stopped waiting at 2ms", "then got 5 at 10ms", "value taken twice: logic_error",
+                              "started() twice: logic_error", "start gave 1"}));
+}

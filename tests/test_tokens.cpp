@@ -141,3 +141,14 @@ TEST(Tokens, StdStopTokenWorksTheSameFromAnotherThread) {
   t.join();
   EXPECT_EQ(log.lines, (lines{"stopped: requested: stop requested"}));
 }
+
+TEST(Tokens, CancellingWithCancellationFromOutsideIsForwardedAndALaterTokenCancelIsANoOp) {
+  quell::test::log log;
+  cancel_source src;
+  executor ex{with_cancellation(src.token(), on_cancel(quell::pending(), log.hook("op cancelled from outside")))};
+  ex.poll_once();
+  ex.cancel();
+  EXPECT_THROW(ex.run(), quell::cancelled_error);
+  EXPECT_TRUE(src.cancel());  // the registration is gone: nothing runs, nothing crashes
+  EXPECT_EQ(log.lines, (lines{"op cancelled from outside"}));
+}

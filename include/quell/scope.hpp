@@ -44,8 +44,8 @@
 // and start() ends cancelled (unless started() was called meanwhile: completion wins). After
 // started(), the child belongs to the scope: cancelling start()'s caller no longer reaches it.
 //
-// All of it runs on the executor's thread. Spawning after with_scope has finished is an error
-// (std::logic_error).
+// All of it runs on the executor's thread. Misuse is a std::logic_error: awaiting one handle from
+// two tasks at once, taking a handle's value twice, calling started() twice.
 #pragma once
 
 #include <coroutine>
