@@ -110,6 +110,35 @@ TEST(Deadlines, NestedDeadlinesThatExpireTogetherTheOuterWins) {
   EXPECT_EQ(log.lines, lines{});
 }
 
+// Found by the random-tree oracle (seed 1360): the inner deadline used to end cancelled as if the
+// outer request had reached it, so the inner hook never ran for an operation that ended cancelled.
+TEST(Deadlines, AnOuterCancelHeldBackByARunningHookDoesNotMakeAnInnerDeadlineEndCancelled) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto outer_hook = [&]() -> task<> {
+    co_await sleep_for(10ms);
+    log.print("outer hook done at " + at(clock));
+  };
+  auto inner_hook = [&]() -> task<> {
+    log.print("inner hook at " + at(clock));
+    co_return;
+  };
+  auto work = [&]() -> task<> {
+    try {
+      co_await timeout(15ms, sleep_for(1h));
+    } catch (const quell::timed_out&) {
+      log.print("inner timed out at " + at(clock));  // no cancel has reached this code yet
+    }
+    co_await sleep_for(1h);
+  };
+  auto body = [&]() -> task<> {
+    auto inner = on_cancel(work(), inner_hook);
+    co_await move_on_after(10ms, on_cancel(std::move(inner), outer_hook));
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines, (lines{"inner timed out at 15ms", "outer hook done at 20ms", "inner hook at 20ms"}));
+}
+
 TEST(Deadlines, AnOuterDeadlineExpiringWhileTheInnerOneIsCancellingWins) {
   virtual_clock clock;
   quell::test::log log;

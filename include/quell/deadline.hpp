@@ -20,7 +20,9 @@
 //   - nested deadlines that both expired: the outer one wins. An inner deadline whose operation
 //     ended cancelled while an enclosing deadline (up to the nearest shield) has also passed
 //     ends cancelled instead of timing out, so the code between the two does not run and the
-//     outer one reports the expiry.
+//     outer one reports the expiry. An on_cancel between the two whose hook is still running
+//     holds the outer request back: the inner deadline then times out, since no cancel has
+//     reached its code yet.
 //   - the combinator itself is cancelled: the request is forwarded; it ends cancelled (or with
 //     the operation's result if that completed anyway), never with timed_out.
 //   - the operation ends cancelled on its own (e.g. its token fired): the combinator ends
@@ -57,6 +59,9 @@ class timed_out : public std::runtime_error {
 namespace detail {
 
 time_point effective_deadline(const scope_node* from) noexcept;
+// Whether a cancel from above `from` is already on its way to it: a requested task, a passed
+// deadline or shield bound, and not held back by an on_cancel whose hook is still running.
+bool enclosing_cancel_due(const scope_node* from, time_point now) noexcept;
 
 template <class OpAw, bool Optional>
 class deadline_op : public composite {
@@ -151,7 +156,7 @@ class deadline_op : public composite {
     if (result_.cancelled() && req_.level == cancel_level::none && (expired_ || now() >= node_.deadline)) {
       // This deadline cut the operation, unless an enclosing one has passed too: then that one
       // reports it (the outer wins), and this one ends cancelled on the way there.
-      timed_out_ = !(effective_deadline(node_.parent) <= now());
+      timed_out_ = !enclosing_cancel_due(node_.parent, now());
     }
     if (alarm_.pending()) return;  // on_alarm is queued and completes
     complete();                    // may destroy *this

@@ -120,7 +120,11 @@ class on_cancel_op : public composite {
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
-    if (op_.start(this, &op_done, nullptr)) op_finished();
+    op_scope_.parent = outer_scope();
+    {
+      scope_guard g(&op_scope_);
+      if (op_.start(this, &op_done, nullptr)) op_finished();
+    }
     return end_suspend();
   }
 
@@ -132,7 +136,7 @@ class on_cancel_op : public composite {
     } else if (!hook_done_) {
       if (req_.forced()) hook_.cancel(req_);
     } else if (!op_.finished()) {
-      op_.cancel(req_);
+      forward();
     }
     leave();
     return false;
@@ -188,8 +192,13 @@ class on_cancel_op : public composite {
     if (op_.finished()) {
       complete();
     } else {
-      op_.cancel(req_);  // outside-in: now the operation itself; may destroy *this
+      forward();  // outside-in: now the operation itself; may destroy *this
     }
+  }
+
+  void forward() noexcept {
+    op_scope_.request = &req_;  // from now on the operation's code sees the request
+    op_.cancel(req_);
   }
 
   driver<OpAw> op_;
@@ -200,6 +209,9 @@ class on_cancel_op : public composite {
   // The hook runs shielded: this_task::deadline() inside it ignores outer deadlines, and
   // this_task::cancel_reason() still tells why the operation is being cancelled.
   scope_frame hook_scope_{scope_node::kind::shield, &req_};
+  // Until the hook has run, the request has not reached the operation: a deadline inside it that
+  // expires meanwhile times out (it does not end cancelled as if the outer request were its own).
+  scope_frame op_scope_{scope_node::kind::held, nullptr};
   bool hook_started_ = false;
   bool hook_done_ = false;
 };

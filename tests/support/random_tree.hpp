@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -78,12 +79,32 @@ node generate(const std::function<unsigned()>& rng, int depth) {
   return n;
 }
 
+// What the oracle sees of one run: how every node ended and when every hook ran.
+struct outcome {
+  bool started = false;
+  enum how_t { none, returned, threw, cancelled } how = none;
+  int value = 0;
+  std::string what;  // the exception's message: every "throws" leaf throws its own
+};
+struct hook_run {
+  bool ran = false, by_exception = false;
+  std::string what;                // the exception that triggered it
+  std::uint64_t start = 0, end = 0;  // positions in the run's sequence of events
+};
+
 struct run_state {
   ledger book;
   int next_id = 0;
+  std::uint64_t events = 0;
+  std::map<const node*, outcome> out;  // std::map: references stay valid while it grows
+  std::map<const node*, hook_run> hooks;
+  std::vector<std::string> violations;
+  bool root_saw_value = false;
 };
 
-task<int> build(const node& n, run_state& st) {
+task<int> build(const node& n, run_state& st);
+
+task<int> build_body(const node& n, run_state& st) {
   switch (n.k) {
     case node::ready:
       co_return n.value;
@@ -95,7 +116,7 @@ task<int> build(const node& n, run_state& st) {
       co_return 0;
     case node::throws:
       co_await quell::sleep_for(n.d);
-      throw std::runtime_error("leaf failed");
+      throw std::runtime_error("leaf " + std::to_string(reinterpret_cast<std::uintptr_t>(&n)) + " failed");
     case node::race:
       co_return co_await quell::race(build(n.kids[0], st), build(n.kids[1], st));
     case node::join: {
@@ -111,9 +132,22 @@ task<int> build(const node& n, run_state& st) {
       });
     case node::hook: {
       const std::string id = "hook " + std::to_string(st.next_id++);
-      auto h = [&st, id, d = n.d]() -> task<> {  // named: g++ 12 (docs/decisions.md)
-        ledger::hold running(st.book, id);       // a second run would be reported
-        co_await quell::sleep_for(d);
+      auto h = [&st, id, self = &n]() -> task<> {  // named: g++ 12 (docs/decisions.md)
+        ledger::hold running(st.book, id);         // a second run would be reported
+        hook_run& me = st.hooks[self];
+        const outcome& op = st.out[&self->kids[0]];
+        me.ran = true;
+        me.start = ++st.events;
+        if (!op.started) st.violations.push_back(id + " ran although its operation never started");
+        if (op.how == outcome::returned) st.violations.push_back(id + " ran after its operation returned a value");
+        me.by_exception = op.how == outcome::threw;
+        me.what = op.what;
+        struct end_mark {
+          hook_run& h;
+          run_state& s;
+          ~end_mark() { h.end = ++s.events; }
+        } mark{me, st};
+        co_await quell::sleep_for(self->d);
       };
       co_return co_await quell::on_cancel(build(n.kids[0], st), h);
     }
@@ -141,6 +175,110 @@ task<int> build(const node& n, run_state& st) {
 }
 
 
+// Every node runs inside this wrapper, which records how it ended (three outcomes, exactly one).
+task<int> build(const node& n, run_state& st) {
+  outcome& r = st.out[&n];
+  r.started = true;
+  struct end_mark {
+    outcome& r;
+    ~end_mark() {
+      if (r.how == outcome::none) r.how = outcome::cancelled;  // ended without value or exception
+    }
+  } mark{r};
+  try {
+    const int v = co_await build_body(n, st);
+    r.how = outcome::returned;
+    r.value = v;
+    co_return v;
+  } catch (const std::exception& e) {
+    r.how = outcome::threw;
+    r.what = e.what();
+    throw;
+  }
+}
+
+bool cancel_source(const node& n) {
+  return n.k == node::race || n.k == node::join || n.k == node::scope || n.k == node::deadline;
+}
+
+// The model's rules that a finished run must show (DESIGN.md section 1 and on_cancel's row):
+//  - every started node ended exactly one way;
+//  - completion wins: a value that reached on_cancel, shield, defer or a deadline is delivered by
+//    it, join delivers when both branches returned, race delivers one of the returned values when
+//    no branch threw, and the root sees the tree's value;
+//  - a hook runs when its started operation throws or is cancelled, and never for an operation
+//    that never started or already returned a value;
+//  - outside-in: a hook reached by a cancel that can only have come through an enclosing hook's
+//    operation starts after that enclosing hook finished;
+//  - inside-out: hooks run by the same exception run innermost first.
+void verify_node(const node& n, run_state& st, std::vector<std::string>& bad) {
+  const outcome& me = st.out[&n];
+  const std::string name = n.describe();
+  if (me.started && me.how == outcome::none) bad.push_back(name + " started and never ended");
+  auto kid = [&](std::size_t i) -> const outcome& { return st.out[&n.kids[i]]; };
+  switch (n.k) {
+    case node::hook:
+    case node::shield:
+    case node::cleanup:
+    case node::deadline:
+      if (kid(0).how == outcome::returned && (me.how != outcome::returned || me.value != kid(0).value))
+        bad.push_back(name + ": its operation returned " + std::to_string(kid(0).value) +
+                      " but the value was not delivered (completion wins)");
+      break;
+    case node::join:
+      if (kid(0).how == outcome::returned && kid(1).how == outcome::returned &&
+          (me.how != outcome::returned || me.value != kid(0).value + kid(1).value))
+        bad.push_back(name + ": both branches returned but join did not deliver their sum");
+      break;
+    case node::race:
+      if ((kid(0).how == outcome::returned || kid(1).how == outcome::returned) &&
+          kid(0).how != outcome::threw && kid(1).how != outcome::threw) {
+        const bool one_of = (kid(0).how == outcome::returned && me.value == kid(0).value) ||
+                            (kid(1).how == outcome::returned && me.value == kid(1).value);
+        if (me.how != outcome::returned || !one_of)
+          bad.push_back(name + ": a branch returned and none threw, but race did not deliver a returned value");
+      }
+      break;
+    default:
+      break;
+  }
+  if (n.k == node::hook && kid(0).started && (kid(0).how == outcome::threw || kid(0).how == outcome::cancelled) &&
+      !st.hooks[&n].ran)
+    bad.push_back(name + ": its operation " + (kid(0).how == outcome::threw ? "threw" : "was cancelled") +
+                  " but the hook never ran");
+  if (n.k == node::hook && st.hooks[&n].ran) {
+    const hook_run& outer = st.hooks[&n];
+    // Hooks below this one that only a cancel passing through this hook's operation can reach.
+    std::function<void(const node&)> walk = [&](const node& d) {
+      if (cancel_source(d)) return;
+      if (d.k == node::hook) {
+        const hook_run& inner = st.hooks[&d];
+        if (inner.ran && !inner.by_exception && (outer.by_exception || inner.start < outer.end))
+          bad.push_back("outside-in: in " + name + " the inner " + d.describe() +
+                        " ran for a cancel before the outer hook had finished");
+        if (inner.ran && inner.by_exception && outer.by_exception && inner.what == outer.what &&
+            inner.end > outer.start)
+          bad.push_back("inside-out: in " + name + " the outer hook started before the inner " + d.describe() +
+                        " had finished with the same exception");
+      }
+      for (const node& k : d.kids) walk(k);
+    };
+    for (const node& k : n.kids) walk(k);
+  }
+  for (const node& k : n.kids) verify_node(k, st, bad);
+}
+
+void verify(const node& tree, run_state& st) {
+  std::vector<std::string> bad = st.violations;
+  verify_node(tree, st, bad);
+  if (st.out[&tree].how == outcome::returned && !st.root_saw_value)
+    bad.push_back("the tree returned a value but its caller never saw it (completion wins)");
+  if (bad.empty()) return;
+  std::string all;
+  for (const auto& b : bad) all += (all.empty() ? "" : "; ") + b;
+  throw std::logic_error(all);
+}
+
 // Sweeps `tree` (graceful and forced, at every suspension point); throws sweep_failure.
 quell::testing::sweep_report sweep_tree(const node& tree) {
   std::unique_ptr<run_state> st;
@@ -149,13 +287,17 @@ quell::testing::sweep_report sweep_tree(const node& tree) {
         st = std::make_unique<run_state>();
         return [](const node& t, run_state& s) -> task<> {
           try {
-            co_await quell::move_on_after(100ms, build(t, s));  // "never" leaves end here
+            auto r = co_await quell::move_on_after(100ms, build(t, s));  // "never" leaves end here
+            s.root_saw_value = r.has_value();
           } catch (const std::runtime_error&) {
             // a leaf failed: an allowed outcome
           }
         }(tree, *st);
       },
-      [&](const quell::testing::sweep_point&) { st->book.expect_balanced(); });
+      [&](const quell::testing::sweep_point&) {
+        st->book.expect_balanced();
+        verify(tree, *st);
+      });
 }
 
 bool sweep_fails(const node& tree) {
@@ -183,13 +325,13 @@ node shrink_with(node tree, const std::function<bool(const node&)>& fails) {
       std::vector<node> candidates(n->kids.begin(), n->kids.end());
       if (n->k != node::ready) candidates.push_back(node{node::ready});
       for (node& c : candidates) {
-        node saved = *n;
+        node saved = std::move(*n);  // moved, not copied: `all` points into its children
         *n = c;
         if (fails(tree)) {
           smaller = true;
           break;
         }
-        *n = saved;
+        *n = std::move(saved);
       }
       if (smaller) break;
     }

@@ -36,6 +36,7 @@ struct scope_node {
     deadline,  // timeout / move_on_after / with_deadline
     shield,    // shield(), and the implicit shield around hooks and async cleanups
     plain,     // a scope or task group, or a lifted shield: transparent
+    held,      // on_cancel's operation: a request reaches it only once the hook has run
   };
   explicit scope_node(kind k) noexcept : what(k) {}
   scope_node* parent;  // set when the node starts; tasks do it in start(), the hot path
@@ -43,6 +44,7 @@ struct scope_node {
 };
 
 // Every node that is not a task: what request reached it (if it records one) and its deadline.
+// A held node's request stays null until on_cancel passes the request on to its operation.
 struct scope_frame : scope_node {
   scope_frame(kind k, const cancel_request* r) noexcept : scope_node(k), request(r) { parent = nullptr; }
   const cancel_request* request;
