@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Runs the comparison's peers alternately and reports medians, ratios and targets.
+
+Called by bench/compare/run, which builds the peers. Each peer is a program taking a workload's
+name and printing `RESULT <workload> <unit> <value>` lines (bench/compare/WORKLOADS.md). Every
+round runs every workload in every peer, the peers' order rotating from round to round, so a
+machine that slows down for a while slows all of them; the table shows the median over rounds.
+"""
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6a", "W6b", "W7"]
+TITLES = {
+    "W1": "await_chain",
+    "W2": "race_pending_loser",
+    "W3": "spawn_cancel",
+    "W4": "timeout_fast_op",
+    "W5": "tcp_echo",
+    "W6a": "cancel_inflight_read, same turn",
+    "W6b": "cancel_inflight_read, in the kernel",
+    "W7": "cancel_latency, 10,000 tasks",
+}
+HIGHER_IS_BETTER = {"msg/s"}
+
+# Issue 6's targets: (workload, unit, description, test(quell, peers) -> bool or None).
+TARGETS = [
+    ("W1", "ns/op", "<= 1.0x minimal task", lambda q, p: q <= p["limit"] if "limit" in p else None),
+    ("W2", "ns/op", "<= 60 ns", lambda q, p: q <= 60),
+    ("W3", "ns/task", "<= 800 ns/task", lambda q, p: q <= 800),
+    ("W3", "bytes/task", "<= 500 bytes/task", lambda q, p: q <= 500),
+    ("W4", "ns/op", "<= 60 ns", lambda q, p: q <= 60),
+    ("W5", "msg/s", ">= 1.0x raw liburing", lambda q, p: q >= p["limit"] if "limit" in p else None),
+    ("W6a", "ns/op", "<= 50 ns", lambda q, p: q <= 50),
+    ("W6b", "ns/op", "<= 1.1x raw liburing", lambda q, p: q <= 1.1 * p["limit"] if "limit" in p else None),
+]
+
+
+def run_peer(path, workload, timeout):
+    try:
+        r = subprocess.run([path, workload], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout} s"
+    if r.returncode != 0:
+        return None, f"exit {r.returncode}: {r.stderr.strip()[-300:]}"
+    figures = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "RESULT" and parts[1] == workload:
+            unit = parts[2].replace("µs", "us")
+            try:
+                figures[unit] = float(parts[3])
+            except ValueError:
+                pass
+    return figures, None
+
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    if unit == "msg/s":
+        return f"{v:,.0f}"
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 100:
+        return f"{v:.0f}"
+    return f"{v:.1f}"
+
+
+def better_ratio(q, other, unit):
+    """How many times better quell is than `other` (> 1: quell ahead)."""
+    if q is None or other is None or q <= 0 or other <= 0:
+        return None
+    return q / other if unit in HIGHER_IS_BETTER else other / q
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peer", action="append", required=True, help="name=path")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    peers = dict(p.split("=", 1) for p in a.peer)
+    names = list(peers)
+    workloads = [w for w in WORKLOADS if not a.only or w in a.only.split(",")]
+
+    samples = {}  # (workload, unit, peer) -> [values]
+    failures = []
+    started = time.time()
+    for rnd in range(a.rounds):
+        order = names[rnd % len(names):] + names[:rnd % len(names)]
+        for w in workloads:
+            for peer in order:
+                figures, err = run_peer(peers[peer], w, timeout=30)
+                if err:
+                    failures.append(f"{peer} {w}: {err}")
+                    print(f"compare: {peer} {w} FAILED: {err}", file=sys.stderr)
+                    continue
+                for unit, v in figures.items():
+                    samples.setdefault((w, unit, peer), []).append(v)
+        print(f"compare: round {rnd + 1}/{a.rounds} done ({time.time() - started:.0f} s)", file=sys.stderr)
+
+    rows = []
+    units_of = {}
+    for (w, unit, _peer) in samples:
+        units_of.setdefault(w, [])
+        if unit not in units_of[w]:
+            units_of[w].append(unit)
+    for w in workloads:
+        for unit in units_of.get(w, []):
+            med = {p: statistics.median(samples[(w, unit, p)]) for p in names if (w, unit, p) in samples}
+            rows.append((w, unit, med))
+
+    header = ["workload", "unit", "quell", "Asio", "tokio", "limit", "vs Asio", "vs tokio", "vs limit"]
+    lines = []
+    for w, unit, med in rows:
+        q = med.get("quell")
+        cells = [f"{w} {TITLES[w]}", unit] + [fmt(med.get(p), unit) for p in ("quell", "asio", "tokio", "limit")]
+        for p in ("asio", "tokio", "limit"):
+            r = better_ratio(q, med.get(p), unit)
+            cells.append("n/a" if r is None else f"{r:.2f}x")
+        lines.append(cells)
+
+    target_lines = []
+    for w, unit, desc, test in TARGETS:
+        med = next((m for (rw, ru, m) in rows if rw == w and ru == unit), None)
+        if med is None or "quell" not in med:
+            continue
+        ok = test(med["quell"], med)
+        target_lines.append([f"{w} {unit}", desc, fmt(med["quell"], unit),
+                             "n/a" if ok is None else ("PASS" if ok else "FAIL")])
+    for w, unit, med in rows:
+        if "quell" in med and "asio" in med:
+            r = better_ratio(med["quell"], med["asio"], unit)
+            target_lines.append([f"{w} {unit}", "ahead of Asio", f"{r:.2f}x", "PASS" if r > 1 else "FAIL"])
+
+    def table(head, body):
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+        out = ["  ".join(str(c).ljust(wd) for c, wd in zip(head, widths))]
+        out += ["  ".join(str(c).ljust(wd) for c, wd in zip(r, widths)) for r in body]
+        return "\n".join(out)
+
+    def markdown(head, body):
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
+        return "\n".join(out)
+
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    machine = f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+    note = ("Medians of {} rounds, peers alternating. \"vs X\" is how many times better quell is than X "
+            "(time: X's time / quell's; throughput: quell's / X's); above 1.00x quell is ahead.").format(a.rounds)
+    print()
+    print(table(header, lines))
+    print()
+    print(table(["target", "goal", "quell", "result"], target_lines))
+    print()
+    print(note)
+    print(f"machine: {machine}; whole comparison: {time.time() - started:.0f} s of runs")
+
+    os.makedirs(a.out, exist_ok=True)
+    md = os.path.join(a.out, "compare.md")
+    with open(md, "w") as f:
+        f.write(f"Machine: {machine}. {note}\n\n")
+        f.write(markdown(header, lines) + "\n\n")
+        f.write(markdown(["target", "goal", "quell", "result"], target_lines) + "\n")
+        if failures:
+            f.write("\nFailures:\n\n" + "\n".join(f"- {x}" for x in failures) + "\n")
+
+    # The plot: quell's advantage over each peer per workload (log scale; above 1 = quell ahead).
+    dat = os.path.join(a.out, "compare.dat")
+    with open(dat, "w") as f:
+        f.write("label asio tokio limit\n")
+        for w, unit, med in rows:
+            vals = []
+            for p in ("asio", "tokio", "limit"):
+                r = better_ratio(med.get("quell"), med.get(p), unit)
+                vals.append("NaN" if r is None else f"{r:.4f}")
+            label = w if len(units_of[w]) == 1 else f"{w}:{unit.split('/')[0]}"
+            f.write(f"{label} {' '.join(vals)}\n")
+    png = os.path.join(a.out, "compare.png")
+    script = f"""
+set terminal pngcairo size 1000,520 font ',10'
+set output '{png}'
+set title "quell vs peers: how many times better quell is (log scale, above 1 = quell ahead)"
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set logscale y 10
+set yrange [0.01:1000]
+set grid ytics
+set key top left
+set xtics rotate by -30
+plot '{dat}' using 2:xtic(1) title 'vs Boost.Asio 1.81', '' using 3 title 'vs tokio 1.24', '' using 4 title 'vs limit (minimal task / raw liburing)', 1 with lines lc rgb 'black' notitle
+"""
+    try:
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        print(f"wrote {md} and {png}")
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"wrote {md}; the plot failed: {e}", file=sys.stderr)
+
+    if failures:
+        print("compare: failures:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
