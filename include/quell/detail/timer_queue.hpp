@@ -44,6 +44,7 @@ class timer_queue {
   // passing its waiter to `ready`.
   template <class F>
   void fire_due(F&& ready) {
+    if (heap_.empty()) return;  // every turn calls this: no clock read when no timer is armed
     const time_point t = clock_->now();
     while (!heap_.empty() && heap_.front()->deadline <= t) {
       timer_node* n = heap_.front();
