@@ -49,6 +49,9 @@ class task;
 
 namespace detail {
 
+template <class U>
+class task_await_task;
+
 template <class T>
 struct is_task : std::false_type {};
 template <class T>
@@ -59,8 +62,12 @@ std::string describe_site(const site& s);
 struct promise_base : task_record {
   enum class phase : unsigned char { not_started, running, done };
 
+  // Who is told when the task ends. Null while the waiter is a task's co_await that is still
+  // inside the call that started this task (task_await_task): it looks at `state` itself when
+  // that call returns, so nothing is resumed.
   std::coroutine_handle<> continuation;
-  driver_base* awaitee = nullptr;  // what the task is suspended on, if anything
+  driver_base* awaitee = nullptr;        // what the task is suspended on, if anything
+  promise_base* awaited_task = nullptr;  // or the task it awaits directly (task_await_task)
   phase state = phase::not_started;
   bool ended_cancelled = false;
   bool cleanup_failed = false;  // set when the cleanups have finished and one of them threw
@@ -103,6 +110,11 @@ struct promise_base : task_record {
     continuation = waiter;
     state = phase::running;
   }
+  // start() for task_await_task: the continuation stays null until the task first suspends.
+  QUELL_HOT void start_inline() noexcept {
+    parent = tls.scope;
+    state = phase::running;
+  }
 
   // The task suspended on its awaitee. Parked tasks are what a "stuck" report lists; a task that never
   // suspends (the common case for short helpers) costs the registry nothing.
@@ -123,6 +135,11 @@ struct promise_base : task_record {
     for (;;) {
       if (!merge_request(p->request, *req)) return;
       if (p->state != phase::running) return;
+      if (promise_base* child = p->awaited_task) {
+        req = &p->request;
+        p = child;
+        continue;
+      }
       if (!p->awaitee) {
         if (p->cleanup) p->cleanup->request(p->request);  // its cleanups may be running
         return;
@@ -146,13 +163,13 @@ struct promise_base : task_record {
       return;
     }
     state = phase::done;
-    detail::resume(continuation);
+    if (continuation) detail::resume(continuation);  // else the waiter looks at `state`
   }
   static void finish_after_cleanup(task_record* t) noexcept {
     auto* self = static_cast<promise_base*>(t);
     self->cleanup_failed = self->cleanup->error != nullptr;
     self->state = phase::done;
-    detail::resume(self->continuation);
+    if (self->continuation) detail::resume(self->continuation);
   }
   // A cleanup failed: the primary error (if any) stays, with the cleanup's attached; otherwise
   // (a value, or ended cancelled) the cleanup's error is the outcome.
@@ -178,7 +195,9 @@ struct promise_base : task_record {
     finish();
   }
   // The same, from inside the task's own await_suspend: the waiter is told from the run queue,
-  // so that this frame is never destroyed underneath a call that is still running in it.
+  // so that this frame is never destroyed underneath a call that is still running in it (a
+  // waiter that is still inside the call that started this task looks at `state` once that
+  // call, and so this await_suspend, has returned).
   void end_cancelled_from_suspend() noexcept {
     ended_cancelled = true;
     if (cleanup && !cleanup->empty()) [[unlikely]] {
@@ -186,7 +205,7 @@ struct promise_base : task_record {
       return;
     }
     state = phase::done;
-    detail::post(continuation);
+    if (continuation) detail::post(continuation);
   }
 
   template <class A>
@@ -260,7 +279,11 @@ template <class A>
 auto promise_base::await_transform(A&& a) {
   static_assert(!(is_task<std::remove_cvref_t<A>>::value && std::is_lvalue_reference_v<A>),
                 "a quell::task is awaited by value: write co_await std::move(t)");
-  return task_await<operand_awaiter_t<A>>(*this, std::forward<A>(a));
+  if constexpr (is_task<std::remove_cvref_t<A>>::value) {
+    return task_await_task<typename std::remove_cvref_t<A>::value_type>(*this, std::move(a));
+  } else {
+    return task_await<operand_awaiter_t<A>>(*this, std::forward<A>(a));
+  }
 }
 
 template <class T>
@@ -378,11 +401,109 @@ class [[nodiscard]] task {
 
  private:
   friend promise_type;
+  friend class detail::task_await_task<T>;
   explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
   std::coroutine_handle<promise_type> h_;
 };
 
 namespace detail {
+
+// `co_await` of a task inside a task, the most common await there is. It keeps the rules of
+// task_await<task<U>::awaiter> (the generic driver around the task's awaiter) and is cheaper
+// because the child is known to be a quell task:
+//   - a request pending in the parent skips the child (the task's await_early_cancel: never
+//     started, nothing of it runs) and ends the parent cancelled;
+//   - a request reaching the parent while it waits is forwarded to the child through
+//     `awaited_task` (promise_base::request_cancel), also while the child is still running
+//     inside await_suspend, so it takes effect at the child's next suspension point;
+//   - the child is started by a bounded detail::resume; if it finishes before that returns (the
+//     usual case: a helper that suspends on nothing), its continuation is still null, so its
+//     finish() resumes nobody and the parent's body goes on without suspending: no driver, no
+//     second resume, no park;
+//   - if it suspends, its continuation becomes this object (a resume_target), the parent is
+//     parked for stuck reports, and on_resume later settles it like driver::on_resume would;
+//   - settling is task::awaiter::await_must_resume: a failed cleanup's error is the result; a
+//     child that ended cancelled is freed at once and the parent ends cancelled.
+// One difference in timing only: a child that ends cancelled inside the call that started it
+// (from its own await_suspend) is freed when that call returns, and the parent's waiter is told
+// from the run queue; through the driver, the child's waiter was told from the run queue and the
+// child freed then. Either way the chain unwinds innermost first, and nothing of the parent runs.
+template <class U>
+class task_await_task : resume_target {
+  using phase = promise_base::phase;
+
+ public:
+  task_await_task(promise_base& p, task<U>&& t)
+      : resume_target(&on_resume), p_(p), child_(std::exchange(t.h_, {})) {
+    if (!child_) throw std::logic_error("quell: co_await on an empty task (moved-from or already awaited)");
+  }
+  task_await_task(task_await_task&&) = delete;
+  ~task_await_task() { release_frame(child_); }
+
+  bool await_ready() const noexcept { return false; }  // a task only runs from await_suspend
+
+  QUELL_HOT bool await_suspend(std::coroutine_handle<> body) noexcept {
+    if (p_.request.level != cancel_level::none) [[unlikely]] {
+      p_.end_cancelled_from_suspend();  // the child never starts
+      return true;
+    }
+    promise<U>& c = child_.promise();
+    c.start_inline();
+    p_.awaited_task = &c;
+    detail::resume(child_);
+    if (c.state == phase::done) [[likely]] {
+      p_.awaited_task = nullptr;
+      if (must_resume()) [[likely]]
+        return false;  // resume the body now, with the result
+      p_.end_cancelled_from_suspend();
+      return true;
+    }
+    body_ = body;
+    c.continuation = handle();
+    p_.park();
+    return true;
+  }
+
+  U await_resume() {
+    tls.scope = &p_;  // the body runs again: it is the current node
+    return child_.promise().result.take();
+  }
+
+ private:
+  // task::awaiter::await_must_resume, for a child that has finished.
+  QUELL_HOT bool must_resume() noexcept {
+    promise<U>& c = child_.promise();
+    if (!c.ended_cancelled && !c.cleanup_failed) [[likely]]
+      return true;
+    return must_resume_slow();
+  }
+  QUELL_COLD bool must_resume_slow() noexcept {
+    promise<U>& c = child_.promise();
+    if (c.cleanup_failed) {
+      c.merge_cleanup_error();  // await_resume rethrows it like any other error
+      return true;
+    }
+    release_frame(std::exchange(child_, {}));  // a cancelled chain is freed innermost first
+    return false;
+  }
+
+  // The child finished after suspending.
+  static void on_resume(void* a) noexcept {
+    auto* self = static_cast<task_await_task*>(static_cast<resume_target*>(a));
+    self->p_.awaited_task = nullptr;
+    self->p_.unpark();
+    if (self->must_resume()) {
+      detail::resume(self->body_);
+    } else {
+      self->p_.end_cancelled();
+    }
+  }
+
+  promise_base& p_;
+  std::coroutine_handle<promise<U>> child_;
+  std::coroutine_handle<> body_;  // set when the child suspends
+};
+
 template <class T>
 task<T> promise<T>::get_return_object() noexcept {
   return task<T>(std::coroutine_handle<promise<T>>::from_promise(*this));
