@@ -192,6 +192,56 @@ TEST(Defer, ACleanupFailureAfterAValueOrACancelIsWhatTheTaskThrows) {
   EXPECT_THROW(ex.run(), std::logic_error);
 }
 
+// The same rules when the task is awaited by another task (task.hpp: task_await_task), whether
+// its cleanups finish inside the call that started it or after it suspended.
+TEST(Defer, ACleanupFailureReachesAnAwaitingTaskLikeAnyOtherError) {
+  auto sync_cleanup = []() -> task<int> {
+    co_await defer([] { throw std::logic_error("sync cleanup failed"); });
+    co_return 1;
+  };
+  auto async_cleanup = []() -> task<int> {
+    co_await defer([]() -> task<> {
+      co_await quell::yield();
+      throw std::logic_error("async cleanup failed");
+    });
+    co_return 2;
+  };
+  auto primary = []() -> task<int> {
+    co_await defer([] { throw std::logic_error("cleanup failed"); });
+    throw boom("primary");
+  };
+  auto parent = [&]() -> task<lines> {
+    lines seen;
+    try {
+      (void)co_await sync_cleanup();
+    } catch (const std::logic_error& e) {
+      seen.emplace_back(e.what());
+    }
+    try {
+      (void)co_await async_cleanup();
+    } catch (const std::logic_error& e) {
+      seen.emplace_back(e.what());
+    }
+    try {
+      (void)co_await primary();
+    } catch (const boom& e) {
+      seen.emplace_back(std::string(e.what()) + " + " + std::to_string(quell::attached_errors().size()));
+    }
+    co_return seen;
+  };
+  EXPECT_EQ(quell::block_on(parent()), (lines{"sync cleanup failed", "async cleanup failed", "primary + 1"}));
+
+  auto cancelled = []() -> task<> {
+    co_await defer([] { throw std::logic_error("cleanup failed during cancel"); });
+    co_await quell::pending();
+  };
+  auto waits = [&]() -> task<> { co_await cancelled(); };
+  executor ex{waits()};
+  ex.poll_once();
+  ex.cancel();
+  EXPECT_THROW(ex.run(), std::logic_error);
+}
+
 TEST(Defer, ABoundedCleanupTalkingToAPeerThatNeverAnswersTakesItsBoundAndTheOriginalErrorSurvives) {
   virtual_clock clock;
   clock.set_io_grace(50ms);  // the peer is a real socket: give its (absent) answer real time
