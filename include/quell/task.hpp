@@ -85,13 +85,14 @@ struct promise_base : task_record {
   QUELL_HOT static void operator delete(void* p, std::size_t n) noexcept { frame_free(p, n); }
 
   // The body's first resumption makes this task the current node (this_task::*).
+  // Holds the node already converted (from a reference, so without a null test on every start).
   struct initial_awaiter {
-    promise_base* p;
+    scope_node* node;
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<>) const noexcept {}
-    void await_resume() const noexcept { tls.scope = p; }
+    void await_resume() const noexcept { tls.scope = node; }
   };
-  initial_awaiter initial_suspend() noexcept { return {this}; }
+  initial_awaiter initial_suspend() noexcept { return {&static_cast<scope_node&>(*this)}; }
 
   struct final_awaiter {
     bool await_ready() const noexcept { return false; }
@@ -433,8 +434,8 @@ class task_await_task : resume_target {
   using phase = promise_base::phase;
 
  public:
-  task_await_task(promise_base& p, task<U>&& t)
-      : resume_target(&on_resume), p_(p), child_(std::exchange(t.h_, {})) {
+  // The resume_target is armed only if the child suspends (most never do).
+  task_await_task(promise_base& p, task<U>&& t) : p_(p), child_(std::exchange(t.h_, {})) {
     if (!child_) throw std::logic_error("quell: co_await on an empty task (moved-from or already awaited)");
   }
   task_await_task(task_await_task&&) = delete;
@@ -459,6 +460,7 @@ class task_await_task : resume_target {
       return true;
     }
     body_ = body;
+    arm(&on_resume);
     c.continuation = handle();
     p_.park();
     return true;

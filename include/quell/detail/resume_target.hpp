@@ -21,6 +21,16 @@ struct resume_target {
   resume_target(const resume_target&) = default;
   resume_target& operator=(const resume_target&) = default;
 
+ protected:
+  // Leaves both pointers unset, for a target on a hot path that is often never handed out; it
+  // must call arm() before handle() is given to anyone.
+  resume_target() noexcept = default;
+  void arm(fn on_resume) noexcept {
+    resume_fn = on_resume;
+    destroy_fn = &refuse_destroy;
+  }
+
+ public:
   std::coroutine_handle<> handle() noexcept { return std::coroutine_handle<>::from_address(this); }
 
   // An awaitable must never destroy the handle of its waiter; doing so is reported, not ignored.
