@@ -14,6 +14,7 @@ struct pool_cleanup {
         h = n;
       }
     }
+    for (unsigned& r : p.room) r = 0;  // every later free takes the slow path and deletes
     p.gone = true;
   }
 };
@@ -23,6 +24,17 @@ void frame_pool::register_cleanup() noexcept {
   static thread_local pool_cleanup cleanup;
   (void)cleanup;
   cleanup_registered = true;
+  for (unsigned& r : room) r = max_cached_per_class;  // nothing is cached yet
+}
+
+void frame_free_slow(void* ptr, std::size_t size) noexcept {
+  frame_pool& p = tls_frames;
+  if (frame_pool::class_of(size) < frame_pool::classes && !p.cleanup_registered && !p.gone) {
+    p.register_cleanup();
+    frame_free(ptr, size);  // there is room now
+    return;
+  }
+  ::operator delete(ptr);
 }
 #endif
 

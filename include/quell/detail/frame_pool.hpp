@@ -19,7 +19,10 @@ struct frame_pool {
     free_frame* next;
   };
   free_frame* heads[classes];
-  unsigned counts[classes];
+  // How many more frames each class may cache. Zero until this thread's cleanup is registered
+  // (the first free takes the slow path, which registers it) and again once the thread is
+  // exiting, so that the fast path of frame_free tests a single number.
+  unsigned room[classes];
   bool cleanup_registered;
   bool gone;  // the thread is exiting and its cache was emptied: stop caching
 
@@ -35,7 +38,7 @@ QUELL_HOT void* frame_alloc(std::size_t size) {
     frame_pool& p = tls_frames;
     if (frame_pool::free_frame* f = p.heads[c]) {
       p.heads[c] = f->next;
-      --p.counts[c];
+      ++p.room[c];
       return f;
     }
     return ::operator new((c + 1) * frame_pool::granule);
@@ -43,18 +46,20 @@ QUELL_HOT void* frame_alloc(std::size_t size) {
   return ::operator new(size);
 }
 
+// The first free on a thread, a full class, a large frame, or a thread that is exiting.
+void frame_free_slow(void* ptr, std::size_t size) noexcept;
+
 QUELL_HOT void frame_free(void* ptr, std::size_t size) noexcept {
   const std::size_t c = frame_pool::class_of(size);
   frame_pool& p = tls_frames;
-  if (c < frame_pool::classes && p.counts[c] < frame_pool::max_cached_per_class && !p.gone) {
-    if (!p.cleanup_registered) p.register_cleanup();
+  if (c < frame_pool::classes && p.room[c] != 0) [[likely]] {
     auto* f = static_cast<frame_pool::free_frame*>(ptr);
     f->next = p.heads[c];
     p.heads[c] = f;
-    ++p.counts[c];
+    --p.room[c];
     return;
   }
-  ::operator delete(ptr);
+  frame_free_slow(ptr, size);
 }
 #else
 QUELL_HOT void* frame_alloc(std::size_t size) { return ::operator new(size); }
