@@ -16,6 +16,7 @@
 #include "quell/mutex.hpp"
 #include "quell/net.hpp"
 #include "quell/on_cancel.hpp"
+#include "quell/poll.hpp"
 #include "quell/race.hpp"
 #include "quell/scope.hpp"
 #include "quell/semaphore.hpp"
