@@ -223,7 +223,8 @@ class pool;
 class lease {
  public:
   lease() noexcept = default;
-  lease(lease&&) noexcept = default;
+  lease(lease&& o) noexcept
+      : pool_(std::exchange(o.pool_, nullptr)), conn_(std::move(o.conn_)), permit_(std::move(o.permit_)) {}
   lease& operator=(lease&& o) noexcept {
     if (this != &o) {
       release();

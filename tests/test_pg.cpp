@@ -1,0 +1,520 @@
+// quell::pg against a real PostgreSQL server: a throw-away cluster (initdb + pg_ctl in a temp dir,
+// on a free loopback port, as the postgres user when run as root) is created once for this test
+// process and stopped at the end. Tests skip, saying why, only if the server binaries are missing.
+//
+// Where the server binaries are looked up: $QUELL_PG_BINDIR, else the newest
+// /usr/lib/postgresql/<version>/bin (Debian's postgresql package).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "quell/pg.hpp"
+#include "quell/quell.hpp"
+
+using namespace std::chrono_literals;
+namespace pg = quell::pg;
+using quell::task;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A loopback port nobody listens on right now.
+int free_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class cluster final : public ::testing::Environment {
+ public:
+  static inline std::string skip_reason;
+  static inline std::string conninfo;
+  static inline bool up = false;
+
+  void SetUp() override {
+    const fs::path bin = find_bindir();
+    if (bin.empty()) {
+      skip_reason =
+          "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's postgresql package or set "
+          "QUELL_PG_BINDIR";
+      return;
+    }
+    char tmpl[] = "/tmp/quell-pg-XXXXXX";
+    if (!::mkdtemp(tmpl)) {
+      ADD_FAILURE() << "mkdtemp failed";
+      return;
+    }
+    dir_ = tmpl;
+    // initdb refuses to run as root: then the cluster belongs to the postgres user.
+    if (::geteuid() == 0) {
+      const passwd* pw = ::getpwnam("postgres");
+      if (!pw) {
+        ADD_FAILURE() << "running as root and there is no postgres user to own the cluster";
+        return;
+      }
+      if (::chown(dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+        ADD_FAILURE() << "chown of " << dir_ << " failed";
+        return;
+      }
+      as_ = "runuser -u postgres -- ";
+    }
+    ::chmod(dir_.c_str(), 0700);
+    pg_ctl_ = (bin / "pg_ctl").string();
+    const std::string data = (dir_ / "data").string();
+    if (!run(as_ + (bin / "initdb").string() + " -D " + data +
+             " -U postgres -A trust -E UTF8 --no-sync >" + (dir_ / "initdb.log").string() + " 2>&1")) {
+      ADD_FAILURE() << "initdb failed:\n" << read_file(dir_ / "initdb.log");
+      return;
+    }
+    port_ = free_port();
+    {
+      std::ofstream conf(fs::path(data) / "postgresql.conf", std::ios::app);
+      conf << "port = " << port_ << "\n"
+           << "listen_addresses = '127.0.0.1'\n"
+           << "unix_socket_directories = '" << dir_.string() << "'\n"
+           << "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+           // A backend whose client went away (the cancel-timeout test closes one mid-statement)
+           // notices within half a second instead of at the end of its statement.
+           << "client_connection_check_interval = '500ms'\n";
+    }
+    if (!run(as_ + pg_ctl_ + " -D " + data + " -l " + (dir_ / "server.log").string() + " -w -t 60 start >/dev/null")) {
+      ADD_FAILURE() << "pg_ctl start failed:\n" << read_file(dir_ / "server.log");
+      return;
+    }
+    started_ = true;
+    conninfo = "host=127.0.0.1 port=" + std::to_string(port_) + " user=postgres dbname=postgres";
+    up = true;
+  }
+
+  void TearDown() override {
+    if (started_) run(as_ + pg_ctl_ + " -D " + (dir_ / "data").string() + " -m immediate -w stop >/dev/null");
+    if (!dir_.empty()) {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+    }
+  }
+
+ private:
+  static bool run(const std::string& cmd) { return std::system(cmd.c_str()) == 0; }
+
+  static fs::path find_bindir() {
+    if (const char* d = std::getenv("QUELL_PG_BINDIR")) {
+      return fs::exists(fs::path(d) / "initdb") && fs::exists(fs::path(d) / "pg_ctl") ? fs::path(d) : fs::path();
+    }
+    fs::path best;
+    int best_version = -1;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator("/usr/lib/postgresql", ec)) {
+      const fs::path b = e.path() / "bin";
+      if (!fs::exists(b / "initdb") || !fs::exists(b / "pg_ctl")) continue;
+      const int v = std::atoi(e.path().filename().c_str());
+      if (v > best_version) {
+        best_version = v;
+        best = b;
+      }
+    }
+    return best;
+  }
+
+  fs::path dir_;
+  std::string as_;
+  std::string pg_ctl_;
+  int port_ = 0;
+  bool started_ = false;
+};
+
+#define REQUIRE_SERVER()                                                    \
+  do {                                                                      \
+    if (!cluster::skip_reason.empty()) GTEST_SKIP() << cluster::skip_reason; \
+    ASSERT_TRUE(cluster::up) << "the test cluster did not start";           \
+  } while (0)
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Whether backend `pid` is running a statement, as another connection sees it.
+task<bool> is_active(pg::connection& observer, int pid) {
+  auto r = co_await observer.query("select count(*) from pg_stat_activity where pid = $1 and state = 'active'", pid);
+  co_return r.at(0, 0) == "1";
+}
+
+}  // namespace
+
+TEST(Pg, ConnectsAndRunsQueriesWithParameters) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    auto c = co_await pg::connection::connect(cluster::conninfo);
+    EXPECT_TRUE(c.idle());
+    EXPECT_GT(c.backend_pid(), 0);
+
+    auto r = co_await c.query("select 1 + 1 as two, 'x'::text as s, null::int as n");
+    EXPECT_EQ(r.rows(), 1u);
+    EXPECT_EQ(r.columns(), 3u);
+    EXPECT_EQ(r.column_name(0), "two");
+    EXPECT_EQ(r.at(0, 0), "2");
+    EXPECT_EQ(r.at(0, 1), "x");
+    EXPECT_TRUE(r.is_null(0, 2));
+    EXPECT_EQ(r.get(0, 2), std::nullopt);
+    EXPECT_EQ(r.command_status(), "SELECT 1");
+
+    const std::string text = "it's \"quoted\"; -- not SQL";
+    auto p = co_await c.query("select $1::int + $2::int, $3::text, $4::text is null, $5::float8 * 2", 40, 2L, text,
+                              std::nullopt, 1.25);
+    EXPECT_EQ(p.at(0, 0), "42");
+    EXPECT_EQ(p.at(0, 1), text);  // parameters travel out of band: no quoting, no injection
+    EXPECT_EQ(p.at(0, 2), "t");
+    EXPECT_EQ(p.at(0, 3), "2.5");
+
+    co_await c.query("create temp table t (id int primary key, name text)");
+    auto ins = co_await c.query("insert into t values (1, 'a'), (2, 'b'), (3, null)");
+    EXPECT_EQ(ins.rows_affected(), 3u);
+    EXPECT_EQ(ins.command_status(), "INSERT 0 3");
+    auto sel = co_await c.query("select id, name from t where id >= $1 order by id", 2);
+    EXPECT_EQ(sel.rows(), 2u);
+    EXPECT_EQ(sel.at(1, 0), "3");
+    EXPECT_TRUE(sel.is_null(1, 1));
+  };
+  quell::block_on(body());
+}
+
+TEST(Pg, AServerErrorCarriesItsSqlstateAndTheConnectionStaysUsable) {
+  REQUIRE_SERVER();
+  auto expect_sqlstate = [](pg::connection& c, std::string sql, std::string state) -> task<> {
+    try {
+      co_await c.query(std::move(sql));
+      ADD_FAILURE() << "no error";
+    } catch (const pg::error& e) {
+      EXPECT_EQ(e.sqlstate(), state) << e.what();
+      EXPECT_NE(std::string(e.what()).find("ERROR"), std::string::npos) << e.what();
+    }
+  };
+  auto body = [&]() -> task<> {
+    auto c = co_await pg::connection::connect(cluster::conninfo);
+    co_await expect_sqlstate(c, "selec 1", "42601");                  // syntax_error
+    co_await expect_sqlstate(c, "select 1/0", "22012");               // division_by_zero
+    co_await expect_sqlstate(c, "select * from no_such_table", "42P01");  // undefined_table
+    EXPECT_FALSE(c.broken());
+    EXPECT_TRUE(c.idle());
+    auto r = co_await c.query("select 7");
+    EXPECT_EQ(r.at(0, 0), "7");
+  };
+  quell::block_on(body());
+}
+
+TEST(Pg, ARefusedPortOrAMalformedConninfoIsAClearError) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    const int port = free_port();
+    try {
+      co_await pg::connection::connect("host=127.0.0.1 port=" + std::to_string(port) + " user=postgres");
+      ADD_FAILURE() << "connected to a closed port";
+    } catch (const pg::error& e) {
+      EXPECT_NE(std::string(e.what()).find("Connection refused"), std::string::npos) << e.what();
+      EXPECT_EQ(e.sqlstate(), "");
+    }
+    try {
+      co_await pg::connection::connect("host=127.0.0.1 no_such_option=1");
+      ADD_FAILURE() << "accepted a malformed conninfo";
+    } catch (const pg::error& e) {
+      EXPECT_NE(std::string(e.what()).find("invalid connection option"), std::string::npos) << e.what();
+    }
+    try {
+      co_await pg::connection::connect(cluster::conninfo + " dbname=no_such_database");
+      ADD_FAILURE() << "connected to a missing database";
+    } catch (const pg::error& e) {
+      EXPECT_NE(std::string(e.what()).find("no_such_database"), std::string::npos) << e.what();
+    }
+  };
+  quell::block_on(body());
+}
+
+TEST(Pg, ACancelledConnectClosesTheHalfOpenConnection) {
+  REQUIRE_SERVER();
+  // A listener that never answers: the TCP handshake completes (backlog), libpq sends its startup
+  // packet and waits for a reply that never comes.
+  const int l = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(l, 4), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string info =
+      "host=127.0.0.1 port=" + std::to_string(ntohs(a.sin_port)) + " user=postgres sslmode=disable gssencmode=disable";
+
+  auto body = [&]() -> task<bool> {
+    auto c = co_await quell::move_on_after(200ms, pg::connection::connect(info));
+    co_return c.has_value();
+  };
+  EXPECT_FALSE(quell::block_on(body()));
+
+  // The client end is closed: the peer reads the startup packet, then end of file.
+  const int s = ::accept(l, nullptr, nullptr);
+  ASSERT_GE(s, 0);
+  timeval tv{2, 0};
+  ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[512];
+  ssize_t n;
+  std::size_t total = 0;
+  while ((n = ::read(s, buf, sizeof buf)) > 0) total += static_cast<std::size_t>(n);
+  EXPECT_EQ(n, 0) << "the half-open connection was not closed";
+  EXPECT_GT(total, 0u);  // libpq did get as far as the startup packet
+  ::close(s);
+  ::close(l);
+}
+
+TEST(Pg, CancellingARunningQueryStopsItOnTheServerOnceAndTheConnectionIsReused) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    auto c = co_await pg::connection::connect(cluster::conninfo);
+    auto observer = co_await pg::connection::connect(cluster::conninfo);
+    const int pid = c.backend_pid();
+
+    bool seen_running = false;
+    auto watch = [&]() -> task<> {
+      co_await quell::sleep_for(300ms);
+      seen_running = co_await is_active(observer, pid);
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    auto [r, ignored] = co_await quell::join(quell::move_on_after(600ms, c.query("select pg_sleep(30)")), watch());
+    (void)ignored;
+    const double took = seconds_since(t0);
+    EXPECT_TRUE(seen_running) << "the statement was not running on the server before the cancel";
+    EXPECT_FALSE(r.has_value());
+    // The deadline fired at 0.6 s; the cancel was confirmed by the server well within 1 s after.
+    EXPECT_LT(took, 0.6 + 1.0);
+    EXPECT_FALSE(co_await is_active(observer, pid));  // gone from pg_stat_activity
+    EXPECT_EQ(c.cancels_sent(), 1u);
+    EXPECT_EQ(c.cancels_confirmed(), 1u);
+    EXPECT_EQ(c.cancels_timed_out(), 0u);
+    EXPECT_FALSE(c.broken());
+    EXPECT_TRUE(c.idle());
+
+    auto next = co_await c.query("select $1::int * 2", 21);
+    EXPECT_EQ(next.at(0, 0), "42");
+    EXPECT_EQ(c.backend_pid(), pid);  // the same session, reused
+    EXPECT_EQ(c.cancels_sent(), 1u);
+  };
+  quell::block_on(body());
+}
+
+TEST(Pg, AQueryWhoseResultArrivedBeforeTheCancelLandedDeliversIt) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    auto c = co_await pg::connection::connect(cluster::conninfo);
+    quell::cancel_source src;
+    std::string got;
+    auto query = [&]() -> task<> {
+      auto r = co_await quell::with_cancellation(src.token(), c.query("select 42"));
+      got = std::string(r.at(0, 0));
+    };
+    // Runs right after the query parked on its socket, before the executor looks at the socket
+    // again: the server answers meanwhile, then the cancel reaches the query. The answer is
+    // already complete in the socket, so the server ignores the cancel (its backend is idle)
+    // and the result is delivered.
+    auto cancel_late = [&]() -> task<> {
+      std::this_thread::sleep_for(300ms);
+      src.cancel();
+      co_return;
+    };
+    co_await quell::join(query(), cancel_late());
+    EXPECT_EQ(got, "42");
+    EXPECT_EQ(c.cancels_sent(), 1u);  // sent while the answer sat unread in the socket
+    EXPECT_FALSE(c.broken());
+    EXPECT_TRUE(c.idle());
+    // No stale cancel hits the next statement.
+    auto r = co_await c.query("select pg_sleep(0.3), 43");
+    EXPECT_EQ(r.at(0, 1), "43");
+  };
+  quell::block_on(body());
+}
+
+TEST(Pg, AQueryCancelledBeforeItStartsSendsNothing) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    auto c = co_await pg::connection::connect(cluster::conninfo);
+    quell::cancel_source src;
+    src.cancel();
+    auto query = [&]() -> task<> {
+      co_await quell::with_cancellation(src.token(), c.query("select pg_sleep(30)"));
+      ADD_FAILURE() << "the query ran";
+    };
+    auto r = co_await quell::move_on_after(5s, query());  // ends cancelled at once, not after 5 s
+    (void)r;
+    EXPECT_EQ(c.cancels_sent(), 0u);
+    EXPECT_TRUE(c.idle());
+    auto one = co_await c.query("select 1");
+    EXPECT_EQ(one.at(0, 0), "1");
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(quell::block_on(body()), quell::cancelled_error);
+  EXPECT_LT(seconds_since(t0), 1.0);
+}
+
+TEST(Pg, ACancelTheServerDoesNotConfirmInTimeClosesTheConnectionAndThePoolReplacesIt) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    pg::pool pool{cluster::conninfo, 1, {.cancel_timeout = 400ms}};
+    auto bystander = co_await pg::connection::connect(cluster::conninfo);
+    {
+      auto l = co_await pool.acquire();
+      const int pid = l->backend_pid();
+      // The cancel goes to the server for real but names the idle bystander, which ignores it.
+      l->redirect_cancels_for_testing(bystander);
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = co_await quell::move_on_after(200ms, l->query("select pg_sleep(30)"));
+      const double took = seconds_since(t0);
+      EXPECT_FALSE(r.has_value());
+      EXPECT_GE(took, 0.2 + 0.4 - 0.05);  // it waited for the confirmation, for cancel_timeout
+      EXPECT_LT(took, 0.2 + 0.4 + 1.0);
+      EXPECT_EQ(l->cancels_sent(), 1u);
+      EXPECT_EQ(l->cancels_timed_out(), 1u);
+      EXPECT_TRUE(l->broken());
+      EXPECT_FALSE(l->is_open());
+      // Its statement is not ours to wait for any more; end it so the server is clean.
+      co_await bystander.query("select pg_terminate_backend($1)", pid);
+      l.release();
+      EXPECT_EQ(pool.closed(), 1u);
+      EXPECT_EQ(pool.available(), 1u);
+      EXPECT_EQ(pool.idle(), 0u);
+
+      auto fresh = co_await pool.acquire();
+      EXPECT_NE(fresh->backend_pid(), pid);
+      EXPECT_EQ(pool.opened(), 2u);
+      auto one = co_await fresh->query("select 1");
+      EXPECT_EQ(one.at(0, 0), "1");
+    }
+    auto b = co_await bystander.query("select 2");  // the misdirected cancel did not hurt it
+    EXPECT_EQ(b.at(0, 0), "2");
+  };
+  quell::block_on(body());
+}
+
+TEST(PgPool, AReleasedConnectionIsReusedByTheNextAcquire) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    pg::pool pool{cluster::conninfo, 2};
+    int pid = 0;
+    {
+      auto l = co_await pool.acquire();
+      EXPECT_EQ(pool.available(), 1u);
+      pid = l->backend_pid();
+      co_await l->query("select 1");
+    }
+    EXPECT_EQ(pool.available(), 2u);
+    EXPECT_EQ(pool.idle(), 1u);
+    auto first = co_await pool.acquire();
+    pg::lease l = std::move(first);  // a moved lease has one owner: given back once
+    EXPECT_FALSE(first);
+    EXPECT_EQ(l->backend_pid(), pid);
+    EXPECT_EQ(pool.opened(), 1u);
+    // A lease returned inside a transaction is closed, never handed out dirty.
+    co_await l->query("begin");
+    l.release();
+    EXPECT_EQ(pool.closed(), 1u);
+    EXPECT_EQ(pool.idle(), 0u);
+    auto l2 = co_await pool.acquire();
+    EXPECT_NE(l2->backend_pid(), pid);
+  };
+  quell::block_on(body());
+}
+
+TEST(PgPool, AConnectionWhoseQueryWasCancelledGoesBackCleanAndIsReused) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    pg::pool pool{cluster::conninfo, 1};
+    int pid = 0;
+    {
+      auto l = co_await pool.acquire();
+      pid = l->backend_pid();
+      auto r = co_await quell::move_on_after(200ms, l->query("select pg_sleep(30)"));
+      EXPECT_FALSE(r.has_value());
+    }
+    EXPECT_EQ(pool.idle(), 1u);
+    EXPECT_EQ(pool.closed(), 0u);
+    auto l = co_await pool.acquire();
+    EXPECT_EQ(l->backend_pid(), pid);
+    auto r = co_await l->query("select 'clean'");
+    EXPECT_EQ(r.at(0, 0), "clean");
+  };
+  quell::block_on(body());
+}
+
+TEST(PgPool, WaitersAreServedFirstComeFirstServed) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    pg::pool pool{cluster::conninfo, 1};
+    auto held = co_await pool.acquire();
+    std::vector<int> order;
+    auto waiter = [&](int i) -> task<> {
+      auto l = co_await pool.acquire();
+      order.push_back(i);
+      co_await l->query("select 1");
+    };
+    auto scope_body = [&](quell::scope& s) -> task<> {
+      for (int i = 1; i <= 3; ++i) s.spawn([&waiter, i] { return waiter(i); });
+      EXPECT_EQ(pool.waiting(), 3u);
+      held.release();
+      co_return;
+    };
+    co_await quell::with_scope(scope_body);
+    EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+    EXPECT_EQ(pool.opened(), 1u);
+  };
+  quell::block_on(body());
+}
+
+TEST(PgPool, ACancelledWaiterTakesNothing) {
+  REQUIRE_SERVER();
+  auto body = [&]() -> task<> {
+    pg::pool pool{cluster::conninfo, 1};
+    auto held = co_await pool.acquire();
+    const int pid = held->backend_pid();
+    auto r = co_await quell::move_on_after(50ms, pool.acquire());
+    EXPECT_FALSE(r.has_value());
+    EXPECT_EQ(pool.waiting(), 0u);
+    EXPECT_EQ(pool.available(), 0u);
+    held.release();
+    EXPECT_EQ(pool.available(), 1u);
+    auto again = co_await pool.acquire();
+    EXPECT_EQ(again->backend_pid(), pid);
+    EXPECT_EQ(pool.opened(), 1u);
+  };
+  quell::block_on(body());
+}
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::AddGlobalTestEnvironment(new cluster);  // owned by gtest
+  return RUN_ALL_TESTS();
+}
