@@ -198,14 +198,15 @@ class connection {
   const connection_options& options() const noexcept;
 
   std::size_t cancels_sent() const noexcept;
-  std::size_t cancels_confirmed() const noexcept;  // the query ended after our cancel, in time
+  // The statement ended (cancelled, or completed first) after our cancel, within cancel_timeout.
+  std::size_t cancels_confirmed() const noexcept;
   std::size_t cancels_timed_out() const noexcept;  // not confirmed in time: the connection was closed
 
   // Closes now (PQfinish). Not while a query runs (std::logic_error).
   void close();
   pg_conn* native_handle() const noexcept;
 
-  // Tests only: send this connection's cancel requests with `other`'s cancel key (taken now), so
+  // Tests only: send this connection's next cancel request with `other`'s cancel key (taken now), so
   // that a real cancel goes to the server but reaches another backend, which ignores it while
   // idle: the way to see the cancel timeout with a real server.
   void redirect_cancels_for_testing(const connection& other);
