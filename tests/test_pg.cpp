@@ -420,6 +420,42 @@ TEST(Pg, ACancelTheServerDoesNotConfirmInTimeClosesTheConnectionAndThePoolReplac
   quell::block_on(body());
 }
 
+TEST(Pg, AForcedCancelDoesNotWaitForTheServerAndClosesTheConnection) {
+  REQUIRE_SERVER();
+  auto open = [&]() -> task<pg::connection> { co_return co_await pg::connection::connect(cluster::conninfo); };
+  pg::connection c = quell::block_on(open());
+  pg::connection observer = quell::block_on(open());
+  const int pid = c.backend_pid();
+
+  auto sleeper = [&]() -> task<> { co_await c.query("select pg_sleep(30)"); };
+  quell::executor ex{sleeper()};
+  ex.poll_once();  // sent; parked on the socket
+  EXPECT_TRUE(c.busy());
+  std::this_thread::sleep_for(100ms);
+  ex.poll_once();
+  const auto t0 = std::chrono::steady_clock::now();
+  ex.force_cancel();  // a second Ctrl-C: no waiting for the server's confirmation
+  EXPECT_THROW(ex.run(), quell::cancelled_error);
+  EXPECT_LT(seconds_since(t0), 0.5);
+  EXPECT_EQ(c.cancels_sent(), 1u);  // still told to stop, but not waited for
+  EXPECT_EQ(c.cancels_confirmed(), 0u);
+  EXPECT_TRUE(c.broken());
+  EXPECT_FALSE(c.is_open());
+  EXPECT_THROW(quell::block_on(c.query("select 1")), pg::error);
+
+  // The backend goes away (the cancel, or the closed client noticed through
+  // client_connection_check_interval).
+  auto gone = [&]() -> task<bool> {
+    for (int i = 0; i < 40; ++i) {
+      auto r = co_await observer.query("select count(*) from pg_stat_activity where pid = $1", pid);
+      if (r.at(0, 0) == "0") co_return true;
+      co_await quell::sleep_for(100ms);
+    }
+    co_return false;
+  };
+  EXPECT_TRUE(quell::block_on(gone()));
+}
+
 TEST(PgPool, AReleasedConnectionIsReusedByTheNextAcquire) {
   REQUIRE_SERVER();
   auto body = [&]() -> task<> {

@@ -53,7 +53,9 @@
 //   - The server does not confirm within cancel_timeout (a cancel lost or ignored, a server that
 //     does not read), or the helper could not deliver it: the connection is closed and marked
 //     broken() (a pool replaces it); it is never reused with a statement still running.
-//   - A forced cancel request cuts the hook short: the connection is then closed too.
+//   - A forced cancel request does not wait for the server: the hook starts as usual (so the
+//     cancel is still sent if the statement is on the wire) and is cut short at its first wait;
+//     the connection is closed.
 //   - The cancel is sent at most once per query (cancels_sent() counts them).
 // A pending cancel before query() starts means nothing is sent to the server at all.
 //
