@@ -6,7 +6,9 @@
 // /usr/lib/postgresql/<version>/bin (Debian's postgresql package).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -343,7 +345,11 @@ TEST(Pg, AQueryWhoseResultArrivedBeforeTheCancelLandedDeliversIt) {
     // already complete in the socket, so the server ignores the cancel (its backend is idle)
     // and the result is delivered.
     auto cancel_late = [&]() -> task<> {
-      std::this_thread::sleep_for(300ms);
+      // Blocks the executor's thread until the answer is in the socket (poll(2) consumes
+      // nothing), plus a margin for the rest of it: the server sends it in one piece.
+      pollfd p{PQsocket(c.native_handle()), POLLIN, 0};
+      EXPECT_EQ(::poll(&p, 1, 5000), 1);
+      std::this_thread::sleep_for(50ms);
       src.cancel();
       co_return;
     };
