@@ -1,0 +1,214 @@
+// quell::http: an HTTP/1.1 server (and a small client) on quell's sockets, in which a client that
+// goes away cancels the handler working for it. CMake target quell::http (library quell_http);
+// parsing is Debian's libhttp-parser (libhttp-parser-dev), not hand-written.
+//
+//   quell::http::server srv{quell::address::parse("127.0.0.1", 8080),
+//                           [](quell::http::request& req) -> quell::task<quell::http::response> {
+//                             co_return quell::http::response::text(200, "hello\n");
+//                           }};
+//   co_await srv.run();                      // until srv.shutdown(grace), or until run() is cancelled
+//
+// CONNECTIONS. Each accepted connection is served by one task in the server's scope; requests on
+// it are handled one at a time, in order (pipelined requests wait in the connection's buffer).
+// Keep-alive follows HTTP/1.1 (HTTP/1.0: only with "Connection: keep-alive"); request bodies may
+// be sized by Content-Length or chunked; the whole body is read before the handler runs.
+// Responses always carry Content-Length (HEAD: the length, no body).
+//
+// LIMITS (server_options), answered and then the connection closed, the handler never called:
+//   - a request line + headers larger than max_header_bytes: 431;
+//   - a body larger than max_body_bytes (declared, or counted while reading a chunked body): 413;
+//     a declared one is refused before any of it is read ("Expect: 100-continue" gets 413 too);
+//   - the request line and headers not complete within header_timeout of their first byte (a
+//     client sending one byte per second), or the body not complete within body_timeout of the
+//     headers: 408;
+//   - anything libhttp-parser rejects (a malformed request line, an invalid chunk size, an
+//     invalid header, random bytes): 400; an HTTP major version other than 1: 505.
+//   - A keep-alive connection with no request for idle_timeout is closed without a response.
+//   - Writing a response that the client does not read for write_timeout: the connection is
+//     closed.
+//   - Before closing a connection after a response, the server stops writing and discards what
+//     the client still sends for up to linger_timeout (nginx's lingering close), so that the
+//     client reads the response rather than a reset.
+//
+// THE HANDLER AND ITS CLIENT (who cancels whom). While a handler runs, its connection is watched
+// (an io_uring poll for POLLRDHUP, which consumes nothing, so a pipelined request stays in the
+// socket). When the peer closes or resets the connection, the handler is cancelled, gracefully,
+// with reason peer_disconnected, and unwinds through the normal machinery: its on_cancel hooks,
+// defer cleanups and shields run, and the permits it holds are released when those finish. Then
+// the connection is closed; no response is written.
+//   - A client that half-closes (shutdown(SHUT_WR)) after sending its request counts as gone, as
+//     in Go's net/http: HTTP/1.1 gives a client no way to say "no more requests, but answer this".
+//   - The handler completed anyway while being cancelled (completion wins): its response is
+//     written (into the void, usually), and the connection is closed.
+//   - A handler that throws gets a 500 (the exception's text is not sent to the client); the
+//     connection stays usable.
+//   - A handler that ends cancelled for another reason (the server's shutdown, run() cancelled)
+//     gets no response; the connection is closed.
+//
+// SHUTDOWN. shutdown(grace) (on the executor's thread) stops accepting and closes the listener,
+// closes idle keep-alive connections at once, and lets in-flight requests finish for up to
+// `grace` (on the executor's clock); their responses carry "Connection: close". Once `grace` has
+// passed, the requests still running are cancelled (graceful, reason shutdown) and awaited, so
+// every handler's cleanup has finished when run() returns. Cancelling run() itself is the same
+// without the grace period: every handler is cancelled at once with run()'s reason, and run()
+// ends (cancelled) after all of them have finished.
+//
+// CLIENT. client is one HTTP/1.1 connection: request() writes a request and reads the response
+// (Content-Length, chunked, or until close). A request() that is cancelled leaves the connection
+// unusable (the response would still arrive on it): it is closed, and that is exactly how the
+// server on the other side learns that its client went away. Later request()s throw
+// std::logic_error. Bad responses throw http::protocol_error.
+//
+// All of it runs on one executor's thread. The server must outlive run(); the request passed to
+// the handler lives until the handler's task has finished.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "quell/clock.hpp"
+#include "quell/net.hpp"
+#include "quell/task.hpp"
+
+namespace quell::http {
+
+struct header {
+  std::string name;
+  std::string value;
+};
+
+// Header lookup is case-insensitive; the first header of that name wins.
+std::optional<std::string_view> find_header(const std::vector<header>& headers, std::string_view name) noexcept;
+// The canonical reason phrase of a status code ("Not Found"); "Unknown" for codes it lacks.
+std::string_view reason_phrase(int status) noexcept;
+
+class request {
+ public:
+  std::string method;  // "GET"
+  std::string target;  // "/report?seconds=2", as sent
+  int version_major = 1;
+  int version_minor = 1;
+  std::vector<http::header> headers;
+  std::string body;
+  address peer;
+
+  std::optional<std::string_view> header(std::string_view name) const noexcept { return find_header(headers, name); }
+  // The target without its query string: "/report".
+  std::string_view path() const noexcept;
+  // The raw query string, without '?': "seconds=2&x=1" (empty if none).
+  std::string_view query() const noexcept;
+  // A query parameter, percent-decoded ('+' is a space); nullopt if absent.
+  std::optional<std::string> query_param(std::string_view name) const;
+};
+
+class response {
+ public:
+  int status = 200;
+  std::vector<http::header> headers;  // Content-Length and Connection are the server's to set
+  std::string body;
+
+  static response text(int status, std::string body);  // text/plain; charset=utf-8
+  static response json(int status, std::string body);  // application/json
+};
+
+// The response a client received.
+struct client_response {
+  int status = 0;
+  std::vector<http::header> headers;
+  std::string body;
+  bool keep_alive = true;  // false: the server will close the connection after it
+
+  std::optional<std::string_view> header(std::string_view name) const noexcept { return find_header(headers, name); }
+};
+
+// Malformed HTTP received by the client (the server answers malformed requests with a 4xx).
+class protocol_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct server_options {
+  std::size_t max_header_bytes = 16 * 1024;  // request line + headers
+  std::size_t max_body_bytes = 1024 * 1024;
+  duration header_timeout = std::chrono::seconds(10);
+  duration body_timeout = std::chrono::seconds(30);
+  duration idle_timeout = std::chrono::seconds(60);
+  duration write_timeout = std::chrono::seconds(30);
+  // After a response that closes the connection: how long to read and discard what the client
+  // still sends, so that closing does not reset the connection under the unread response.
+  duration linger_timeout = std::chrono::seconds(2);
+};
+
+struct server_stats {
+  std::uint64_t connections_accepted = 0;
+  std::uint64_t connections_open = 0;
+  std::uint64_t requests_handled = 0;         // handlers called
+  std::uint64_t requests_in_flight = 0;       // handlers running now
+  std::uint64_t requests_rejected = 0;        // answered 4xx/5xx by the server itself, handler not called
+  std::uint64_t handler_errors = 0;           // handlers that threw (answered 500)
+  std::uint64_t cancelled_by_disconnect = 0;  // handlers cancelled because their client went away
+};
+
+class server {
+ public:
+  using handler = std::function<task<response>(request&)>;
+
+  server(tcp_listener listener, handler h, server_options options = {});
+  // Binds `local` (port 0: a free port); throws std::system_error like tcp_listener::bind.
+  server(const address& local, handler h, server_options options = {});
+  server(server&&) noexcept;
+  server& operator=(server&&) noexcept;
+  ~server();
+
+  address local_address() const;
+  // Serves until shutdown() has finished, or until cancelled (see SHUTDOWN above).
+  task<void> run();
+  // Starts a graceful shutdown (idempotent: the first call's grace period holds).
+  void shutdown(duration grace = std::chrono::seconds(5));
+  bool shutting_down() const noexcept;
+  const server_stats& stats() const noexcept;
+
+  struct impl;
+
+ private:
+  std::unique_ptr<impl> impl_;
+};
+
+struct client_options {
+  std::size_t max_response_bytes = 64 * 1024 * 1024;
+};
+
+class client {
+ public:
+  client() noexcept = default;
+  explicit client(tcp_stream s, client_options options = {}) noexcept : stream_(std::move(s)), options_(options) {}
+
+  static task<client> connect(address peer, client_options options = {});
+
+  // One request, one response. Adds Host (if absent) and Content-Length (if there is a body).
+  task<client_response> request(std::string method, std::string target, std::vector<header> headers = {},
+                                std::string body = {});
+  task<client_response> get(std::string target) { return request("GET", std::move(target)); }
+
+  // False after a cancelled or failed request, or once the server said it would close.
+  bool usable() const noexcept { return stream_.is_open() && !broken_; }
+  tcp_stream& stream() noexcept { return stream_; }
+  auto close() noexcept { return stream_.close(); }
+
+ private:
+  tcp_stream stream_;
+  client_options options_;
+  std::string pending_;  // bytes after the previous response
+  bool broken_ = false;
+};
+
+}  // namespace quell::http

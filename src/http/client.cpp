@@ -1,0 +1,92 @@
+#include <strings.h>
+
+#include <stdexcept>
+
+#include "parser.hpp"
+#include "quell/http.hpp"
+
+namespace quell::http {
+
+task<client> client::connect(address peer, client_options options) {
+  tcp_stream s = co_await tcp_stream::connect(peer);
+  co_return client(std::move(s), options);
+}
+
+task<client_response> client::request(std::string method, std::string target, std::vector<header> headers,
+                                      std::string body) {
+  if (!usable()) {
+    throw std::logic_error(
+        "quell::http::client: the connection is not usable (a request on it was cancelled or failed, or the "
+        "server closed it)");
+  }
+  // Until the response is complete, the connection is in the middle of an exchange: a cancel or a
+  // failure from here on leaves it unusable.
+  broken_ = true;
+  std::string out;
+  out.reserve(256 + body.size());
+  out += method;
+  out += ' ';
+  out += target;
+  out += " HTTP/1.1\r\n";
+  if (!find_header(headers, "host")) {
+    out += "Host: ";
+    try {
+      out += stream_.peer_address().to_string();
+    } catch (const std::system_error&) {
+      out += "localhost";
+    }
+    out += "\r\n";
+  }
+  for (const auto& h : headers) {
+    out += h.name;
+    out += ": ";
+    out += h.value;
+    out += "\r\n";
+  }
+  if (!body.empty() || method == "POST" || method == "PUT") {
+    out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  }
+  out += "\r\n";
+  out += body;
+  co_await stream_.write_all(out);
+
+  detail::message_parser p(detail::message_parser::kind::response, 1024 * 1024, options_.max_response_bytes);
+  if (method == "HEAD") p.expect_no_body();
+  std::string buf(16 * 1024, '\0');
+  std::string_view have(pending_);
+  std::string rest;
+  for (;;) {
+    std::size_t used = p.feed(have.data(), have.size());
+    have.remove_prefix(used);
+    if (p.failed()) throw protocol_error("quell::http::client: bad response: " + p.error_text());
+    if (p.complete()) {
+      if (p.status >= 100 && p.status < 200) {  // 100 Continue and friends: the real one follows
+        p.reset();
+        if (method == "HEAD") p.expect_no_body();
+        continue;
+      }
+      break;
+    }
+    std::size_t n = co_await stream_.read_some(std::span<char>(buf.data(), buf.size()));
+    if (n == 0) {
+      p.feed_eof();
+      if (p.complete()) break;
+      throw protocol_error("quell::http::client: the server closed the connection before the response was complete");
+    }
+    // `have` may point into pending_, which is not touched until the end.
+    rest.assign(have);
+    rest.append(buf.data(), n);
+    pending_.swap(rest);
+    have = pending_;
+  }
+  client_response r;
+  r.status = p.status;
+  r.headers = std::move(p.headers);
+  r.body = std::move(p.body);
+  r.keep_alive = p.keep_alive();
+  pending_.assign(have);
+  broken_ = !r.keep_alive;
+  co_return r;
+}
+
+}  // namespace quell::http

@@ -1,0 +1,436 @@
+#include <poll.h>
+#include <strings.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "parser.hpp"
+#include "quell/deadline.hpp"
+#include "quell/event.hpp"
+#include "quell/http.hpp"
+#include "quell/poll.hpp"
+#include "quell/race.hpp"
+#include "quell/scope.hpp"
+#include "quell/time.hpp"
+
+namespace quell::http {
+
+// ---- messages ----
+
+std::optional<std::string_view> find_header(const std::vector<header>& headers, std::string_view name) noexcept {
+  for (const auto& h : headers) {
+    if (h.name.size() == name.size() && strncasecmp(h.name.data(), name.data(), name.size()) == 0)
+      return std::string_view(h.value);
+  }
+  return std::nullopt;
+}
+
+std::string_view reason_phrase(int status) noexcept {
+  if (status < 100 || status > 599) return "Unknown";
+  const char* s = http_status_str(static_cast<http_status>(status));
+  if (!s || s[0] == '<') return "Unknown";
+  return s;
+}
+
+std::string_view request::path() const noexcept {
+  std::string_view t(target);
+  return t.substr(0, t.find_first_of("?#"));
+}
+
+std::string_view request::query() const noexcept {
+  std::string_view t(target);
+  auto q = t.find('?');
+  if (q == std::string_view::npos) return {};
+  t.remove_prefix(q + 1);
+  return t.substr(0, t.find('#'));
+}
+
+namespace {
+
+int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Percent-decoding; a malformed escape is kept as it is (as browsers and most servers do).
+std::string decode_component(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<std::string> request::query_param(std::string_view name) const {
+  std::string_view q = query();
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    std::string_view pair = q.substr(0, amp);
+    q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
+    auto eq = pair.find('=');
+    std::string key = decode_component(pair.substr(0, eq));
+    if (key == name) return eq == std::string_view::npos ? std::string() : decode_component(pair.substr(eq + 1));
+  }
+  return std::nullopt;
+}
+
+response response::text(int status, std::string body) {
+  return response{status, {{"Content-Type", "text/plain; charset=utf-8"}}, std::move(body)};
+}
+
+response response::json(int status, std::string body) {
+  return response{status, {{"Content-Type", "application/json"}}, std::move(body)};
+}
+
+// ---- server ----
+
+namespace {
+
+constexpr std::size_t read_buffer_size = 16 * 1024;
+
+bool is_token(std::string_view v, std::string_view token) noexcept {
+  // "close" in "Connection: keep-alive, close"
+  while (!v.empty()) {
+    auto comma = v.find(',');
+    std::string_view item = v.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item.size() == token.size() && strncasecmp(item.data(), token.data(), token.size()) == 0) return true;
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+bool response_closes(const response& r) noexcept {
+  auto c = find_header(r.headers, "connection");
+  return c && is_token(*c, "close");
+}
+
+bool has_no_body(int status) noexcept { return (status >= 100 && status < 200) || status == 204 || status == 304; }
+
+std::string serialize(const response& r, bool keep_alive, bool head, int minor) {
+  std::string out;
+  out.reserve(128 + r.body.size());
+  out += "HTTP/1.1 ";
+  out += std::to_string(r.status);
+  out += ' ';
+  out += reason_phrase(r.status);
+  out += "\r\n";
+  for (const auto& h : r.headers) {
+    std::string_view n(h.name);
+    if (n.empty() || strcasecmp(h.name.c_str(), "content-length") == 0 ||
+        strcasecmp(h.name.c_str(), "transfer-encoding") == 0 || strcasecmp(h.name.c_str(), "connection") == 0)
+      continue;
+    // A header must not smuggle a line break into the response.
+    if (h.name.find_first_of("\r\n:") != std::string::npos || h.value.find_first_of("\r\n") != std::string::npos)
+      continue;
+    out += h.name;
+    out += ": ";
+    out += h.value;
+    out += "\r\n";
+  }
+  if (!has_no_body(r.status)) {
+    out += "Content-Length: ";
+    out += std::to_string(r.body.size());
+    out += "\r\n";
+  }
+  if (!keep_alive) {
+    out += "Connection: close\r\n";
+  } else if (minor == 0) {
+    out += "Connection: keep-alive\r\n";
+  }
+  out += "\r\n";
+  if (!head && !has_no_body(r.status)) out += r.body;
+  return out;
+}
+
+}  // namespace
+
+struct server::impl {
+  tcp_listener listener;
+  handler handle;
+  server_options opts;
+  server_stats stats;
+  event drain;       // shutdown() was called
+  event all_closed;  // draining, and the last connection has gone
+  duration grace{};
+  bool draining = false;
+  bool running = false;
+
+  impl(tcp_listener l, handler h, server_options o) : listener(std::move(l)), handle(std::move(h)), opts(o) {}
+
+  task<void> run();
+  task<void> accept_loop(scope& s);
+  task<void> serve(tcp_stream conn);
+  task<void> run_handler(int fd, request& req, std::optional<response>& out, bool& gone);
+
+  // Counts a connection for as long as its task's frame lives (a cancelled task ends without
+  // running the code after its last co_await).
+  struct connection_count {
+    impl& s;
+    explicit connection_count(impl& s) : s(s) {
+      ++s.stats.connections_accepted;
+      ++s.stats.connections_open;
+    }
+    ~connection_count() {
+      if (--s.stats.connections_open == 0 && s.draining) s.all_closed.set();
+    }
+  };
+  struct in_flight {
+    impl& s;
+    explicit in_flight(impl& s) : s(s) {
+      ++s.stats.requests_handled;
+      ++s.stats.requests_in_flight;
+    }
+    ~in_flight() { --s.stats.requests_in_flight; }
+  };
+};
+
+task<void> server::impl::run() {
+  if (running) throw std::logic_error("quell::http::server: run() is already running");
+  running = true;
+  struct not_running {
+    bool& r;
+    ~not_running() { r = false; }
+  } guard{running};
+  auto body = [this](scope& s) -> task<void> {
+    s.spawn(accept_loop(s));
+    co_await drain.wait();
+    // Stop accepting first: the accept in flight ends (ECANCELED) and the loop sees `draining`.
+    co_await listener.close();
+    if (stats.connections_open > 0) {
+      auto finished = co_await move_on_after(grace, all_closed.wait());
+      if (!finished) s.cancel(cancel_reason(cancel_kind::shutdown, "the grace period is over"));
+    }
+  };
+  co_await with_scope(body);
+}
+
+task<void> server::impl::accept_loop(scope& s) {
+  for (;;) {
+    tcp_stream conn;
+    bool back_off = false;
+    try {
+      conn = co_await listener.accept();
+    } catch (const std::system_error& e) {
+      if (draining || !listener.is_open()) co_return;
+      int code = e.code().value();
+      if (code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM) {
+        back_off = true;  // out of descriptors: let connections finish before trying again
+      } else if (code != ECONNABORTED && code != EPROTO && code != EPERM && code != EINTR) {
+        throw;
+      }
+    }
+    if (back_off) {
+      co_await sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (!conn.is_open()) continue;
+    if (draining) {
+      co_await conn.close();
+      co_return;
+    }
+    s.spawn(serve(std::move(conn)));
+  }
+}
+
+task<void> server::impl::run_handler(int fd, request& req, std::optional<response>& out, bool& gone) {
+  std::optional<spawn_handle<void>> handler_h, watcher_h;
+  // The children refer to this frame only: the body may finish before them.
+  auto call = [&]() -> task<void> {
+    out = co_await handle(req);
+    if (watcher_h) watcher_h->cancel(cancel_reason(cancel_kind::requested, "the handler finished"));
+  };
+  auto watch = [&]() -> task<void> {
+    // POLLRDHUP consumes nothing: a pipelined request stays in the socket for the next round.
+    co_await wait_for_events(fd, POLLRDHUP);
+    gone = true;
+    if (handler_h && !handler_h->done()) {
+      ++stats.cancelled_by_disconnect;
+      handler_h->cancel(cancel_reason(cancel_kind::peer_disconnected));
+    }
+  };
+  auto body = [&](scope& s) -> task<void> {
+    handler_h.emplace(s.spawn(call));
+    if (!handler_h->done()) watcher_h.emplace(s.spawn(watch));
+    co_return;
+  };
+  co_await with_scope(body);
+}
+
+task<void> server::impl::serve(tcp_stream conn) {
+  connection_count counted(*this);
+  address peer;
+  try {
+    peer = conn.peer_address();
+  } catch (const std::system_error&) {
+  }
+  std::unique_ptr<char[]> buf(new char[read_buffer_size]);
+  std::span<char> whole(buf.get(), read_buffer_size);
+  std::size_t beg = 0, end = 0;
+  detail::message_parser p(detail::message_parser::kind::request, opts.max_header_bytes, opts.max_body_bytes);
+  bool linger = false;
+  try {
+    for (bool keep = true; keep;) {
+      if (beg == end) {
+        // Idle between requests: the next request's first byte, the idle timeout, or shutdown.
+        if (draining) break;
+        auto rd = conn.read_some(whole);
+        auto dw = drain.wait();
+        auto first = co_await move_on_after(opts.idle_timeout, race(std::move(rd), std::move(dw)));
+        if (!first || first->index() == 1) break;
+        std::size_t n = std::get<0>(*first);
+        if (n == 0) break;
+        beg = 0;
+        end = n;
+      }
+
+      p.reset();
+      const time_point header_deadline = now() + opts.header_timeout;
+      time_point body_deadline{};
+      bool continue_sent = false, peer_closed = false;
+      int reject = 0;
+      for (;;) {
+        beg += p.feed(buf.get() + beg, end - beg);
+        if (beg == end) beg = end = 0;
+        if (p.failed()) {
+          reject = p.error_status();
+          break;
+        }
+        if (p.complete()) break;
+        if (p.headers_complete() && body_deadline == time_point{}) {
+          body_deadline = now() + opts.body_timeout;
+          if (p.expects_continue() && !continue_sent) {
+            continue_sent = true;
+            auto sent = co_await move_on_after(opts.write_timeout, conn.write_all("HTTP/1.1 100 Continue\r\n\r\n"));
+            if (!sent) {
+              peer_closed = true;
+              break;
+            }
+          }
+        }
+        auto more = co_await move_on_at(p.headers_complete() ? body_deadline : header_deadline, conn.read_some(whole));
+        if (!more) {
+          reject = 408;
+          break;
+        }
+        if (*more == 0) {
+          peer_closed = true;
+          break;
+        }
+        end = *more;
+      }
+      if (peer_closed) break;
+      if (reject) {
+        ++stats.requests_rejected;
+        std::string text = reject == 408 ? std::string("request timeout") : p.error_text();
+        std::string bytes = serialize(response::text(reject, text + "\n"), false, false, p.version_minor);
+        auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(bytes));
+        linger = sent.has_value();
+        break;
+      }
+
+      request req;
+      req.method = std::move(p.method);
+      req.target = std::move(p.target);
+      req.version_major = p.version_major;
+      req.version_minor = p.version_minor;
+      req.headers = std::move(p.headers);
+      req.body = std::move(p.body);
+      req.peer = peer;
+      const bool client_keep = p.keep_alive() && !p.upgrade();
+      const bool head = req.method == "HEAD";
+
+      std::optional<response> out;
+      bool gone = false, threw = false;
+      {
+        in_flight counted_request(*this);
+        try {
+          co_await run_handler(conn.native_handle(), req, out, gone);
+        } catch (...) {
+          threw = true;
+          ++stats.handler_errors;
+        }
+      }
+      if (threw && !gone) out = response::text(500, "internal server error\n");
+      if (!out) break;  // cancelled because the client went away: nobody to answer
+      keep = client_keep && !gone && !draining && !response_closes(*out);
+      std::string bytes = serialize(*out, keep, head, req.version_minor);
+      auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(bytes));
+      if (!sent) break;
+      linger = !keep && !gone;
+    }
+  } catch (const std::system_error&) {
+    // A reset or a broken pipe: the connection is over; nothing else is affected.
+    linger = false;
+  }
+  if (linger) {
+    // Closing with unread input makes the kernel send a reset, which can destroy the response
+    // the client has not read yet: say we are done writing, then drain for a while (nginx's
+    // lingering close).
+    bool ok = true;
+    try {
+      conn.shutdown(SHUT_WR);
+    } catch (const std::system_error&) {
+      ok = false;
+    }
+    if (ok) {
+      auto drain_input = [&]() -> task<void> {
+        std::size_t total = 0;
+        try {
+          while (std::size_t n = co_await conn.read_some(whole)) {
+            total += n;
+            if (total > opts.max_body_bytes + opts.max_header_bytes) break;
+          }
+        } catch (const std::system_error&) {
+        }
+      };
+      co_await move_on_after(opts.linger_timeout, drain_input());
+    }
+  }
+  co_await conn.close();
+}
+
+server::server(tcp_listener listener, handler h, server_options options)
+    : impl_(std::make_unique<impl>(std::move(listener), std::move(h), options)) {
+  if (!impl_->handle) throw std::invalid_argument("quell::http::server: the handler is empty");
+}
+
+server::server(const address& local, handler h, server_options options)
+    : server(tcp_listener::bind(local), std::move(h), options) {}
+
+server::server(server&&) noexcept = default;
+server& server::operator=(server&&) noexcept = default;
+server::~server() = default;
+
+address server::local_address() const { return impl_->listener.local_address(); }
+
+task<void> server::run() { return impl_->run(); }
+
+void server::shutdown(duration grace) {
+  if (impl_->draining) return;
+  impl_->draining = true;
+  impl_->grace = grace;
+  if (impl_->stats.connections_open == 0) impl_->all_closed.set();
+  impl_->drain.set();
+}
+
+bool server::shutting_down() const noexcept { return impl_->draining; }
+
+const server_stats& server::stats() const noexcept { return impl_->stats; }
+
+}  // namespace quell::http
