@@ -391,15 +391,12 @@ TEST(JobService, CancellingServeCancelsEveryJobClosesEveryConnectionAndReturns) 
         ++lost;
       }
     };
-    auto stop = [&]() -> task<> {
-      EXPECT_TRUE(co_await eventually([&] { return svc.jobs_running() == 3; }));
-      EXPECT_EQ(svc.connections(), 3u);
-      server.cancel();
-    };
     auto runs = [&]() -> task<> { co_await quell::join(one(), one(), one()); };
-    s.spawn(runs);
-    s.spawn(stop);
-    co_return;
+    auto clients = s.spawn(runs);
+    EXPECT_TRUE(co_await eventually([&] { return svc.jobs_running() == 3; }));
+    EXPECT_EQ(svc.connections(), 3u);
+    server.cancel();
+    co_await clients;  // the body (and the lambdas `runs` uses) outlive the runs
   };
   auto root = [&]() -> task<> { co_await quell::with_scope(body); };
   quell::executor ex{root(), clock};
