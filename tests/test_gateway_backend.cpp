@@ -647,7 +647,7 @@ TEST(JobBackend, AnUnreachableServiceIsABackendErrorAndFreesTheSlot) {
   ex.run();
 }
 
-TEST(JobBackend, AServiceThatRefusesTheJobOrVanishesIsABackendErrorAndTheConnectionIsDropped) {
+TEST(JobBackend, AServiceThatRefusesTheJobIsABackendErrorAndTheConnectionIsDropped) {
   with_service([](job_service& svc, virtual_clock&) -> task<> {
     job_backend jobs = make_backend(svc, 1);
     try {
