@@ -1,0 +1,168 @@
+#include "gateway.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <optional>
+
+#include "quell/deadline.hpp"
+#include "quell/on_cancel.hpp"
+#include "quell/this_task.hpp"
+
+namespace gateway {
+namespace http = quell::http;
+using quell::task;
+
+namespace {
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+// "2", "0.5": seconds in [0, 3600]; nullopt for anything else.
+std::optional<double> parse_seconds(const std::optional<std::string>& s) {
+  if (!s || s->empty()) return std::nullopt;
+  double v = 0;
+  auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
+  if (ec != std::errc() || end != s->data() + s->size() || !(v >= 0 && v <= 3600)) return std::nullopt;
+  return v;
+}
+
+}  // namespace
+
+app::app(backend& b, std::size_t permits, std::function<void(const std::string&)> trace)
+    : backend_(b), permits_total_(permits), permits_(permits), trace_(std::move(trace)) {}
+
+http::server::handler app::handler() {
+  return [this](http::request& r) { return route(r); };
+}
+
+std::string app::stats_json() const {
+  const backend_stats b = backend_.stats();
+  std::string s = "{";
+  s += "\"in_flight\":" + std::to_string(stats_.in_flight);
+  s += ",\"permits\":" + std::to_string(permits_total_);
+  s += ",\"permits_available\":" + std::to_string(permits_.available());
+  s += ",\"reports_done\":" + std::to_string(stats_.reports_done);
+  s += ",\"reports_cancelled\":" + std::to_string(stats_.reports_cancelled);
+  s += ",\"reports_timed_out\":" + std::to_string(stats_.reports_timed_out);
+  s += ",\"reports_failed\":" + std::to_string(stats_.reports_failed);
+  s += ",\"cancels_sent\":" + std::to_string(b.cancels_sent);
+  s += ",\"cancels_acknowledged\":" + std::to_string(b.cancels_acknowledged);
+  s += ",\"cancels_timed_out\":" + std::to_string(b.cancels_timed_out);
+  s += ",\"backend\":\"" + json_escape(backend_.describe()) + "\"";
+  s += "}";
+  return s;
+}
+
+task<http::response> app::route(http::request& req) {
+  const std::string_view path = req.path();
+  if (path != "/stats" && path != "/report") co_return http::response::text(404, "not found\n");
+  if (req.method != "GET" && req.method != "HEAD") {
+    auto r = http::response::text(405, "only GET\n");
+    r.headers.push_back({"Allow", "GET, HEAD"});
+    co_return r;
+  }
+  if (path == "/stats") co_return http::response::json(200, stats_json() + "\n");
+  co_return co_await report(req);
+}
+
+task<http::response> app::report(http::request& req) {
+  const auto seconds = parse_seconds(req.query_param("seconds"));
+  if (!seconds) co_return http::response::text(400, "seconds= must be a number of seconds between 0 and 3600\n");
+  std::optional<double> deadline;
+  if (req.query_param("timeout")) {
+    deadline = parse_seconds(req.query_param("timeout"));
+    if (!deadline) co_return http::response::text(400, "timeout= must be a number of seconds between 0 and 3600\n");
+  }
+  const std::string tag = "#" + std::to_string(next_id_++);
+
+  // Declared before the permit, so destroyed after it: when this guard speaks, the permit is
+  // already back. It also covers a handler that ends cancelled, whose code after its last
+  // co_await never runs.
+  struct accounting {
+    app& a;
+    const std::string& tag;
+    const backend_stats before = a.backend_.stats();
+    bool answered = false;
+    explicit accounting(app& a, const std::string& t) : a(a), tag(t) {
+      if (a.stats_.in_flight++ == 0) a.idle_.reset();
+    }
+    ~accounting() {
+      if (!answered) {
+        ++a.stats_.reports_cancelled;
+        // The counters are the backend's, shared by concurrent requests: the trace is for
+        // watching one request at a time (the demo).
+        const backend_stats now = a.backend_.stats();
+        std::string what = now.cancels_acknowledged > before.cancels_acknowledged ? "the backend confirmed the cancel"
+                           : now.cancels_timed_out > before.cancels_timed_out
+                               ? "the backend did not confirm in time: its connection was closed"
+                               : "nothing had reached the backend";
+        a.trace(tag + " ended cancelled (" + what + "); permit released, " + std::to_string(a.permits_.available()) +
+                "/" + std::to_string(a.permits_total_) + " free");
+      }
+      if (--a.stats_.in_flight == 0) a.idle_.set();
+    }
+  } acct(*this, tag);
+
+  trace(tag + " GET " + req.target + " from " + req.peer.to_string() + ": waiting for a permit");
+  quell::permit permit = co_await permits_.acquire();
+  trace(tag + " permit taken (" + std::to_string(permits_.available()) + "/" + std::to_string(permits_total_) +
+        " free); job of " + *req.query_param("seconds") + " s sent to the backend");
+
+  const auto work = std::chrono::milliseconds(std::llround(*seconds * 1000));
+  auto on_stop = [this, &tag] {
+    auto why = quell::this_task::cancel_reason();
+    trace(tag + " cancelled (" + (why ? why->describe() : std::string("?")) +
+          "): telling the backend to stop, holding the permit until it confirms");
+  };
+  int status = 200;
+  std::string body;
+  try {
+    std::string result;
+    if (deadline) {
+      const auto limit = std::chrono::duration_cast<quell::duration>(std::chrono::duration<double>(*deadline));
+      result = co_await quell::timeout(limit, quell::on_cancel(backend_.run(work), on_stop));
+    } else {
+      result = co_await quell::on_cancel(backend_.run(work), on_stop);
+    }
+    ++stats_.reports_done;
+    body = "{\"result\":\"" + json_escape(result) + "\"}\n";
+  } catch (const quell::timed_out&) {
+    ++stats_.reports_timed_out;
+    status = 504;
+    body = "{\"error\":\"deadline exceeded; the backend job was cancelled\"}\n";
+  } catch (const std::exception& e) {
+    ++stats_.reports_failed;
+    status = 502;
+    body = "{\"error\":\"" + json_escape(e.what()) + "\"}\n";
+  }
+  acct.answered = true;
+  permit.release();
+  trace(tag + " answered " + std::to_string(status) + "; permit released (" + std::to_string(permits_.available()) +
+        "/" + std::to_string(permits_total_) + " free)");
+  co_return http::response::json(status, std::move(body));
+}
+
+}  // namespace gateway

@@ -1,0 +1,316 @@
+// quell_gateway: the gateway (gateway.hpp) as a program, and its demo.
+//
+//   quell_gateway [--listen=127.0.0.1:8080] [--permits=4] [--backend=embedded | postgres://...]
+//                 [--pool=8] [--cancel-timeout=1] [--grace=5] [--ignore-cancels] [--trace]
+//   quell_gateway --demo
+//
+// The embedded backend is a job service on a loopback port in the same process (job_service.hpp).
+// SIGINT/SIGTERM start a graceful shutdown (stop accepting, let requests finish for --grace
+// seconds, then cancel them and wait for their backend cancels); a second signal cancels at once.
+#include <signal.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "gateway.hpp"
+#include "job_backend.hpp"
+#include "job_service.hpp"
+#include "quell/http.hpp"
+#include "quell/quell.hpp"
+#ifdef GATEWAY_HAVE_PG
+#include "pg_backend.hpp"
+#endif
+
+using namespace std::chrono_literals;
+namespace http = quell::http;
+using quell::task;
+
+namespace {
+
+struct config {
+  std::string listen = "127.0.0.1:8080";
+  std::size_t permits = 4;
+  std::string backend = "embedded";
+  std::size_t pool = 8;
+  double cancel_timeout = 1;
+  double grace = 5;
+  bool ignore_cancels = false;
+  bool trace = false;
+  bool demo = false;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr,
+               "quell_gateway: %s\n"
+               "usage: quell_gateway [--listen=HOST:PORT] [--permits=K] [--backend=embedded|postgres://...]\n"
+               "                     [--pool=N] [--cancel-timeout=SECONDS] [--grace=SECONDS] [--ignore-cancels]\n"
+               "                     [--trace] | --demo\n",
+               why.c_str());
+  std::exit(2);
+}
+
+double number(const std::string& key, const std::string& v, double lo, double hi) {
+  double d = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+  if (ec != std::errc() || end != v.data() + v.size() || d < lo || d > hi)
+    usage(key + " wants a number between " + std::to_string(lo) + " and " + std::to_string(hi) + ", not '" + v + "'");
+  return d;
+}
+
+config parse(int argc, char** argv) {
+  config c;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto eq = a.find('=');
+    std::string key = a.substr(0, eq), val = eq == std::string::npos ? "" : a.substr(eq + 1);
+    if (key == "--listen")
+      c.listen = val;
+    else if (key == "--permits")
+      c.permits = static_cast<std::size_t>(number(key, val, 1, 100000));
+    else if (key == "--backend")
+      c.backend = val;
+    else if (key == "--pool")
+      c.pool = static_cast<std::size_t>(number(key, val, 1, 10000));
+    else if (key == "--cancel-timeout")
+      c.cancel_timeout = number(key, val, 0.001, 3600);
+    else if (key == "--grace")
+      c.grace = number(key, val, 0, 3600);
+    else if (key == "--ignore-cancels")
+      c.ignore_cancels = true;
+    else if (key == "--trace")
+      c.trace = true;
+    else if (key == "--demo")
+      c.demo = true;
+    else
+      usage("unknown option '" + a + "'");
+  }
+  return c;
+}
+
+quell::address parse_listen(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) usage("--listen wants HOST:PORT, not '" + s + "'");
+  std::string host = s.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const double port = number("--listen port", s.substr(colon + 1), 0, 65535);
+  try {
+    return quell::address::parse(host, static_cast<std::uint16_t>(port));
+  } catch (const std::invalid_argument&) {
+    usage("--listen wants a numeric address, not '" + host + "'");
+  }
+}
+
+quell::duration seconds(double s) {
+  return std::chrono::duration_cast<quell::duration>(std::chrono::duration<double>(s));
+}
+
+// The backend a config names: the embedded job service (started by the caller) or PostgreSQL.
+std::unique_ptr<gateway::backend> make_backend(const config& c, gateway::job_service* svc) {
+  if (c.backend == "embedded") {
+    gateway::job_backend_options o;
+    o.service = svc->local_address();
+    o.pool_size = c.pool;
+    o.cancel_timeout = seconds(c.cancel_timeout);
+    o.label = "embedded job service";
+    return std::make_unique<gateway::job_backend>(o);
+  }
+  if (c.backend.rfind("postgres://", 0) == 0 || c.backend.rfind("postgresql://", 0) == 0 ||
+      c.backend.find('=') != std::string::npos) {
+#ifdef GATEWAY_HAVE_PG
+    return std::make_unique<gateway::pg_backend>(c.backend, c.pool, seconds(c.cancel_timeout));
+#else
+    usage("this build has no PostgreSQL support (libpq-dev was missing)");
+#endif
+  }
+  usage("--backend wants 'embedded' or a postgres:// URI, not '" + c.backend + "'");
+}
+
+// Waits for SIGINT/SIGTERM: the first starts the server's graceful shutdown, the second cancels it.
+task<void> watch_signals(quell::signal_set& sigs, http::server& srv, quell::spawn_handle<void>& server_task,
+                         quell::duration grace) {
+  int signo = co_await sigs.wait();
+  std::printf("%s: graceful shutdown (no new connections; %.1f s for requests in flight)\n",
+              signo == SIGINT ? "SIGINT" : "SIGTERM", std::chrono::duration<double>(grace).count());
+  std::fflush(stdout);
+  srv.shutdown(grace);
+  co_await sigs.wait();
+  std::printf("second signal: cancelling every request now\n");
+  std::fflush(stdout);
+  server_task.cancel(quell::cancel_reason(quell::cancel_kind::signal));
+}
+
+task<int> serve(const config& c, quell::signal_set& sigs) {
+  const quell::address where = parse_listen(c.listen);
+  std::optional<gateway::job_service> svc;
+  if (c.backend == "embedded") {
+    svc.emplace(gateway::job_service::bind());
+    svc->set_ignore_cancels(c.ignore_cancels);
+  }
+  std::unique_ptr<gateway::backend> backend = make_backend(c, svc ? &*svc : nullptr);
+  std::function<void(const std::string&)> trace;
+  if (c.trace)
+    trace = [](const std::string& line) {
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+    };
+  gateway::app app(*backend, c.permits, trace);
+  http::server srv(where, app.handler());
+  std::printf("quell gateway on http://%s: %zu permits, backend: %s\n", srv.local_address().to_string().c_str(),
+              c.permits, backend->describe().c_str());
+  std::fflush(stdout);
+
+  quell::spawn_handle<void> server_task;
+  auto all = [&](quell::scope& s) -> task<void> {
+    if (svc) s.spawn([&] { return svc->serve(); });
+    server_task = s.spawn(srv.run());
+    s.spawn(watch_signals(sigs, srv, server_task, seconds(c.grace)));
+    co_await server_task;
+    s.cancel(quell::cancel_reason(quell::cancel_kind::shutdown));  // the job service, the signal watcher
+  };
+  co_await quell::with_scope(all);
+  std::printf("stopped: %s\n", app.stats_json().c_str());
+  co_return 0;
+}
+
+// ---- the demo: the gateway and a scripted client on real sockets, in one process ----
+
+class demo {
+ public:
+  explicit demo(quell::signal_set& sigs) : sigs_(sigs) {}
+
+  int run() {
+    auto body = [this]() -> task<void> { co_await script(); };
+    quell::block_on(body());
+    return 0;
+  }
+
+ private:
+  void say(const std::string& line) {
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    std::printf("[%5.2f s] %s\n", t, line.c_str());
+    std::fflush(stdout);
+  }
+
+  // Polls until the gateway has no request left (the demo's way to let a trace finish).
+  task<void> settle() { co_await app_->idle().wait(); }
+
+  task<void> show(http::client& c, const std::string& target) {
+    auto r = co_await c.get(target);
+    std::string body = r.body;
+    if (!body.empty() && body.back() == '\n') body.pop_back();
+    say("client: " + std::to_string(r.status) + " " + body);
+  }
+
+  task<void> script() {
+    svc_.emplace(gateway::job_service::bind());
+    gateway::job_backend_options o;
+    o.service = svc_->local_address();
+    o.pool_size = 2;
+    o.cancel_timeout = 1s;
+    o.label = "embedded job service";
+    backend_.emplace(o);
+    app_.emplace(*backend_, 2, [this](const std::string& line) { say("gateway: " + line); });
+    srv_.emplace(quell::address::parse("127.0.0.1", 0), app_->handler());
+    const quell::address at = srv_->local_address();
+    std::printf("quell gateway demo: http://%s, 2 permits, backend: %s, cancel timeout 1 s\n\n", at.to_string().c_str(),
+                backend_->describe().c_str());
+
+    auto all = [&](quell::scope& s) -> task<void> {
+      s.spawn([&] { return svc_->serve(); });
+      server_task_ = s.spawn(srv_->run());
+      s.spawn(watch_signals(sigs_, *srv_, server_task_, 5s));
+
+      say("== 1. a normal request");
+      {
+        auto c = co_await http::client::connect(at);
+        co_await show(c, "/report?seconds=0.3");
+        co_await c.close();
+      }
+
+      std::printf("\n");
+      say("== 2. the client disconnects mid-request: cancel sent -> ack -> permit released");
+      {
+        auto c = co_await http::client::connect(at);
+        auto r = co_await quell::move_on_after(400ms, c.get("/report?seconds=5"));
+        say(r ? "client: got an answer?" : "client: gives up after 0.4 s and closes the connection");
+        co_await c.close();
+        co_await settle();
+        auto s2 = co_await http::client::connect(at);
+        co_await show(s2, "/stats");
+        co_await s2.close();
+      }
+
+      std::printf("\n");
+      say("== 3. a request cut by its deadline (timeout=0.5): the job is cancelled, then 504");
+      {
+        auto c = co_await http::client::connect(at);
+        co_await show(c, "/report?seconds=5&timeout=0.5");
+        co_await c.close();
+      }
+
+      std::printf("\n");
+      say("== 4. a backend that ignores cancels: the cancel times out after 1 s, the backend");
+      say("      connection is closed, and the permit still comes back");
+      {
+        svc_->set_ignore_cancels(true);
+        auto c = co_await http::client::connect(at);
+        auto r = co_await quell::move_on_after(300ms, c.get("/report?seconds=5"));
+        say(r ? "client: got an answer?" : "client: gives up after 0.3 s");
+        co_await c.close();
+        co_await settle();
+        svc_->set_ignore_cancels(false);
+        say("backend connections closed instead of reused: " + std::to_string(backend_->connections_closed()));
+        auto s2 = co_await http::client::connect(at);
+        co_await show(s2, "/stats");
+        co_await s2.close();
+      }
+
+      std::printf("\n");
+      say("== 5. graceful shutdown on SIGINT while a request runs");
+      {
+        auto c = co_await http::client::connect(at);
+        auto slow = s.spawn(c.get("/report?seconds=1"));
+        co_await quell::sleep_for(200ms);
+        say("demo: kill(getpid(), SIGINT)");
+        ::kill(::getpid(), SIGINT);
+        http::client_response r = co_await slow;
+        say("client: " + std::to_string(r.status) + (r.keep_alive ? " (keep-alive)" : " (Connection: close)"));
+        co_await c.close();
+        co_await server_task_;
+        say("server stopped: " + app_->stats_json());
+      }
+      s.cancel(quell::cancel_reason(quell::cancel_kind::shutdown));  // the job service, the signal watcher
+    };
+    co_await quell::with_scope(all);
+    say("job service stopped: jobs running " + std::to_string(svc_->jobs_running()) + ", connections " +
+        std::to_string(svc_->connections()));
+  }
+
+  quell::signal_set& sigs_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::optional<gateway::job_service> svc_;
+  std::optional<gateway::job_backend> backend_;
+  std::optional<gateway::app> app_;
+  std::optional<http::server> srv_;
+  quell::spawn_handle<void> server_task_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const config c = parse(argc, argv);
+  try {
+    quell::signal_set sigs{SIGINT, SIGTERM};  // before any thread starts, so they inherit the mask
+    if (c.demo) return demo(sigs).run();
+    return quell::block_on(serve(c, sigs));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "quell_gateway: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,350 @@
+// The gateway (examples/gateway) end to end on loopback: quell::http in front, the embedded job
+// service behind, real sockets everywhere; quell's HTTP client and curl as clients. Timing goes
+// through the virtual clock except with curl and in the soak, whose peers run in real time.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gateway.hpp"
+#include "job_backend.hpp"
+#include "job_service.hpp"
+#include "quell/http.hpp"
+#include "quell/quell.hpp"
+
+using namespace std::chrono_literals;
+namespace http = quell::http;
+using quell::task;
+
+namespace {
+
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// The whole gateway in one object: job service, its client, the app, the HTTP server.
+struct stack {
+  explicit stack(std::size_t permits, quell::duration cancel_timeout = 1s, std::size_t pool = 8)
+      : svc(gateway::job_service::bind()),
+        backend(options(svc.local_address(), pool, cancel_timeout)),
+        app(backend, permits,
+            [this](const std::string& l) {
+              if (keep_trace) trace.push_back(l);
+              if (on_trace) on_trace(l);
+            }),
+        srv(quell::address::parse("127.0.0.1", 0), app.handler()) {}
+
+  static gateway::job_backend_options options(quell::address a, std::size_t pool, quell::duration ct) {
+    gateway::job_backend_options o;
+    o.service = a;
+    o.pool_size = pool;
+    o.cancel_timeout = ct;
+    return o;
+  }
+
+  // Runs the service and the server around `client_side`, then shuts both down.
+  template <class Fn>
+  void run(quell::clock_source& clock, Fn client_side) {
+    auto body = [&]() -> task<void> {
+      auto all = [&](quell::scope& s) -> task<void> {
+        auto service = s.spawn([this] { return svc.serve(); });
+        auto server = s.spawn(srv.run());
+        co_await client_side(srv.local_address());
+        srv.shutdown(0s);
+        co_await server;
+        service.cancel();
+      };
+      co_await quell::with_scope(all);
+    };
+    quell::executor ex{body(), clock};
+    ex.run();
+  }
+
+  // Waits (polling on the executor's clock) until no report is being handled.
+  task<void> settle() { co_await app.idle().wait(); }
+
+  std::size_t trace_index(const std::string& part) const {
+    for (std::size_t i = 0; i < trace.size(); ++i)
+      if (contains(trace[i], part)) return i;
+    return trace.size();
+  }
+
+  gateway::job_service svc;
+  gateway::job_backend backend;
+  gateway::app app;
+  http::server srv;
+  std::vector<std::string> trace;
+  bool keep_trace = true;
+  std::function<void(const std::string&)> on_trace;
+};
+
+}  // namespace
+
+TEST(Gateway, AReportIsAnsweredWithTheBackendsResultAndNothingIsCancelled) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(2);
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto c = co_await http::client::connect(a);
+    auto r = co_await c.get("/report?seconds=0.5");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "{\"result\":\"report after 500 ms\"}\n");
+    co_await c.close();
+  });
+  EXPECT_EQ(g.backend.stats().cancels_sent, 0u);
+  EXPECT_EQ(g.app.stats().reports_done, 1u);
+  EXPECT_EQ(g.app.stats().reports_cancelled, 0u);
+  EXPECT_EQ(g.app.permits_available(), 2u);
+}
+
+TEST(Gateway, AClientDisconnectCancelsTheJobAndThePermitReturnsOnlyAfterTheBackendAcknowledged) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(2);
+  std::optional<std::uint64_t> acked_when_released;
+  g.on_trace = [&](const std::string& l) {
+    if (contains(l, "ended cancelled")) acked_when_released = g.backend.stats().cancels_acknowledged;
+  };
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto c = co_await http::client::connect(a);
+    auto r = co_await quell::move_on_after(1s, c.get("/report?seconds=10"));
+    EXPECT_FALSE(r);
+    co_await c.close();
+    co_await g.settle();
+    EXPECT_EQ(g.app.permits_available(), 2u);
+    EXPECT_EQ(g.svc.jobs_running(), 0u);
+    // The next request reuses the backend connection the cancelled job left clean.
+    auto c2 = co_await http::client::connect(a);
+    auto r2 = co_await c2.get("/report?seconds=0.1");
+    EXPECT_EQ(r2.status, 200);
+    co_await c2.close();
+  });
+  EXPECT_EQ(g.backend.stats().cancels_sent, 1u);
+  EXPECT_EQ(g.backend.stats().cancels_acknowledged, 1u);
+  EXPECT_EQ(g.backend.stats().cancels_timed_out, 0u);
+  EXPECT_EQ(acked_when_released, 1u) << "the permit came back before the backend's acknowledgement";
+  EXPECT_EQ(g.backend.connections_opened(), 1u);
+  EXPECT_EQ(g.svc.jobs_cancelled(), 1u);
+  EXPECT_EQ(g.srv.stats().cancelled_by_disconnect, 1u);
+  EXPECT_LT(g.trace_index("cancelled (peer disconnected)"),
+            g.trace_index("ended cancelled (the backend confirmed the cancel); permit released, 2/2 free"));
+}
+
+TEST(Gateway, AWaiterQueuedForThePermitGetsItOnlyOnceTheDisconnectedRequestsCancelIsConfirmed) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(1);
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto first = co_await http::client::connect(a);
+    auto second = co_await http::client::connect(a);
+    auto give_up = [&]() -> task<void> {
+      co_await quell::move_on_after(1s, first.get("/report?seconds=10"));
+      co_await first.close();
+    };
+    auto both = [&](quell::scope& s) -> task<void> {
+      s.spawn(give_up);
+      co_await quell::sleep_for(100ms);  // the first holds the only permit
+      auto r = co_await second.get("/report?seconds=0.5");
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(clock.now().time_since_epoch()).count(), 1500);
+    };
+    co_await quell::with_scope(both);
+    co_await second.close();
+  });
+  EXPECT_LT(g.trace_index("#1 ended cancelled"), g.trace_index("#2 permit taken"));
+  EXPECT_EQ(g.backend.stats().cancels_acknowledged, 1u);
+}
+
+TEST(Gateway, ABackendIgnoringTheCancelTimesOutClosesThatConnectionAndStillReturnsThePermit) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(2, /*cancel_timeout=*/2s);
+  g.svc.set_ignore_cancels(true);
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto c = co_await http::client::connect(a);
+    co_await quell::move_on_after(1s, c.get("/report?seconds=10"));
+    co_await c.close();
+    const auto gone = clock.now();
+    co_await g.settle();
+    EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(clock.now() - gone).count(), 2000);
+    EXPECT_EQ(g.app.permits_available(), 2u);
+    while (g.svc.jobs_running() != 0) co_await quell::sleep_for(1ms);  // it saw the connection close
+    g.svc.set_ignore_cancels(false);
+    auto c2 = co_await http::client::connect(a);
+    auto r2 = co_await c2.get("/report?seconds=0.1");
+    EXPECT_EQ(r2.status, 200);
+    co_await c2.close();
+  });
+  EXPECT_EQ(g.backend.stats().cancels_sent, 1u);
+  EXPECT_EQ(g.backend.stats().cancels_timed_out, 1u);
+  EXPECT_EQ(g.backend.stats().cancels_acknowledged, 0u);
+  EXPECT_EQ(g.backend.connections_closed(), 1u);
+  EXPECT_EQ(g.backend.connections_opened(), 2u);
+}
+
+TEST(Gateway, ADeadlineCutsTheJobAndAnswers504AfterTheBackendConfirmed) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(2);
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto c = co_await http::client::connect(a);
+    auto r = co_await c.get("/report?seconds=10&timeout=0.5");
+    EXPECT_EQ(r.status, 504);
+    EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(clock.now().time_since_epoch()).count(), 500);
+    co_await c.close();
+  });
+  EXPECT_EQ(g.backend.stats().cancels_acknowledged, 1u);
+  EXPECT_EQ(g.app.stats().reports_timed_out, 1u);
+  EXPECT_EQ(g.svc.jobs_running(), 0u);
+}
+
+TEST(Gateway, StatsRoutesAndBadParameters) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(3);
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto c = co_await http::client::connect(a);
+    EXPECT_EQ((co_await c.get("/report?seconds=abc")).status, 400);
+    EXPECT_EQ((co_await c.get("/report?seconds=-1")).status, 400);
+    EXPECT_EQ((co_await c.get("/report?seconds=1&timeout=x")).status, 400);
+    EXPECT_EQ((co_await c.get("/report")).status, 400);
+    EXPECT_EQ((co_await c.get("/nope")).status, 404);
+    EXPECT_EQ((co_await c.request("POST", "/report?seconds=1")).status, 405);
+    auto s = co_await c.get("/stats");
+    EXPECT_EQ(s.status, 200);
+    EXPECT_EQ(s.header("content-type"), "application/json");
+    EXPECT_TRUE(contains(s.body, "\"in_flight\":0,\"permits\":3,\"permits_available\":3,")) << s.body;
+    EXPECT_TRUE(contains(s.body, "\"cancels_sent\":0,\"cancels_acknowledged\":0,\"cancels_timed_out\":0")) << s.body;
+    co_await c.close();
+  });
+}
+
+// ---- curl ----
+
+namespace {
+
+bool have_curl() { return std::system("command -v curl >/dev/null 2>&1") == 0; }
+
+struct curl_run {
+  std::thread t;
+  std::atomic<bool> done{false};
+  std::string output;
+  int status = -1;
+  explicit curl_run(std::string args) {
+    t = std::thread([this, args] {
+      std::string cmd = "curl -sS " + args + " 2>&1";
+      if (FILE* f = ::popen(cmd.c_str(), "r")) {
+        char buf[4096];
+        while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) output.append(buf, n);
+        status = ::pclose(f);
+      }
+      done = true;
+    });
+  }
+  ~curl_run() { t.join(); }
+};
+
+}  // namespace
+
+TEST(GatewayCurl, CurlGivingUpMidReportCancelsTheJobReturnsThePermitAndTheNextCurlIsServed) {
+  if (!have_curl()) GTEST_SKIP() << "curl is not installed";
+  stack g(2);
+  std::string second_output;
+  g.run(quell::steady_clock_source::instance(), [&](quell::address a) -> task<void> {
+    const std::string base = "http://" + a.to_string();
+    {
+      curl_run gives_up("--max-time 0.3 '" + base + "/report?seconds=30'");
+      while (!gives_up.done) co_await quell::sleep_for(5ms);
+      EXPECT_NE(gives_up.status, 0);
+    }
+    for (int i = 0; i < 400 && g.app.stats().in_flight != 0; ++i) co_await quell::sleep_for(5ms);
+    EXPECT_EQ(g.app.permits_available(), 2u);
+    curl_run ok("'" + base + "/report?seconds=0.05'");
+    while (!ok.done) co_await quell::sleep_for(5ms);
+    EXPECT_EQ(ok.status, 0);
+    second_output = ok.output;
+  });
+  EXPECT_EQ(second_output, "{\"result\":\"report after 50 ms\"}\n");
+  EXPECT_EQ(g.backend.stats().cancels_acknowledged, 1u);
+  EXPECT_EQ(g.svc.jobs_running(), 0u);
+  EXPECT_EQ(g.backend.connections_opened(), 1u);
+}
+
+// ---- soak ----
+
+TEST(GatewaySoak, FiveThousandRequestsWithThirtyPercentDisconnectsLeaveNothingBehind) {
+  const std::size_t fds_before = open_fds();
+  constexpr int clients = 50, per_client = 100;
+  constexpr std::size_t permits = 16;
+  int answered = 0, abandoned = 0;
+  {
+    stack g(permits, 1s, permits);
+    g.keep_trace = false;  // 5,000 requests
+    g.run(quell::steady_clock_source::instance(), [&](quell::address a) -> task<void> {
+      auto one_client = [&](int seed) -> task<void> {
+        std::mt19937 rng(static_cast<unsigned>(seed));
+        std::optional<http::client> c;
+        for (int i = 0; i < per_client; ++i) {
+          if (!c || !c->usable()) {
+            if (c) co_await c->close();
+            c.emplace(co_await http::client::connect(a));
+          }
+          const int job_ms = static_cast<int>(rng() % 40);
+          const std::string target =
+              "/report?seconds=0." + std::string(job_ms < 10 ? "00" : "0") + std::to_string(job_ms);
+          if (rng() % 100 < 30) {
+            // Disconnect at a random moment: while queued for a permit, while the job runs, or
+            // (rarely) after the answer came.
+            const auto after = std::chrono::milliseconds(rng() % 40);
+            auto r = co_await quell::move_on_after(after, c->get(target));
+            if (!r) {
+              ++abandoned;
+              co_await c->close();
+              c.reset();
+              continue;
+            }
+            EXPECT_EQ(r->status, 200);
+            ++answered;
+          } else {
+            auto r = co_await c->get(target);
+            EXPECT_EQ(r.status, 200) << r.body;
+            ++answered;
+          }
+        }
+        if (c) co_await c->close();
+      };
+      auto all = [&](quell::scope& s) -> task<void> {
+        for (int i = 0; i < clients; ++i) s.spawn([&one_client, i] { return one_client(i + 1); });
+        co_return;
+      };
+      co_await quell::with_scope(all);
+      co_await g.settle();
+      while (g.svc.jobs_running() != 0) co_await quell::sleep_for(1ms);
+    });
+    EXPECT_EQ(answered + abandoned, clients * per_client);
+    EXPECT_GT(abandoned, clients * per_client / 10);
+    EXPECT_EQ(g.app.permits_available(), permits);
+    EXPECT_EQ(g.app.stats().in_flight, 0u);
+    EXPECT_EQ(g.svc.jobs_running(), 0u);
+    EXPECT_EQ(g.backend.stats().cancels_timed_out, 0u);
+    EXPECT_EQ(g.srv.stats().connections_open, 0u);
+    EXPECT_EQ(g.srv.stats().requests_in_flight, 0u);
+    std::printf(
+        "soak: %d answered, %d abandoned; cancels sent %llu, acknowledged %llu; %llu handlers cancelled by "
+        "disconnect\n",
+        answered, abandoned, static_cast<unsigned long long>(g.backend.stats().cancels_sent),
+        static_cast<unsigned long long>(g.backend.stats().cancels_acknowledged),
+        static_cast<unsigned long long>(g.srv.stats().cancelled_by_disconnect));
+  }
+  EXPECT_EQ(open_fds(), fds_before);
+}
