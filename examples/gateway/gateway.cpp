@@ -78,13 +78,14 @@ std::string app::stats_json() const {
 
 task<http::response> app::route(http::request& req) {
   const std::string_view path = req.path();
-  if (path != "/stats" && path != "/report") co_return http::response::text(404, "not found\n");
+  if (path != "/stats" && path != "/report" && path != "/hello") co_return http::response::text(404, "not found\n");
   if (req.method != "GET" && req.method != "HEAD") {
     auto r = http::response::text(405, "only GET\n");
     r.headers.push_back({"Allow", "GET, HEAD"});
     co_return r;
   }
   if (path == "/stats") co_return http::response::json(200, stats_json() + "\n");
+  if (path == "/hello") co_return http::response::text(200, "hello\n");  // the benchmark's trivial endpoint
   co_return co_await report(req);
 }
 

@@ -5,6 +5,7 @@
 //                                      under one of K permits; optional deadline T seconds: 504
 //   GET /stats                         JSON: requests in flight, permits available, cancels sent,
 //                                      acknowledged and timed out
+//   GET /hello                         "hello\n" (a trivial endpoint, for benchmarks)
 //
 // The permit is taken before the job starts and is a local of the handler, so it is released
 // only when the handler's task has finished. When the client disconnects, quell::http cancels

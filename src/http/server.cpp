@@ -1,4 +1,7 @@
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <strings.h>
 
 #include <cerrno>
@@ -274,6 +277,11 @@ task<void> server::impl::run_handler(int fd, request& req, std::optional<respons
 
 task<void> server::impl::serve(tcp_stream conn) {
   connection_count counted(*this);
+  {
+    // Responses go out in one write each; do not let Nagle hold the last segment back.
+    int one = 1;
+    ::setsockopt(conn.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
   address peer;
   try {
     peer = conn.peer_address();
