@@ -134,9 +134,10 @@ task<http::response> app::report(http::request& req) {
 
   const auto work = std::chrono::milliseconds(std::llround(*seconds * 1000));
   auto on_stop = [this, &tag] {
-    auto why = quell::this_task::cancel_reason();
-    trace(tag + " cancelled (" + (why ? why->describe() : std::string("?")) +
-          "): telling the backend to stop, holding the permit until it confirms");
+    // on_cancel's hook also runs when the backend throws; there is no cancel to report then.
+    if (auto why = quell::this_task::cancel_reason())
+      trace(tag + " cancelled (" + why->describe() +
+            "): telling the backend to stop, holding the permit until it confirms");
   };
   int status = 200;
   std::string body;
