@@ -1,6 +1,7 @@
 #include "quell/detail/reactor.hpp"
 
 #include <liburing.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,7 +36,12 @@ reactor& reactor::current() {
 reactor::reactor() : ring_(std::make_unique<ring>()) {
   // Newest first: SINGLE_ISSUER|DEFER_TASKRUN (6.1+) runs completion work only inside our own
   // io_uring_enter, COOP_TASKRUN (5.19+) avoids interrupting the thread; plain setup otherwise.
-  const unsigned attempts[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN, IORING_SETUP_COOP_TASKRUN, 0};
+  // R_DISABLED with SINGLE_ISSUER: the ring belongs to the thread that enables it, which flush()
+  // does on the first submission, from the thread that drives the executor. Without it the ring
+  // would belong to the thread that created it (say, one that called remote() before handing the
+  // executor to its own thread), and every submission from the driving thread would fail.
+  const unsigned attempts[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
+                               IORING_SETUP_COOP_TASKRUN, 0};
   int err = 0;
   for (unsigned entries : ring_entries) {
     for (unsigned f : attempts) {
@@ -45,6 +51,7 @@ reactor::reactor() : ring_(std::make_unique<ring>()) {
       err = io_uring_queue_init_params(entries, &ring_->r, &p);
       if (err == 0) {
         flags_ = f;
+        enabled_ = (f & IORING_SETUP_R_DISABLED) == 0;
         return;
       }
       if (err != -EINVAL) break;  // only "unknown flag" is worth retrying with fewer flags
@@ -144,6 +151,12 @@ io_uring_sqe* reactor::get_sqe() noexcept {
 }
 
 void reactor::flush() noexcept {
+  if (!enabled_) [[unlikely]] {
+    enabled_ = true;
+    // Debian 12's liburing declares io_uring_enable_rings but does not export it: the syscall.
+    if (::syscall(__NR_io_uring_register, ring_->r.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) < 0)
+      fatal(std::string("quell: enabling the io_uring ring failed: ") + std::strerror(errno));
+  }
   while (list_node* n = queued_.pop_front()) {
     auto* op = static_cast<io_op*>(n);
     fault_injector::decision d;

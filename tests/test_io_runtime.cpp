@@ -224,6 +224,24 @@ TEST(RemoteHandle, PostedFunctionsRunOnTheExecutorThread) {
   EXPECT_EQ(ran_on, std::this_thread::get_id());
 }
 
+TEST(RemoteHandle, AnExecutorWhoseRemoteWasTakenOnOneThreadRunsOnAnother) {
+  // remote() makes the ring; it must belong to the thread that runs the executor, not this one.
+  quell::event ev;
+  std::thread::id ran_on;
+  auto body = [&]() -> task<> {
+    co_await ev.wait();
+    co_await quell::sleep_for(1ms);  // a timer and a wait through the ring, on the running thread
+    ran_on = std::this_thread::get_id();
+  };
+  executor ex{body()};
+  quell::remote_handle h = ex.remote();
+  std::thread runner([&] { ex.run(); });
+  h.post([&] { ev.set(); });
+  runner.join();
+  EXPECT_NE(ran_on, std::thread::id());
+  EXPECT_NE(ran_on, std::this_thread::get_id());
+}
+
 TEST(RemoteHandle, OnceTheLastHandleIsGoneAnExecutorWithNothingToDoReportsStuck) {
   auto body = [&]() -> task<> { co_await quell::event().wait(); };
   executor ex{body()};

@@ -161,6 +161,7 @@ class reactor {
   fault_injector* faults_ = nullptr;
   std::size_t ops_ = 0;
   unsigned flags_ = 0;
+  bool enabled_ = true;  // false until the first submission enables an R_DISABLED ring
   bool hold_ = false;
   std::uint64_t enters_ = 0;
 };
