@@ -17,7 +17,7 @@ time_point now() noexcept {
 bool sleep_awaiter::await_ready() noexcept {
   const time_point t = now();
   if (relative_) {
-    deadline = t + delay_;
+    deadline = t + deadline.time_since_epoch();
     relative_ = false;
   }
   return deadline <= t;

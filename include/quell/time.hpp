@@ -35,12 +35,12 @@ namespace quell {
 // The clock of the executor running on this thread (the steady clock outside any executor).
 time_point now() noexcept;
 
+class sleep_request;
+
+// The timer a sleep waits on. Made by co_await on what sleep_for / sleep_until return.
 class sleep_awaiter : detail::timer_node {
  public:
-  // A deadline, or a duration counted from when the sleep starts.
-  static sleep_awaiter until(time_point t) noexcept { return sleep_awaiter(t, duration{}, false); }
-  static sleep_awaiter after(duration d) noexcept { return sleep_awaiter(time_point{}, d, true); }
-  sleep_awaiter(sleep_awaiter&& o) noexcept : sleep_awaiter(o.deadline, o.delay_, o.relative_) {}
+  sleep_awaiter(sleep_awaiter&& o) noexcept : sleep_awaiter(o.deadline, o.relative_) {}
   sleep_awaiter(const sleep_awaiter&) = delete;
   ~sleep_awaiter() { disarm(); }
 
@@ -55,12 +55,30 @@ class sleep_awaiter : detail::timer_node {
   void await_resume() const noexcept {}
 
  private:
-  sleep_awaiter(time_point t, duration d, bool relative) noexcept : delay_(d), relative_(relative) { deadline = t; }
-  duration delay_;
+  friend class sleep_request;
+  sleep_awaiter(time_point t, bool relative) noexcept : relative_(relative) { deadline = t; }
+  // Until the sleep starts, a relative sleep keeps its delay in `deadline` (as time since the
+  // clock's epoch). The flag sits in timer_node's tail padding: the awaiter is what a suspended
+  // task's frame holds, once per sleeping task.
   bool relative_;
 };
 
-inline sleep_awaiter sleep_until(time_point deadline) noexcept { return sleep_awaiter::until(deadline); }
-inline sleep_awaiter sleep_for(duration d) noexcept { return sleep_awaiter::after(d); }
+// What sleep_for / sleep_until return: only the deadline or the delay, so the temporary that a
+// co_await keeps in the coroutine frame is 16 bytes; co_await makes the timer.
+class [[nodiscard]] sleep_request {
+ public:
+  sleep_awaiter operator co_await() const noexcept { return sleep_awaiter(t_, relative_); }
+
+ private:
+  friend sleep_request sleep_until(time_point) noexcept;
+  friend sleep_request sleep_for(duration) noexcept;
+  sleep_request(time_point t, bool relative) noexcept : t_(t), relative_(relative) {}
+  time_point t_;
+  bool relative_;
+};
+
+inline sleep_request sleep_until(time_point deadline) noexcept { return sleep_request(deadline, false); }
+// The delay is counted from when the sleep starts (its co_await), not from this call.
+inline sleep_request sleep_for(duration d) noexcept { return sleep_request(time_point(d), true); }
 
 }  // namespace quell

@@ -90,11 +90,15 @@ struct driver_base : resume_target {
 
   using cancel_fn = void (*)(driver_base*, const cancel_request&) noexcept;
   using start_fn = bool (*)(driver_base*, void*, done_fn, const cancel_request*) noexcept;
-  cancel_fn cancel_impl;
-  start_fn start_impl;
+  // One pointer to a per-type table rather than one per entry: a driver sits in every suspended
+  // task's frame and in every spawned child (issue 6, W3's bytes per task).
+  struct ops_table {
+    cancel_fn cancel;
+    start_fn start;
+  };
+  const ops_table* ops;
 
-  driver_base(resume_target::fn on_resume, cancel_fn c, start_fn s) noexcept
-      : resume_target(on_resume), cancel_impl(c), start_impl(s) {}
+  driver_base(resume_target::fn on_resume, const ops_table* t) noexcept : resume_target(on_resume), ops(t) {}
 
   // Set when the awaitable is a quell task: lets a cancel request walk down a chain of tasks in a
   // loop instead of one nested call per level (promise_base::request_cancel).
@@ -114,10 +118,10 @@ struct driver_base : resume_target {
 
   // Delivers a request. Ignored when idle-done, done, or not stronger than what was sent. If the
   // operation ends because of it (now or later), on_done is called.
-  void cancel(const cancel_request& r) noexcept { cancel_impl(this, r); }
+  void cancel(const cancel_request& r) noexcept { ops->cancel(this, r); }
   // Type-erased driver<Aw>::start (for owners that do not know the awaitable's type).
   bool start_erased(void* o, done_fn fn, const cancel_request* pending) noexcept {
-    return start_impl(this, o, fn, pending);
+    return ops->start(this, o, fn, pending);
   }
 };
 
@@ -129,11 +133,10 @@ class driver : public driver_base {
   using result_type = decltype(std::declval<A&>().await_resume());
 
   template <class X>
-  explicit driver(X&& x)
-      : driver_base(&on_resume, &cancel_thunk, &start_thunk), aw_(get_awaiter_as<Aw>(std::forward<X>(x))) {}
+  explicit driver(X&& x) : driver_base(&on_resume, &table), aw_(get_awaiter_as<Aw>(std::forward<X>(x))) {}
   // Only before start: a started driver's address has been handed out.
   driver(driver&& o) noexcept(std::is_nothrow_move_constructible_v<Aw>)
-      : driver_base(&on_resume, &cancel_thunk, &start_thunk), aw_(std::forward<Aw>(o.aw_)) {}
+      : driver_base(&on_resume, &table), aw_(std::forward<Aw>(o.aw_)) {}
   driver(const driver&) = delete;
   driver& operator=(const driver&) = delete;
 
@@ -342,6 +345,8 @@ class driver : public driver_base {
     }
     if (self->cancel_step(&r)) self->on_done(self->owner, self);  // may destroy *self
   }
+
+  static constexpr ops_table table{&cancel_thunk, &start_thunk};
 
   Aw aw_;
 };

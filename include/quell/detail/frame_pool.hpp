@@ -11,8 +11,9 @@ namespace quell::detail {
 
 #if QUELL_FRAME_POOL
 struct frame_pool {
-  static constexpr std::size_t granule = 64;
-  static constexpr std::size_t classes = 16;  // frames up to 1 KiB are recycled
+  // 32-byte steps: a frame is rounded up by 16 bytes on average, not 32 (W3's bytes per task).
+  static constexpr std::size_t granule = 32;
+  static constexpr std::size_t classes = 32;  // frames up to 1 KiB are recycled
   static constexpr unsigned max_cached_per_class = 256;
 
   struct free_frame {
