@@ -2,6 +2,7 @@
 // service behind, real sockets everywhere; quell's HTTP client and curl as clients. Timing goes
 // through the virtual clock except with curl and in the soak, whose peers run in real time.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cstdio>
@@ -227,6 +228,87 @@ TEST(Gateway, StatsRoutesAndBadParameters) {
     EXPECT_TRUE(contains(s.body, "\"cancels_sent\":0,\"cancels_acknowledged\":0,\"cancels_timed_out\":0")) << s.body;
     co_await c.close();
   });
+}
+
+namespace {
+
+// Writes `bytes` (then half-closes) and reads until the server closes; "" if it closed silently.
+task<std::string> raw_exchange(quell::address to, std::string bytes) {
+  auto s = co_await quell::tcp_stream::connect(to);
+  try {
+    co_await s.write_all(bytes);
+    s.shutdown(SHUT_WR);
+  } catch (const std::system_error&) {
+  }
+  std::string got;
+  char buf[2048];
+  for (;;) {
+    std::size_t n = 0;
+    try {
+      n = co_await s.read_some(buf);
+    } catch (const std::system_error&) {
+      break;
+    }
+    if (n == 0) break;
+    got.append(buf, n);
+  }
+  co_await s.close();
+  co_return got;
+}
+
+}  // namespace
+
+TEST(Gateway, BadInputGetsA4xxOrAClosedConnectionAndNeverKeepsAPermit) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(2);
+  g.run(clock, [&](quell::address a) -> task<void> {
+    const std::vector<std::string> bad = {
+        "GET /report?seconds=1 HTTP/1.1 junk\r\n\r\n",                                   // request line
+        "GET /report?seconds=1 HTTP/1.1\r\nX: " + std::string(20000, 'a') + "\r\n\r\n",  // 431
+        "POST /report?seconds=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",   // chunk size
+        "GET /report?seconds=1 HTTP/1.1\r\nHost: x",                                     // cut short
+        std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11),                 // a TLS hello
+    };
+    for (const auto& b : bad) {
+      std::string got = co_await raw_exchange(a, b);
+      EXPECT_TRUE(got.empty() || got.rfind("HTTP/1.1 4", 0) == 0) << got;
+    }
+    std::mt19937 rng(7);
+    for (int i = 0; i < 50; ++i) {
+      std::string junk(1 + rng() % 500, '\0');
+      for (auto& ch : junk) ch = static_cast<char>(rng());
+      std::string got = co_await raw_exchange(a, "GET /report?seconds=0.1 HTTP/1.1\r\n" + junk);
+      EXPECT_TRUE(got.empty() || got.rfind("HTTP/1.1 ", 0) == 0) << got;
+    }
+    // A client sending its request one byte per second is cut by the header timeout (10 s).
+    auto slow = co_await quell::tcp_stream::connect(a);
+    const std::string req = "GET /report?seconds=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    std::string got;
+    auto drip = [&]() -> task<void> {
+      try {
+        for (std::size_t i = 0; i < 12; ++i) {  // past the 10 s header timeout, never finishing
+          co_await slow.write_all(std::string_view(&req[i], 1));
+          co_await quell::sleep_for(1s);
+        }
+      } catch (const std::system_error&) {  // the server may have closed by now
+      }
+    };
+    co_await drip();
+    char buf[512];
+    std::size_t n = co_await slow.read_some(buf);
+    got.assign(buf, n);
+    EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 408") << got;
+    co_await slow.close();
+    EXPECT_EQ(g.app.permits_available(), 2u);
+    EXPECT_EQ(g.app.stats().in_flight, 0u);
+    // And the gateway still serves.
+    auto c = co_await http::client::connect(a);
+    EXPECT_EQ((co_await c.get("/report?seconds=0.1")).status, 200);
+    co_await c.close();
+  });
+  EXPECT_EQ(g.app.permits_available(), 2u);
+  EXPECT_EQ(g.svc.jobs_running(), 0u);
 }
 
 // ---- curl ----
