@@ -508,10 +508,12 @@ TEST(Http, CancellingRunCancelsEveryHandlerAndEndsOnlyAfterTheirCleanup) {
                                                  "in flight 0, open 0"}));
 }
 
-TEST(Http, ACancelledClientRequestLeavesTheConnectionUnusable) {
+TEST(Http, ACancelledClientRequestClosesTheConnectionSoTheServerCancelsItsHandler) {
   quell::virtual_clock clock;
+  quell::event handler_cancelled;
   http::server srv{loopback, [&](http::request&) -> task<http::response> {
-                     co_await quell::sleep_for(1s);
+                     auto note = [&] { handler_cancelled.set(); };
+                     co_await quell::on_cancel(quell::sleep_for(1h), note);
                      co_return http::response::text(200, "late");
                    }};
   serve_and(clock, srv, [&](quell::address a) -> task<void> {
@@ -520,8 +522,132 @@ TEST(Http, ACancelledClientRequestLeavesTheConnectionUnusable) {
     EXPECT_FALSE(r);
     EXPECT_FALSE(c.usable());
     EXPECT_THROW(co_await c.get("/"), std::logic_error);
-    co_await c.close();
+    co_await handler_cancelled.wait();  // no close() from this side: request() closed it
+    EXPECT_EQ(quell::test::at(clock), "10ms");
   });
+  EXPECT_EQ(srv.stats().cancelled_by_disconnect, 1u);
+}
+
+TEST(Http, AHandlerThatEndsCancelledOnItsOwnGetsNoResponseAndItsConnectionCloses) {
+  quell::virtual_clock clock;
+  http::server srv{loopback, [&](http::request&) -> task<http::response> {
+                     quell::cancel_source admin;
+                     admin.cancel();  // the cancellation starts inside the handler, at a token
+                     co_await quell::with_cancellation(admin.token(), quell::pending<void>());
+                     co_return http::response::text(200, "unreachable");
+                   }};
+  serve_and(clock, srv, [&](quell::address a) -> task<void> {
+    std::string got = co_await exchange(a, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_EQ(got, "");
+    EXPECT_EQ(quell::test::at(clock), "0ms") << "the connection should close at once, not wait for the peer";
+    EXPECT_EQ(srv.stats().requests_in_flight, 0u);
+  });
+}
+
+TEST(Http, AnUpgradeRequestWhoseBodyArrivesLaterIsAnsweredAsAPlainRequest) {
+  quell::virtual_clock clock;
+  int calls = 0;
+  http::server srv{loopback, echo_handler(&calls)};
+  serve_and(clock, srv, [&](quell::address a) -> task<void> {
+    auto s = co_await quell::tcp_stream::connect(a);
+    co_await s.write_all(
+        "POST /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Length: 4\r\n\r\n");
+    co_await quell::sleep_for(10ms);
+    co_await s.write_all("data");
+    std::string got;
+    char buf[1024];
+    while (std::size_t n = co_await s.read_some(buf)) got.append(buf, n);
+    EXPECT_EQ(status_line(got), "HTTP/1.1 200 OK") << got;
+    EXPECT_NE(got.find("POST /up data"), std::string::npos);
+    EXPECT_NE(got.find("Connection: close"), std::string::npos);
+    co_await s.close();
+  });
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(Http, EmptyLinesBetweenRequestsAreSkippedNotTimedOut) {
+  quell::virtual_clock clock;
+  int calls = 0;
+  http::server srv{loopback, echo_handler(&calls)};
+  serve_and(clock, srv, [&](quell::address a) -> task<void> {
+    auto s = co_await quell::tcp_stream::connect(a);
+    co_await s.write_all("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx\r\n");
+    char buf[1024];
+    std::size_t n = co_await s.read_some(buf);
+    EXPECT_EQ(status_line(std::string(buf, n)), "HTTP/1.1 200 OK");
+    co_await quell::sleep_for(20s);  // past the header timeout: the CRLF must not have started one
+    co_await s.write_all("\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    n = co_await s.read_some(buf);
+    std::string got(buf, n);
+    EXPECT_EQ(status_line(got), "HTTP/1.1 200 OK") << got;
+    EXPECT_NE(got.find("GET /b "), std::string::npos) << got;
+    co_await s.close();
+  });
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(srv.stats().requests_rejected, 0u);
+}
+
+TEST(Http, TheClientReadsNoBodyFor304And204WhateverTheirContentLengthSays) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  auto body = [&]() -> task<void> {
+    auto listener = quell::tcp_listener::bind(loopback);
+    auto peer = [&]() -> task<void> {  // a server that sends the lengths a cache would
+      auto conn = co_await listener.accept();
+      char buf[1024];
+      co_await conn.read_some(buf);
+      co_await conn.write_all("HTTP/1.1 304 Not Modified\r\nContent-Length: 5120\r\n\r\n");
+      co_await conn.read_some(buf);
+      co_await conn.write_all("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n");
+      co_await conn.read_some(buf);
+      co_await conn.write_all("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+      co_await conn.read_some(buf);
+      co_await conn.close();
+    };
+    auto both = [&](quell::scope& s) -> task<void> {
+      s.spawn(peer);
+      auto c = co_await http::client::connect(listener.local_address());
+      auto r1 = co_await c.get("/cached");
+      auto r2 = co_await c.get("/nothing");
+      auto r3 = co_await c.get("/ok");
+      EXPECT_EQ(r1.status, 304);
+      EXPECT_EQ(r1.body, "");
+      EXPECT_EQ(r2.status, 204);
+      EXPECT_EQ(r3.body, "ok");
+      co_await c.close();
+    };
+    co_await quell::with_scope(both);
+    co_await listener.close();
+  };
+  quell::executor ex{body(), clock};
+  ex.run();
+}
+
+TEST(Http, CancellingRunClosesTheListener) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  int calls = 0;
+  http::server srv{loopback, echo_handler(&calls)};
+  const quell::address where = srv.local_address();
+  auto body = [&]() -> task<void> {
+    auto sc = [&](quell::scope& s) -> task<void> {
+      auto running = s.spawn(srv.run());
+      co_await quell::sleep_for(10ms);
+      running.cancel();
+    };
+    co_await quell::with_scope(sc);
+    co_await quell::sleep_for(10ms);  // the background close
+    try {
+      auto c = co_await quell::tcp_stream::connect(where);
+      ADD_FAILURE() << "connected to a server whose run() was cancelled";
+      co_await c.close();
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code().value(), ECONNREFUSED);
+    }
+  };
+  quell::executor ex{body(), clock};
+  ex.run();
 }
 
 TEST(Http, RandomBytesGetA4xxOrAClosedConnectionAndLeaveNothingBehind) {

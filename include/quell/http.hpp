@@ -11,8 +11,10 @@
 // CONNECTIONS. Each accepted connection is served by one task in the server's scope; requests on
 // it are handled one at a time, in order (pipelined requests wait in the connection's buffer).
 // Keep-alive follows HTTP/1.1 (HTTP/1.0: only with "Connection: keep-alive"); request bodies may
-// be sized by Content-Length or chunked; the whole body is read before the handler runs.
-// Responses always carry Content-Length (HEAD: the length, no body).
+// be sized by Content-Length or chunked (trailers are dropped); the whole body is read before the
+// handler runs. Responses carry Content-Length (HEAD: the length, no body; 204 and 304: neither);
+// a handler's response with a 1xx status is a handler error (500). Empty lines between requests
+// are skipped. An upgrade request is answered as a plain request, then the connection is closed.
 //
 // LIMITS (server_options), answered and then the connection closed, the handler never called:
 //   - a request line + headers larger than max_header_bytes: 431;
@@ -42,10 +44,12 @@
 //     written (into the void, usually), and the connection is closed.
 //   - A handler that throws gets a 500 (the exception's text is not sent to the client); the
 //     connection stays usable.
-//   - A handler that ends cancelled for another reason (the server's shutdown, run() cancelled)
-//     gets no response; the connection is closed.
+//   - A handler that ends cancelled for another reason (the server's shutdown, run() cancelled,
+//     a cancellation that started inside it, e.g. at a token) gets no response; the connection is
+//     closed.
 //
-// SHUTDOWN. shutdown(grace) (on the executor's thread) stops accepting and closes the listener,
+// SHUTDOWN. shutdown(grace) (on the executor's thread) stops accepting and closes the listener
+// (run() closes it too whenever it ends),
 // closes idle keep-alive connections at once, and lets in-flight requests finish for up to
 // `grace` (on the executor's clock); their responses carry "Connection: close". Once `grace` has
 // passed, the requests still running are cancelled (graceful, reason shutdown) and awaited, so
@@ -54,10 +58,12 @@
 // ends (cancelled) after all of them have finished.
 //
 // CLIENT. client is one HTTP/1.1 connection: request() writes a request and reads the response
-// (Content-Length, chunked, or until close). A request() that is cancelled leaves the connection
-// unusable (the response would still arrive on it): it is closed, and that is exactly how the
-// server on the other side learns that its client went away. Later request()s throw
-// std::logic_error. Bad responses throw http::protocol_error.
+// (Content-Length, chunked, or until close; 1xx, 204 and 304 have no body). A request() that is
+// cancelled or fails leaves the connection unusable (the response would still arrive on it): it
+// is closed (in the background) as request() ends, and that is exactly how the server on the
+// other side learns that its client went away. Later request()s throw std::logic_error. Bad
+// responses throw http::protocol_error; a method, target or header that would break the request's
+// framing (a line break, a space in the target) is a std::invalid_argument.
 //
 // All of it runs on one executor's thread. The server must outlive run(); the request passed to
 // the handler lives until the handler's task has finished.

@@ -19,9 +19,23 @@ task<client_response> client::request(std::string method, std::string target, st
         "quell::http::client: the connection is not usable (a request on it was cancelled or failed, or the "
         "server closed it)");
   }
+  auto has_line_break = [](std::string_view v) { return v.find_first_of("\r\n") != std::string_view::npos; };
+  if (has_line_break(method) || has_line_break(target) || method.find(' ') != std::string::npos ||
+      target.find(' ') != std::string::npos)
+    throw std::invalid_argument("quell::http::client: a method or target with a space or a line break");
+  for (const auto& h : headers)
+    if (has_line_break(h.name) || has_line_break(h.value) || h.name.find(':') != std::string::npos)
+      throw std::invalid_argument("quell::http::client: a header with a line break or a ':' in its name");
   // Until the response is complete, the connection is in the middle of an exchange: a cancel or a
-  // failure from here on leaves it unusable.
+  // failure from here on leaves it unusable, and it is closed when request() ends that way (the
+  // server learns that its client went away; the response can never be read in step again).
   broken_ = true;
+  struct close_if_broken {
+    client& c;
+    ~close_if_broken() {
+      if (c.broken_ && c.stream_.is_open()) c.stream_ = tcp_stream();  // closes in the background
+    }
+  } closer{*this};
   std::string out;
   out.reserve(256 + body.size());
   out += method;
@@ -43,7 +57,8 @@ task<client_response> client::request(std::string method, std::string target, st
     out += h.value;
     out += "\r\n";
   }
-  if (!body.empty() || method == "POST" || method == "PUT") {
+  if ((!body.empty() || method == "POST" || method == "PUT") && !find_header(headers, "content-length") &&
+      !find_header(headers, "transfer-encoding")) {
     out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   }
   out += "\r\n";
@@ -60,7 +75,7 @@ task<client_response> client::request(std::string method, std::string target, st
     have.remove_prefix(used);
     if (p.failed()) throw protocol_error("quell::http::client: bad response: " + p.error_text());
     if (p.complete()) {
-      if (p.status >= 100 && p.status < 200) {  // 100 Continue and friends: the real one follows
+      if (p.status >= 100 && p.status < 200 && p.status != 101) {  // 100 Continue and friends: the real one follows
         p.reset();
         if (method == "HEAD") p.expect_no_body();
         continue;
@@ -85,7 +100,8 @@ task<client_response> client::request(std::string method, std::string target, st
   r.body = std::move(p.body);
   r.keep_alive = p.keep_alive();
   pending_.assign(have);
-  broken_ = !r.keep_alive;
+  // 101 Switching Protocols: what follows is not HTTP; the connection is the caller's to use.
+  broken_ = !r.keep_alive || r.status == 101;
   co_return r;
 }
 

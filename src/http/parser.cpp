@@ -50,7 +50,6 @@ std::size_t message_parser::feed(const char* data, std::size_t n) noexcept {
     s.on_message_complete = &message_parser::on_message_complete;
     return s;
   }();
-  started_ = true;
   std::size_t used = http_parser_execute(&p_, &settings, data, n);
   auto err = HTTP_PARSER_ERRNO(&p_);
   if (complete_) {
@@ -58,11 +57,9 @@ std::size_t message_parser::feed(const char* data, std::size_t n) noexcept {
     http_parser_pause(&p_, 0);
     return used;
   }
-  if (err != HPE_OK && !failed()) {
-    fail(err == HPE_HEADER_OVERFLOW ? 431 : 400, http_errno_description(err));
-  } else if (err == HPE_OK && p_.upgrade && !complete_) {
-    fail(400, "protocol upgrade is not supported");
-  }
+  // An upgrade request (`Connection: Upgrade`) is served as a plain one: libhttp-parser flags it
+  // when its headers end, and completes it after its body as usual.
+  if (err != HPE_OK && !failed()) fail(err == HPE_HEADER_OVERFLOW ? 431 : 400, http_errno_description(err));
   return used;
 }
 
@@ -83,11 +80,11 @@ bool message_parser::expects_continue() const noexcept {
   return v && v->size() == 12 && strncasecmp(v->data(), "100-continue", 12) == 0;
 }
 
-int message_parser::fail(int st, std::string text) noexcept {
+int message_parser::fail(int st, const char* text) noexcept {
   if (error_status_ == 0) {
     error_status_ = st;
     try {
-      error_text_ = std::move(text);
+      error_text_ = text;
     } catch (...) {
     }
   }
@@ -117,6 +114,9 @@ int message_parser::on_url(http_parser* p, const char* at, std::size_t n) {
 
 int message_parser::on_header_field(http_parser* p, const char* at, std::size_t n) {
   auto* s = self(p);
+  // Trailers of a chunked body are not headers: merging them would let them say what the head
+  // did not (and a front proxy never filtered). They are dropped.
+  if (s->headers_done_) return 0;
   // ": " and CRLF around each header count too, so the limit is on what was sent.
   if (!s->count_header_bytes(n + (s->in_value_ || s->headers.empty() ? 4 : 0)))
     return s->fail(431, "request line and headers too large");
@@ -132,6 +132,7 @@ int message_parser::on_header_field(http_parser* p, const char* at, std::size_t 
 
 int message_parser::on_header_value(http_parser* p, const char* at, std::size_t n) {
   auto* s = self(p);
+  if (s->headers_done_) return 0;  // a trailer
   if (!s->count_header_bytes(n)) return s->fail(431, "request line and headers too large");
   try {
     s->in_value_ = true;
@@ -154,6 +155,9 @@ int message_parser::on_headers_complete(http_parser* p) {
     if (p->http_major != 1) return s->fail(505, "only HTTP/1.x is supported");
   } else {
     s->status = static_cast<int>(p->status_code);
+    // These have no body whatever their headers say (RFC 9110, 6.4.1); libhttp-parser would wait
+    // for a Content-Length's worth of bytes.
+    if (s->status / 100 == 1 || s->status == 204 || s->status == 304) s->no_body_ = true;
   }
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > s->max_body_) {
     return s->fail(413, "body too large");

@@ -30,6 +30,7 @@ class message_parser {
   // A response to HEAD (or a 1xx/204/304) has no body whatever its headers say.
   void expect_no_body() noexcept { no_body_ = true; }
 
+  // A message began: something other than the empty lines a client may send between requests.
   bool started() const noexcept { return started_; }
   bool headers_complete() const noexcept { return headers_done_; }
   bool complete() const noexcept { return complete_; }
@@ -55,7 +56,7 @@ class message_parser {
   static int on_headers_complete(http_parser* p);
   static int on_body(http_parser* p, const char* at, std::size_t n);
   static int on_message_complete(http_parser* p);
-  int fail(int status, std::string text) noexcept;
+  int fail(int status, const char* text) noexcept;
   bool count_header_bytes(std::size_t n) noexcept;
 
   http_parser p_;

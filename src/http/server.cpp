@@ -1,8 +1,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
@@ -10,6 +10,7 @@
 
 #include "parser.hpp"
 #include "quell/deadline.hpp"
+#include "quell/detail/alarm.hpp"
 #include "quell/event.hpp"
 #include "quell/http.hpp"
 #include "quell/poll.hpp"
@@ -206,10 +207,14 @@ struct server::impl {
 task<void> server::impl::run() {
   if (running) throw std::logic_error("quell::http::server: run() is already running");
   running = true;
+  // Also when run() is cancelled: no more connections queue up in a backlog nobody accepts.
   struct not_running {
-    bool& r;
-    ~not_running() { r = false; }
-  } guard{running};
+    impl& s;
+    ~not_running() {
+      s.running = false;
+      if (s.listener.is_open()) s.listener = tcp_listener();  // closes in the background
+    }
+  } guard{*this};
   auto body = [this](scope& s) -> task<void> {
     s.spawn(accept_loop(s));
     co_await drain.wait();
@@ -234,8 +239,10 @@ task<void> server::impl::accept_loop(scope& s) {
       int code = e.code().value();
       if (code == EMFILE || code == ENFILE || code == ENOBUFS || code == ENOMEM) {
         back_off = true;  // out of descriptors: let connections finish before trying again
-      } else if (code != ECONNABORTED && code != EPROTO && code != EPERM && code != EINTR) {
-        throw;
+      } else if (code != ECONNABORTED && code != EPROTO && code != EPERM && code != EINTR && code != ENETDOWN &&
+                 code != ENOPROTOOPT && code != EHOSTDOWN && code != ENONET && code != EHOSTUNREACH &&
+                 code != EOPNOTSUPP && code != ENETUNREACH) {
+        throw;  // the errors accept(2) says to retry on are the connection's, not the listener's
       }
     }
     if (back_off) {
@@ -255,12 +262,23 @@ task<void> server::impl::run_handler(int fd, request& req, std::optional<respons
   std::optional<spawn_handle<void>> handler_h, watcher_h;
   // The children refer to this frame only: the body may finish before them.
   auto call = [&]() -> task<void> {
+    // However the handler ends (a value, an exception, or cancelled on its own, when no code
+    // after its co_await runs), the watcher must stop, or the scope would wait for the peer.
+    struct stop_watcher {
+      std::optional<spawn_handle<void>>& w;
+      ~stop_watcher() {
+        if (w) w->cancel(cancel_reason(cancel_kind::requested, "the handler ended"));
+      }
+    } stop{watcher_h};
     out = co_await handle(req);
-    if (watcher_h) watcher_h->cancel(cancel_reason(cancel_kind::requested, "the handler finished"));
   };
   auto watch = [&]() -> task<void> {
     // POLLRDHUP consumes nothing: a pipelined request stays in the socket for the next round.
-    co_await wait_for_events(fd, POLLRDHUP);
+    try {
+      co_await wait_for_events(fd, POLLRDHUP);
+    } catch (const std::system_error&) {
+      co_return;  // cannot watch: the handler runs unwatched rather than failing
+    }
     gone = true;
     if (handler_h && !handler_h->done()) {
       ++stats.cancelled_by_disconnect;
@@ -308,9 +326,9 @@ task<void> server::impl::serve(tcp_stream conn) {
       }
 
       p.reset();
-      const time_point header_deadline = now() + opts.header_timeout;
+      const time_point header_deadline = quell::detail::add_saturating(now(), opts.header_timeout);
       time_point body_deadline{};
-      bool continue_sent = false, peer_closed = false;
+      bool continue_sent = false, peer_closed = false, only_blank_lines = false;
       int reject = 0;
       for (;;) {
         beg += p.feed(buf.get() + beg, end - beg);
@@ -320,9 +338,14 @@ task<void> server::impl::serve(tcp_stream conn) {
           break;
         }
         if (p.complete()) break;
+        if (!p.started()) {
+          // Only the empty lines some clients send after a body: still idle, not a request.
+          only_blank_lines = true;
+          break;
+        }
         if (p.headers_complete() && body_deadline == time_point{}) {
-          body_deadline = now() + opts.body_timeout;
-          if (p.expects_continue() && !continue_sent) {
+          body_deadline = quell::detail::add_saturating(now(), opts.body_timeout);
+          if (p.expects_continue() && p.version_minor >= 1 && !continue_sent) {
             continue_sent = true;
             auto sent = co_await move_on_after(opts.write_timeout, conn.write_all("HTTP/1.1 100 Continue\r\n\r\n"));
             if (!sent) {
@@ -343,6 +366,7 @@ task<void> server::impl::serve(tcp_stream conn) {
         end = *more;
       }
       if (peer_closed) break;
+      if (only_blank_lines) continue;
       if (reject) {
         ++stats.requests_rejected;
         std::string text = reject == 408 ? std::string("request timeout") : p.error_text();
@@ -376,14 +400,20 @@ task<void> server::impl::serve(tcp_stream conn) {
       }
       if (threw && !gone) out = response::text(500, "internal server error\n");
       if (!out) break;  // cancelled because the client went away: nobody to answer
+      if (out->status < 200 || out->status > 999) {
+        // An interim (1xx) or invalid status as a final answer would leave the client waiting.
+        ++stats.handler_errors;
+        out = response::text(500, "internal server error\n");
+      }
       keep = client_keep && !gone && !draining && !response_closes(*out);
       std::string bytes = serialize(*out, keep, head, req.version_minor);
       auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(bytes));
       if (!sent) break;
       linger = !keep && !gone;
     }
-  } catch (const std::system_error&) {
-    // A reset or a broken pipe: the connection is over; nothing else is affected.
+  } catch (const std::exception&) {
+    // A reset, a broken pipe, or no memory for a huge response: this connection is over; the
+    // others are not affected.
     linger = false;
   }
   if (linger) {
@@ -402,7 +432,7 @@ task<void> server::impl::serve(tcp_stream conn) {
         try {
           while (std::size_t n = co_await conn.read_some(whole)) {
             total += n;
-            if (total > opts.max_body_bytes + opts.max_header_bytes) break;
+            if (total > 1024 * 1024) break;  // enough: let the close do the rest
           }
         } catch (const std::system_error&) {
         }
