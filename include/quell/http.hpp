@@ -143,7 +143,9 @@ class protocol_error : public std::runtime_error {
 };
 
 struct server_options {
-  std::size_t max_header_bytes = 16 * 1024;  // request line + headers
+  // Request line + headers. libhttp-parser stops at 80 KiB whatever this says (its limit is
+  // process-wide, so quell leaves it alone): larger values act as 80 KiB.
+  std::size_t max_header_bytes = 16 * 1024;
   std::size_t max_body_bytes = 1024 * 1024;
   duration header_timeout = std::chrono::seconds(10);
   duration body_timeout = std::chrono::seconds(30);
