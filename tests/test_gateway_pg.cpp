@@ -80,10 +80,19 @@ TEST(GatewayPg, AClientDisconnectMidQueryStopsTheStatementReturnsThePermitAndReu
   g.run([&](quell::address a) -> task<void> {
     auto observer = co_await pg::connection::connect(cluster::conninfo);
     auto c = co_await http::client::connect(a);
-    auto r = co_await quell::move_on_after(500ms, c.get("/report?seconds=30"));
-    EXPECT_FALSE(r);
-    EXPECT_EQ(co_await sleeping_queries(observer), 1) << "the statement should be running on the server";
-    co_await c.close();
+    // The client gives up once the statement runs on the server (not after a fixed time: on a
+    // loaded machine, opening the pool's first connection can take longer than any guess).
+    auto give_up_when_running = [&](quell::scope& s) -> task<void> {
+      auto request = [&]() -> task<void> { co_await c.get("/report?seconds=30"); };
+      auto pending = s.spawn(request);
+      int running = 0;
+      for (int i = 0; i < 1000 && (running = co_await sleeping_queries(observer)) != 1; ++i)
+        co_await quell::sleep_for(10ms);
+      EXPECT_EQ(running, 1) << "the statement should be running on the server";
+      pending.cancel();  // request() ends cancelled and closes the connection: the disconnect
+    };
+    co_await quell::with_scope(give_up_when_running);
+    EXPECT_FALSE(c.usable());
     const auto gone_within = co_await until_no_sleeping_query(observer);
     EXPECT_LT(gone_within, 1000ms);
     co_await g.settle();
@@ -122,16 +131,27 @@ TEST(GatewayPg, CurlGivingUpMidQueryStopsTheStatement) {
   pg_stack g(1);
   g.run([&](quell::address a) -> task<void> {
     auto observer = co_await pg::connection::connect(cluster::conninfo);
+    {
+      // Open the pool's connection first, so the statement starts well within curl's patience.
+      auto warm = co_await http::client::connect(a);
+      EXPECT_EQ((co_await warm.get("/report?seconds=0")).status, 200);
+      co_await warm.close();
+    }
     std::atomic<bool> done{false};
     int status = -1;
-    const std::string cmd = "curl -sS --max-time 0.5 'http://" + a.to_string() + "/report?seconds=30' >/dev/null 2>&1";
+    const std::string cmd = "curl -sS --max-time 1.5 'http://" + a.to_string() + "/report?seconds=30' >/dev/null 2>&1";
     std::thread curl([&] {
       status = std::system(cmd.c_str());
       done = true;
     });
-    while (!done) co_await quell::sleep_for(5ms);
+    bool seen_running = false;
+    while (!done) {
+      if (!seen_running && co_await sleeping_queries(observer) == 1) seen_running = true;
+      co_await quell::sleep_for(10ms);
+    }
     curl.join();
     EXPECT_NE(status, 0);
+    EXPECT_TRUE(seen_running) << "the statement never ran while curl waited";
     const auto gone_within = co_await until_no_sleeping_query(observer);
     EXPECT_LT(gone_within, 1000ms);
     co_await g.settle();

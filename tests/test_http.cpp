@@ -771,7 +771,7 @@ TEST(HttpCurl, CurlGivingUpMidRequestCancelsTheHandlerWithPeerDisconnected) {
                      co_await quell::on_cancel(quell::pending<void>(), cleanup);
                      co_return http::response::text(200, "unreachable");
                    }};
-  curl_run curl("--max-time 0.3 http://" + srv.local_address().to_string() + "/slow");
+  curl_run curl("--max-time 1 http://" + srv.local_address().to_string() + "/slow");
   serve_for_curl(srv, curl);
   EXPECT_NE(curl.status, 0);  // curl timed out
   EXPECT_EQ(reason, "peer disconnected");
