@@ -358,3 +358,117 @@ TEST(Scope, CancellingAHandlesWaiterLeavesTheChildRunningAndHandleMisuseIsAClear
   EXPECT_EQ(log.lines, (lines{"stopped waiting at 2ms", "then got 5 at 10ms", "value taken twice: logic_error",
                               "started() twice: logic_error", "start gave 1"}));
 }
+
+// A spawned task is driven directly, not through the generic driver (scope.hpp, task_child).
+// These pin the rules it must keep anyway.
+
+TEST(Scope, ASpawnedTaskThatEndsCancelledDestroysItsLocalsAtOnceEvenWhileAHandleIsHeld) {
+  virtual_clock clock;
+  quell::test::log log;
+  struct guard {
+    quell::test::log& log;
+    ~guard() { log.print("child's local destroyed"); }
+  };
+  auto child = [&]() -> task<int> {
+    guard g{log};
+    co_await sleep_for(1h);
+    co_return 1;
+  };
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      auto h = s.spawn(child);
+      co_await sleep_for(1ms);
+      h.cancel();
+      log.print(std::string("cancelled; done: ") + (h.done() ? "yes" : "no"));
+      co_await sleep_for(1ms);
+      log.print(std::string("handle still held; valid: ") + (h.valid() ? "yes" : "no"));
+    });
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines, (lines{"child's local destroyed", "cancelled; done: yes", "handle still held; valid: yes"}));
+}
+
+TEST(Scope, ASpawnedTaskCancelledWhileItStillRunsInsideSpawnIsCancelledAtItsNextCoAwaitEvenAReadyOne) {
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      auto h = s.spawn([&]() -> task<int> {
+        log.print("child runs inside spawn");
+        s.cancel(quell::cancel_reason(quell::cancel_kind::requested, "from the child"));
+        co_await quell::defer(log.hook("child's cleanup"));
+        co_await quell::yield();
+        log.print("never");
+        co_return 1;
+      });
+      log.print(std::string("spawn returned; child done: ") + (h.done() ? "yes" : "no"));
+      co_return;
+    });
+    log.print("scope returned");
+  };
+  executor(body()).run();
+  // It ends cancelled inside its own await_suspend, so its cleanup runs from the next turn, after
+  // spawn has returned (as for any task ending there).
+  EXPECT_EQ(log.lines,
+            (lines{"child runs inside spawn", "spawn returned; child done: no", "child's cleanup", "scope returned"}));
+}
+
+TEST(Scope, ASpawnedTaskWhoseAsyncCleanupThrowsGivesTheScopeThatErrorAndItsHandleNoValue) {
+  quell::test::log log;
+  auto child = [&]() -> task<int> {
+    co_await quell::defer([]() -> task<> {
+      co_await quell::yield();
+      throw boom("cleanup failed");
+    });
+    co_return 5;
+  };
+  auto body = [&]() -> task<> {
+    try {
+      co_await with_scope([&](scope& s) -> task<> {
+        auto h = s.spawn(child);
+        auto waiter = [&]() -> task<> {
+          (void)co_await h;
+          log.print("never: the child's value is not delivered");
+        };
+        s.spawn(waiter);
+        co_return;
+      });
+    } catch (const boom& e) {
+      log.print(std::string("scope threw: ") + e.what());
+    }
+  };
+  executor(body()).run();
+  EXPECT_EQ(log.lines, (lines{"scope threw: cleanup failed"}));
+}
+
+TEST(Scope, AnyAwaitableMayBeSpawnedAndItsValueErrorOrCancellationReachesTheHandle) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto fails_later = [&]() -> task<int> {
+    co_await sleep_for(4ms);
+    throw boom("a branch of a spawned race failed");
+  };
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      auto timer = s.spawn(sleep_for(3ms));  // a leaf
+      auto raced = s.spawn(quell::race(value_after(2ms, 4), value_after(1h, 5)));
+      auto held = s.spawn(on_cancel(value_after(1h, 6), log.hook("hook of a spawned on_cancel")));
+      log.print("race gave " + std::to_string(co_await raced) + " at " + at(clock));
+      co_await timer;
+      log.print("timer done at " + at(clock));
+      held.cancel();
+      log.print(std::string("on_cancel child done: ") + (held.done() ? "yes" : "no"));
+    });
+    try {
+      co_await with_scope([&](scope& s) -> task<> {
+        s.spawn(quell::race(fails_later(), value_after(1h, 5)));
+        co_await sleep_for(1h);
+      });
+    } catch (const boom& e) {
+      log.print(std::string(e.what()) + "; the scope threw it at " + at(clock));
+    }
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines,
+            (lines{"race gave 4 at 2ms", "timer done at 3ms", "hook of a spawned on_cancel",
+                   "on_cancel child done: yes", "a branch of a spawned race failed; the scope threw it at 7ms"}));
+}

@@ -64,6 +64,7 @@
 #include "quell/detail/outcome.hpp"
 #include "quell/detail/scheduler.hpp"
 #include "quell/errors.hpp"
+#include "quell/task.hpp"
 
 namespace quell {
 
@@ -79,10 +80,13 @@ class start_op;
 
 // One spawned child. Owned by its scope until it finishes, and by each handle to it.
 struct child_base : list_node {
+  enum class ending : unsigned char { running, value, error, cancelled };
+
   scope_core* owner = nullptr;
   int refs = 1;
   bool finished = false;
   bool taken = false;              // a handle's await took the value
+  ending end = ending::running;    // set just before the scope hears that it finished
   std::coroutine_handle<> waiter;  // a task awaiting a handle
   start_state* starter = nullptr;  // start(): the caller, until started() is called
 
@@ -94,10 +98,13 @@ struct child_base : list_node {
   // Starts the child; `pre`: a request already in force (the child still starts, and is
   // cancelled at its first suspension point). True if it finished during the call.
   virtual bool launch(const cancel_request* pre) noexcept = 0;
+  // Only while the child runs.
   virtual void cancel(const cancel_request& r) noexcept = 0;
-  virtual bool ended_cancelled() const noexcept = 0;
-  virtual bool has_error() const noexcept = 0;
+  // Only when it ended with an error.
   virtual std::exception_ptr error() const noexcept = 0;
+
+  bool ended_cancelled() const noexcept { return end == ending::cancelled; }
+  bool has_error() const noexcept { return end == ending::error; }
 
   void retain() noexcept { ++refs; }
   void release() noexcept {
@@ -107,18 +114,19 @@ struct child_base : list_node {
 
 template <class R>
 struct child_of : child_base {
-  bool ended_cancelled() const noexcept final { return result.cancelled(); }
-  bool has_error() const noexcept final { return result.has_error(); }
-  std::exception_ptr error() const noexcept final { return result.error(); }
-  outcome<R> result;
+  // The value or the exception, once; only when it ended with one.
+  virtual R take() = 0;
 };
 
-struct no_extra {};
+struct no_extra {
+  using made = void;
+};
 
 // What a child made by a callable keeps: the callable itself (a lambda coroutine refers to its
 // closure, so the closure must live as long as the child) and, for start(), the task_status.
 template <class Fn>
 struct made_from {
+  using made = std::invoke_result_t<Fn&>;
   Fn fn;
   decltype(auto) make() { return fn(); }
 };
@@ -129,8 +137,11 @@ struct started_from {
   decltype(auto) make() { return fn(status); }
 };
 
+// Any awaitable, through the driver. Its outcome is moved out of the awaitable when it ends.
 template <class Aw, class Extra = no_extra>
 struct child final : child_of<typename driver<Aw>::result_type> {
+  using R = typename driver<Aw>::result_type;
+
   template <class X>
   explicit child(X&& x) : d(std::forward<X>(x)) {}
   template <class Fn>
@@ -138,10 +149,81 @@ struct child final : child_of<typename driver<Aw>::result_type> {
 
   bool launch(const cancel_request* pre) noexcept override;
   void cancel(const cancel_request& r) noexcept override { d.cancel(r); }
+  std::exception_ptr error() const noexcept override { return result.error(); }
+  R take() override { return result.take(); }
   static void done(void* o, driver_base*) noexcept;
+
+  void settle() noexcept {
+    d.collect(result);
+    this->end = result.has_error()   ? child_base::ending::error
+                : result.cancelled() ? child_base::ending::cancelled
+                                     : child_base::ending::value;
+  }
 
   [[no_unique_address]] Extra extra;
   driver<Aw> d;
+  outcome<R> result;
+};
+
+// A quell task, the usual child, driven directly (like a task's co_await of a task,
+// task.hpp) rather than through a driver, so that a spawned task costs its frame plus this
+// small record (issue 6, W3's bytes per task). The same rules as the driver around
+// task::awaiter: a request is stored in the task and forwarded to what it is parked on, also
+// while the task is still running inside launch(); a task that ended cancelled is freed at once;
+// a failed cleanup's error is the result. The result stays in the task's frame until taken.
+template <class U, class Extra = no_extra>
+struct task_child final : child_of<U>, resume_target {
+  explicit task_child(task<U>&& t) : resume_target(&on_resume), h(task_access<U>::take(std::move(t))) {}
+  template <class Fn>
+  task_child(std::in_place_t, Fn&& fn)
+      : resume_target(&on_resume), extra{std::forward<Fn>(fn)}, h(task_access<U>::take(extra.make())) {}
+  ~task_child() override { release_frame(h); }
+
+  bool launch(const cancel_request* pre) noexcept override {
+    if (pre) h.promise().request = *pre;  // it runs up to its first co_await, which is cancelled
+    if (run_inline(h)) {
+      settle();
+      return true;
+    }
+    h.promise().continuation = handle();
+    return false;
+  }
+  void cancel(const cancel_request& r) noexcept override { h.promise().request_cancel(r); }
+  std::exception_ptr error() const noexcept override { return h.promise().result.error(); }
+  U take() override { return h.promise().result.take(); }
+
+  void settle() noexcept {
+    if (!settle_finished(h)) {
+      this->end = child_base::ending::cancelled;
+    } else {
+      this->end = h.promise().result.has_error() ? child_base::ending::error : child_base::ending::value;
+    }
+  }
+  static void on_resume(void* p) noexcept {
+    auto* self = static_cast<task_child*>(static_cast<resume_target*>(p));
+    self->settle();
+    self->owner->child_finished(self);  // may destroy *self
+  }
+
+  [[no_unique_address]] Extra extra;
+  std::coroutine_handle<promise<U>> h;
+};
+
+template <class Op>
+struct child_for {
+  using type = child<awaiter_t<Op>>;
+};
+template <class U>
+struct child_for<task<U>> {
+  using type = task_child<U>;
+};
+template <class Fn, class Made = typename made_from<Fn>::made>
+struct child_made_by {
+  using type = child<awaiter_t<Made>, made_from<Fn>>;
+};
+template <class Fn, class U>
+struct child_made_by<Fn, task<U>> {
+  using type = task_child<U, made_from<Fn>>;
 };
 
 // A start() caller waiting for started().
@@ -238,7 +320,7 @@ class spawn_handle {
   class awaiter {
    public:
     explicit awaiter(detail::child_of<R>* c) noexcept : c_(c) {}
-    bool await_ready() const noexcept { return c_->finished && c_->result.has_value(); }
+    bool await_ready() const noexcept { return c_->end == detail::child_base::ending::value; }
     bool await_suspend(std::coroutine_handle<> h) {
       if (c_->finished) return false;  // ended cancelled or failed: the waiter learns it through await_must_resume
       if (c_->waiter) throw std::logic_error("quell: a spawn_handle is awaited by two tasks at once");
@@ -249,11 +331,11 @@ class spawn_handle {
       c_->waiter = {};
       return true;
     }
-    bool await_must_resume() const noexcept { return !c_->result.cancelled() && !c_->result.has_error(); }
+    bool await_must_resume() const noexcept { return c_->end == detail::child_base::ending::value; }
     R await_resume() {
       if (c_->taken) throw std::logic_error("quell: a spawn_handle's value was already taken");
       c_->taken = true;
-      return c_->result.take();
+      return c_->take();
     }
 
    private:
@@ -283,18 +365,10 @@ class scope_core {
   auto spawn(Op&& op) {
     check_open();
     if constexpr (detail::awaitable<Op>) {
-      using Aw = detail::awaiter_t<Op>;
-      auto* c = new detail::child<Aw>(std::forward<Op>(op));
-      spawn_handle<typename detail::driver<Aw>::result_type> h(c);
-      adopt(c);
-      return h;
+      return adopt_new(new typename detail::child_for<std::remove_cvref_t<Op>>::type(std::forward<Op>(op)));
     } else {
       using Fn = std::decay_t<Op>;
-      using Aw = detail::awaiter_t<std::invoke_result_t<Fn&>>;
-      auto* c = new detail::child<Aw, detail::made_from<Fn>>(std::in_place, std::forward<Op>(op));
-      spawn_handle<typename detail::driver<Aw>::result_type> h(c);
-      adopt(c);
-      return h;
+      return adopt_new(new typename detail::child_made_by<Fn>::type(std::in_place, std::forward<Op>(op)));
     }
   }
 
@@ -331,12 +405,20 @@ class scope_core {
   template <class, class>
   friend struct detail::child;
   template <class, class>
+  friend struct detail::task_child;
+  template <class, class>
   friend class detail::start_op;
 
   void check_open() const {
     if (closed_) throw std::logic_error("quell: spawn into a scope that has finished");
   }
   void adopt(detail::child_base* c) noexcept;
+  template <class R>
+  spawn_handle<R> adopt_new(detail::child_of<R>* c) noexcept {
+    spawn_handle<R> h(c);
+    adopt(c);
+    return h;
+  }
   void child_finished(detail::child_base* c) noexcept;
 
   detail::node_list children_;  // the running ones
@@ -359,14 +441,12 @@ bool child<Aw, Extra>::launch(const cancel_request* pre) noexcept {
     if constexpr (requires(std::remove_reference_t<Aw> & a) {
                     { a.child_task() } -> std::same_as<task_record*>;
                   }) {
-      // A task is started with the request already stored: its body runs up to its first
-      // co_await (registering cleanups), which is then cancelled.
-      d.awaiter().child_task()->request = *pre;
+      d.awaiter().child_task()->request = *pre;  // as task_child::launch
       pre = nullptr;
     }
   }
   if (d.start(this, &done, nullptr)) {
-    d.collect(this->result);
+    settle();
     return true;
   }
   if (pre) d.cancel(*pre);  // any other awaitable: started, then cancelled
@@ -376,7 +456,7 @@ bool child<Aw, Extra>::launch(const cancel_request* pre) noexcept {
 template <class Aw, class Extra>
 void child<Aw, Extra>::done(void* o, driver_base*) noexcept {
   auto* self = static_cast<child*>(o);
-  self->d.collect(self->result);
+  self->settle();
   self->owner->child_finished(self);
 }
 

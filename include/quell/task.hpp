@@ -333,6 +333,48 @@ QUELL_HOT void release_frame(std::coroutine_handle<P> h) noexcept {
   h.destroy();
 }
 
+// Two owners drive a quell task directly instead of through a driver around task::awaiter: a
+// task's `co_await` of a task (task_await_task, below) and a scope's spawned task (scope.hpp,
+// task_child). Both keep the driver's rules with these two steps.
+
+// Starts the task by a bounded resume with a null continuation: if it finishes before the call
+// returns (returns true), its finish() resumed nobody; otherwise the owner sets the continuation.
+template <class U>
+QUELL_HOT bool run_inline(std::coroutine_handle<promise<U>> h) noexcept {
+  h.promise().start_inline();
+  detail::resume(h);
+  return h.promise().state == promise_base::phase::done;
+}
+
+// task::awaiter::await_must_resume for a finished task: false if it ended cancelled, in which case
+// its frame is freed at once (a cancelled chain is freed innermost first) and `h` becomes null;
+// a failed cleanup's error becomes the task's result.
+template <class U>
+QUELL_COLD bool settle_unusual(std::coroutine_handle<promise<U>>& h) noexcept {
+  if (h.promise().cleanup_failed) {
+    h.promise().merge_cleanup_error();  // await_resume then rethrows it like any other error
+    return true;
+  }
+  release_frame(std::exchange(h, {}));
+  return false;
+}
+template <class U>
+QUELL_HOT bool settle_finished(std::coroutine_handle<promise<U>>& h) noexcept {
+  const promise<U>& c = h.promise();
+  if (!c.ended_cancelled && !c.cleanup_failed) [[likely]]
+    return true;
+  return settle_unusual(h);
+}
+
+// The frame of a task, taken from it by an owner that drives it directly.
+template <class T>
+struct task_access {
+  static std::coroutine_handle<promise<T>> take(task<T>&& t) {
+    if (!t.h_) throw std::logic_error("quell: co_await on an empty task (moved-from or already awaited)");
+    return std::exchange(t.h_, {});
+  }
+};
+
 }  // namespace detail
 
 template <class T>
@@ -374,20 +416,9 @@ class [[nodiscard]] task {
       h_.promise().request_cancel(r);
       return false;  // the task reports its end through its waiter, possibly during this call
     }
-    bool await_must_resume() const noexcept {
-      auto& p = h_.promise();
-      if (!p.ended_cancelled && !p.cleanup_failed) [[likely]]
-        return true;
-      if (p.cleanup_failed) {
-        p.merge_cleanup_error();  // await_resume then rethrows it like any other error
-        return true;
-      }
-      // Nothing will be taken from a task that ended cancelled, so its frame (and its locals) is
-      // freed now: a cancelled chain unwinds innermost first, one level at a time, instead of
-      // by recursive destruction from the top.
-      detail::release_frame(std::exchange(h_, {}));
-      return false;
-    }
+    // A task that ended cancelled is freed here: nothing will be taken from it, and a cancelled
+    // chain then unwinds innermost first, one level at a time, instead of recursively from the top.
+    bool await_must_resume() const noexcept { return detail::settle_finished(h_); }
     detail::task_record* child_task() noexcept { return &h_.promise(); }
     T await_resume() { return h_.promise().result.take(); }
 
@@ -402,7 +433,7 @@ class [[nodiscard]] task {
 
  private:
   friend promise_type;
-  friend class detail::task_await_task<T>;
+  friend struct detail::task_access<T>;
   explicit task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
   std::coroutine_handle<promise_type> h_;
 };
@@ -435,9 +466,7 @@ class task_await_task : resume_target {
 
  public:
   // The resume_target is armed only if the child suspends (most never do).
-  task_await_task(promise_base& p, task<U>&& t) : p_(p), child_(std::exchange(t.h_, {})) {
-    if (!child_) throw std::logic_error("quell: co_await on an empty task (moved-from or already awaited)");
-  }
+  task_await_task(promise_base& p, task<U>&& t) : p_(p), child_(task_access<U>::take(std::move(t))) {}
   task_await_task(task_await_task&&) = delete;
   ~task_await_task() { release_frame(child_); }
 
@@ -448,20 +477,17 @@ class task_await_task : resume_target {
       p_.end_cancelled_from_suspend();  // the child never starts
       return true;
     }
-    promise<U>& c = child_.promise();
-    c.start_inline();
-    p_.awaited_task = &c;
-    detail::resume(child_);
-    if (c.state == phase::done) [[likely]] {
+    p_.awaited_task = &child_.promise();
+    if (run_inline(child_)) [[likely]] {
       p_.awaited_task = nullptr;
-      if (must_resume()) [[likely]]
+      if (settle_finished(child_)) [[likely]]
         return false;  // resume the body now, with the result
       p_.end_cancelled_from_suspend();
       return true;
     }
     body_ = body;
     arm(&on_resume);
-    c.continuation = handle();
+    child_.promise().continuation = handle();
     p_.park();
     return true;
   }
@@ -472,29 +498,12 @@ class task_await_task : resume_target {
   }
 
  private:
-  // task::awaiter::await_must_resume, for a child that has finished.
-  QUELL_HOT bool must_resume() noexcept {
-    promise<U>& c = child_.promise();
-    if (!c.ended_cancelled && !c.cleanup_failed) [[likely]]
-      return true;
-    return must_resume_slow();
-  }
-  QUELL_COLD bool must_resume_slow() noexcept {
-    promise<U>& c = child_.promise();
-    if (c.cleanup_failed) {
-      c.merge_cleanup_error();  // await_resume rethrows it like any other error
-      return true;
-    }
-    release_frame(std::exchange(child_, {}));  // a cancelled chain is freed innermost first
-    return false;
-  }
-
   // The child finished after suspending.
   static void on_resume(void* a) noexcept {
     auto* self = static_cast<task_await_task*>(static_cast<resume_target*>(a));
     self->p_.awaited_task = nullptr;
     self->p_.unpark();
-    if (self->must_resume()) {
+    if (settle_finished(self->child_)) {
       detail::resume(self->body_);
     } else {
       self->p_.end_cancelled();
