@@ -11,6 +11,7 @@
 
 #include "quell/http.hpp"
 #include "quell/quell.hpp"
+#include "support/net_client.hpp"
 
 using namespace std::chrono_literals;
 namespace http = quell::http;
@@ -22,29 +23,6 @@ void check(bool ok, const char* what) {
     std::fprintf(stderr, "fuzz_http_request: %s\n", what);
     std::abort();
   }
-}
-
-quell::task<std::string> exchange(quell::address to, const std::string& bytes) {
-  auto s = co_await quell::tcp_stream::connect(to);
-  try {
-    co_await s.write_all(bytes);
-    s.shutdown(SHUT_WR);
-  } catch (const std::system_error&) {
-  }
-  std::string got;
-  char buf[4096];
-  for (;;) {
-    std::size_t n = 0;
-    try {
-      n = co_await s.read_some(buf);
-    } catch (const std::system_error&) {
-      break;
-    }
-    if (n == 0) break;
-    got.append(buf, n);
-  }
-  co_await s.close();
-  co_return got;
 }
 
 }  // namespace
@@ -67,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto body = [&]() -> quell::task<void> {
     auto both = [&](quell::scope& s) -> quell::task<void> {
       s.spawn(srv.run());
-      got = co_await exchange(srv.local_address(), input);
+      got = co_await quell::test::exchange(srv.local_address(), input, true);
       srv.shutdown(1s);
     };
     co_await quell::with_scope(both);

@@ -18,18 +18,17 @@
 #include "job_service.hpp"
 #include "quell/http.hpp"
 #include "quell/quell.hpp"
+#include "support/net_client.hpp"
 
 using namespace std::chrono_literals;
 namespace http = quell::http;
 using quell::task;
+using quell::test::curl_run;
+using quell::test::exchange;
+using quell::test::have_curl;
+using quell::test::open_fds;
 
 namespace {
-
-std::size_t open_fds() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -230,34 +229,6 @@ TEST(Gateway, StatsRoutesAndBadParameters) {
   });
 }
 
-namespace {
-
-// Writes `bytes` (then half-closes) and reads until the server closes; "" if it closed silently.
-task<std::string> raw_exchange(quell::address to, std::string bytes) {
-  auto s = co_await quell::tcp_stream::connect(to);
-  try {
-    co_await s.write_all(bytes);
-    s.shutdown(SHUT_WR);
-  } catch (const std::system_error&) {
-  }
-  std::string got;
-  char buf[2048];
-  for (;;) {
-    std::size_t n = 0;
-    try {
-      n = co_await s.read_some(buf);
-    } catch (const std::system_error&) {
-      break;
-    }
-    if (n == 0) break;
-    got.append(buf, n);
-  }
-  co_await s.close();
-  co_return got;
-}
-
-}  // namespace
-
 TEST(Gateway, BadInputGetsA4xxOrAClosedConnectionAndNeverKeepsAPermit) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
@@ -271,14 +242,14 @@ TEST(Gateway, BadInputGetsA4xxOrAClosedConnectionAndNeverKeepsAPermit) {
         std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11),                 // a TLS hello
     };
     for (const auto& b : bad) {
-      std::string got = co_await raw_exchange(a, b);
+      std::string got = co_await exchange(a, b, true);
       EXPECT_TRUE(got.empty() || got.rfind("HTTP/1.1 4", 0) == 0) << got;
     }
     std::mt19937 rng(7);
     for (int i = 0; i < 50; ++i) {
       std::string junk(1 + rng() % 500, '\0');
       for (auto& ch : junk) ch = static_cast<char>(rng());
-      std::string got = co_await raw_exchange(a, "GET /report?seconds=0.1 HTTP/1.1\r\n" + junk);
+      std::string got = co_await exchange(a, "GET /report?seconds=0.1 HTTP/1.1\r\n" + junk, true);
       EXPECT_TRUE(got.empty() || got.rfind("HTTP/1.1 ", 0) == 0) << got;
     }
     // A client sending its request one byte per second is cut by the header timeout (10 s).
@@ -312,31 +283,6 @@ TEST(Gateway, BadInputGetsA4xxOrAClosedConnectionAndNeverKeepsAPermit) {
 }
 
 // ---- curl ----
-
-namespace {
-
-bool have_curl() { return std::system("command -v curl >/dev/null 2>&1") == 0; }
-
-struct curl_run {
-  std::thread t;
-  std::atomic<bool> done{false};
-  std::string output;
-  int status = -1;
-  explicit curl_run(std::string args) {
-    t = std::thread([this, args] {
-      std::string cmd = "curl -sS " + args + " 2>&1";
-      if (FILE* f = ::popen(cmd.c_str(), "r")) {
-        char buf[4096];
-        while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) output.append(buf, n);
-        status = ::pclose(f);
-      }
-      done = true;
-    });
-  }
-  ~curl_run() { t.join(); }
-};
-
-}  // namespace
 
 TEST(GatewayCurl, CurlGivingUpMidReportCancelsTheJobReturnsThePermitAndTheNextCurlIsServed) {
   if (!have_curl()) GTEST_SKIP() << "curl is not installed";

@@ -16,20 +16,19 @@
 #include "quell/http.hpp"
 #include "quell/quell.hpp"
 #include "support/log.hpp"
+#include "support/net_client.hpp"
 
 using namespace std::chrono_literals;
 namespace http = quell::http;
 using quell::task;
+using quell::test::curl_run;
+using quell::test::exchange;
+using quell::test::have_curl;
+using quell::test::open_fds;
 
 namespace {
 
 const quell::address loopback = quell::address::parse("127.0.0.1", 0);
-
-std::size_t open_fds() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
 
 // Runs `srv` and `client_side(address)` together on one executor with a virtual clock, then shuts
 // the server down (grace 0) and waits for run() to return.
@@ -46,30 +45,6 @@ void serve_and(quell::virtual_clock& clock, http::server& srv, Fn client_side) {
   };
   quell::executor ex{body(), clock};
   ex.run();
-}
-
-// Writes `bytes`, optionally half-closes, and reads until the server closes the connection.
-task<std::string> exchange(quell::address to, std::string bytes, bool half_close = false) {
-  auto s = co_await quell::tcp_stream::connect(to);
-  try {
-    co_await s.write_all(bytes);
-    if (half_close) s.shutdown(SHUT_WR);
-  } catch (const std::system_error&) {  // the server may close before reading everything
-  }
-  std::string got;
-  char buf[4096];
-  for (;;) {
-    std::size_t n = 0;
-    try {
-      n = co_await s.read_some(buf);
-    } catch (const std::system_error&) {
-      break;
-    }
-    if (n == 0) break;
-    got.append(buf, n);
-  }
-  co_await s.close();
-  co_return got;
 }
 
 std::string status_line(const std::string& response) { return response.substr(0, response.find("\r\n")); }
@@ -705,28 +680,6 @@ TEST(Http, AResponseTheClientDoesNotReadIsAbandonedAfterTheWriteTimeout) {
 // ---- curl, a real HTTP client in another process ----
 
 namespace {
-
-struct curl_run {
-  std::thread t;
-  std::atomic<bool> done{false};
-  std::string output;
-  int status = -1;
-
-  explicit curl_run(std::string args) {
-    t = std::thread([this, args] {
-      std::string cmd = "curl -sS " + args + " 2>&1";
-      if (FILE* f = ::popen(cmd.c_str(), "r")) {
-        char buf[4096];
-        while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) output.append(buf, n);
-        status = ::pclose(f);
-      }
-      done = true;
-    });
-  }
-  ~curl_run() { t.join(); }
-};
-
-bool have_curl() { return std::system("command -v curl >/dev/null 2>&1") == 0; }
 
 // Runs the server on a real clock until curl (in another thread) has finished.
 void serve_for_curl(http::server& srv, curl_run& curl) {
