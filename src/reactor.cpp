@@ -95,16 +95,7 @@ void reactor::submit(io_op* op) noexcept {
     op->object->retain();
     ++op->object->in_flight;
   }
-  std::uint32_t slot;
-  if (!free_slots_.empty()) {
-    slot = free_slots_.back();
-    free_slots_.pop_back();
-  } else {
-    slot = static_cast<std::uint32_t>(slots_.size());
-    slots_.push_back(nullptr);
-  }
-  slots_[slot] = op;
-  op->slot = slot;
+  op->slot = io_op::no_slot;  // given by flush(): an op cancelled while queued never needs one
   op->state = io_op::phase::queued;
   op->cancel_sent = false;
   queued_.push_back(op);
@@ -118,9 +109,7 @@ bool reactor::cancel(io_op* op) noexcept {
       op->cancel_sent = true;
       op->res = -ECANCELED;
       op->state = io_op::phase::done;
-      slots_[op->slot] = nullptr;
-      ++op->generation;
-      free_slots_.push_back(op->slot);
+      if (op->slot != io_op::no_slot) release_slot(op);  // queued again after a partial result
       --ops_;
       untrack(op);
       return true;
@@ -138,6 +127,26 @@ bool reactor::cancel(io_op* op) noexcept {
 }
 
 void reactor::cancel_all_on(int fd) noexcept { pending_fd_cancels_.push_back(fd); }
+
+void reactor::take_slot(io_op* op) noexcept {
+  std::uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    slot = static_cast<std::uint32_t>(slots_.size());
+    slots_.push_back(nullptr);
+  }
+  slots_[slot] = op;
+  op->slot = slot;
+}
+
+void reactor::release_slot(io_op* op) noexcept {
+  slots_[op->slot] = nullptr;
+  ++op->generation;
+  free_slots_.push_back(op->slot);
+  op->slot = io_op::no_slot;
+}
 
 io_uring_sqe* reactor::get_sqe() noexcept {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_->r);
@@ -159,6 +168,7 @@ void reactor::flush() noexcept {
   }
   while (list_node* n = queued_.pop_front()) {
     auto* op = static_cast<io_op*>(n);
+    if (op->slot == io_op::no_slot) take_slot(op);
     fault_injector::decision d;
     if (faults_) [[unlikely]] {
       d = faults_->on_submit(*op);
@@ -204,9 +214,7 @@ void reactor::finish(io_op* op, int res) noexcept {
     return;
   }
   op->state = io_op::phase::done;
-  slots_[op->slot] = nullptr;
-  ++op->generation;
-  free_slots_.push_back(op->slot);
+  release_slot(op);
   --ops_;
   std::coroutine_handle<> w = op->waiter;
   untrack(op);

@@ -65,8 +65,8 @@ void dropped_running_task(const site& where) noexcept {
 scheduler::scheduler(clock_source& clock) noexcept : timers_(clock) {}
 scheduler::~scheduler() = default;
 
-reactor& scheduler::io() {
-  if (!io_) io_ = std::make_unique<reactor>();
+reactor& scheduler::make_io() {
+  io_ = std::make_unique<reactor>();
   return *io_;
 }
 

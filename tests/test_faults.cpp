@@ -153,3 +153,59 @@ TEST(Faults, AFullSubmissionQueueStillSubmitsEveryOperation) {
   quell::block_on(body());
   EXPECT_GT(f.faults, 1);
 }
+
+// An operation gets its user_data slot only when it becomes an SQE; one queued again after a
+// short write keeps the slot it has, and gives it back if it is cancelled before the next flush.
+TEST(Faults, AWriteCancelledWhileQueuedAfterAShortWriteGivesBackItsSlotAndLosesNoByte) {
+  scripted f;
+  f.script = [](int) {
+    fault_injector::decision d;
+    d.max_len = 1;  // every submission writes one byte, then the op is queued again
+    return d;
+  };
+  auto body = [&]() -> task<> {
+    quell::tcp_stream a, b;
+    std::tie(a, b) = co_await connected_pair();
+    quell::detail::reactor& io = quell::detail::reactor::current();
+    const std::string msg = pattern(1000);
+    std::size_t written = 0;
+    {
+      injecting on(f);
+      auto after_some_turns = []() -> task<int> {
+        for (int i = 0; i < 5; ++i) co_await quell::yield();
+        co_return 0;
+      };
+      auto r = co_await quell::race(a.write_all(msg, &written), after_some_turns());
+      EXPECT_EQ(r.index(), 1u);  // the write was cancelled part way
+    }
+    EXPECT_GT(written, 0u);
+    EXPECT_LT(written, msg.size());
+    EXPECT_EQ(io.slots_taken(), 0u);
+    EXPECT_EQ(io.in_flight(), 0u);
+    std::string got(written, '\0');  // exactly what was reported written arrives, in order
+    co_await b.read_exact(std::span<char>(got));
+    EXPECT_EQ(got, msg.substr(0, written));
+  };
+  quell::block_on(body());
+}
+
+TEST(Faults, AReadCancelledInTheTurnItStartedNeverTakesASlot) {
+  auto body = [&]() -> task<> {
+    quell::tcp_stream a, b;
+    std::tie(a, b) = co_await connected_pair();
+    quell::detail::reactor& io = quell::detail::reactor::current();
+    std::size_t taken_while_queued = 99;
+    auto look = [&]() -> task<int> {  // runs after the read was started, in the same turn
+      taken_while_queued = io.slots_taken();
+      co_return 0;
+    };
+    char buf[16];
+    const std::uint64_t enters = io.enters();
+    auto r = co_await quell::race(b.read_some(buf), look());
+    EXPECT_EQ(r.index(), 1u);
+    EXPECT_EQ(taken_while_queued, 0u);
+    EXPECT_EQ(io.enters(), enters);  // and no system call
+    EXPECT_EQ(io.slots_taken(), 0u);
+  };
+  quell::block_on(body());
+}

@@ -16,6 +16,7 @@
 #include <coroutine>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -75,16 +76,28 @@ struct driver_base : resume_target {
   cancel_level sent = cancel_level::none;  // strongest request delivered to the awaitable
   done_fn on_done = nullptr;
   void* owner = nullptr;
-  std::exception_ptr error;  // thrown by await_ready / await_suspend
 
-  // A request that arrived while the driver was inside a call into the awaitable: delivered when
-  // that call has returned (allocated only in that rare case).
-  std::unique_ptr<cancel_request> deferred;
+  // What only unusual paths need, allocated only then: an exception thrown by await_ready /
+  // await_suspend, and a request that arrived while the driver was inside a call into the
+  // awaitable (delivered when that call has returned). Out of line, because a driver sits in
+  // every suspended co_await and every combinator branch: one pointer is smaller and cheaper to
+  // construct and destroy than an exception_ptr and a request (issue 6, W2 and W5).
+  struct rare_state {
+    std::exception_ptr error;
+    cancel_request deferred{cancel_level::none, {}};
+  };
+  std::unique_ptr<rare_state> rare;
+  rare_state& rare_slot() {
+    if (!rare) rare = std::make_unique<rare_state>();
+    return *rare;
+  }
+  bool has_deferred() const noexcept { return rare && rare->deferred.level != cancel_level::none; }
   void defer(const cancel_request& r) {
-    if (!deferred) {
-      deferred = std::make_unique<cancel_request>(r);
-    } else if (r.level > deferred->level) {
-      deferred->level = r.level;
+    rare_state& s = rare_slot();
+    if (s.deferred.level == cancel_level::none) {
+      s.deferred = r;
+    } else if (r.level > s.deferred.level) {
+      s.deferred.level = r.level;
     }
   }
 
@@ -154,14 +167,17 @@ class driver : public driver_base {
     if (pending) [[unlikely]]
       return start_cancelled(*pending, ready_checked);
     if (launch(ready_checked)) return true;
-    if (deferred) [[unlikely]]
-      return cancel_step(nullptr);
+    if (rare) [[unlikely]] {
+      if (has_deferred()) return cancel_step(nullptr);
+    }
     return false;
   }
 
   // The result of a finished, not-cancelled operation (rethrows its exception).
   result_type result() {
-    if (error) std::rethrow_exception(error);
+    if (rare) [[unlikely]] {
+      if (rare->error) std::rethrow_exception(rare->error);
+    }
     return aw_.await_resume();
   }
 
@@ -214,7 +230,7 @@ class driver : public driver_base {
 
   QUELL_COLD bool fail_start() noexcept {
     busy = false;
-    error = std::current_exception();
+    rare_slot().error = std::current_exception();
     state = phase::done;
     return true;
   }
@@ -261,7 +277,7 @@ class driver : public driver_base {
   // Delivers `r` (if not null and stronger than what was sent), then any request that arrived
   // meanwhile. Returns true if the operation is finished on return; on_done is not called.
   bool cancel_step(const cancel_request* r) noexcept {
-    std::unique_ptr<cancel_request> held;
+    std::optional<cancel_request> held;
     for (;;) {
       if (r && r->level > sent) {
         const bool repeat = sent != cancel_level::none;
@@ -281,9 +297,9 @@ class driver : public driver_base {
           return true;
         }
       }
-      if (!deferred) return false;
-      held = std::move(deferred);
-      r = held.get();
+      if (!has_deferred()) return false;
+      held.emplace(std::exchange(rare->deferred, cancel_request{cancel_level::none, {}}));
+      r = &*held;
     }
   }
 

@@ -6,7 +6,8 @@
 //
 // Submissions are batched: a submitted op waits in a user-space queue and only becomes an SQE
 // when the executor flushes, right before it waits, so a turn costs one io_uring_enter. An op
-// cancelled while still queued is simply unlinked: no SQE, no system call ("same-turn cancel").
+// cancelled while still queued is simply unlinked: no SQE, no system call, not even a slot in
+// the user_data table ("same-turn cancel").
 // An op cancelled in flight gets an IORING_OP_ASYNC_CANCEL aimed at its user_data; the op then
 // stays in flight (its frame, buffers and slot alive) until its own final CQE arrives, which
 // says whether it was cancelled (-ECANCELED) or completed anyway. user_data is a slot index and
@@ -54,7 +55,8 @@ struct io_op : list_node {
   phase state = phase::idle;
   bool cancel_sent = false;  // an ASYNC_CANCEL was aimed at it (or it was unlinked)
   int res = 0;               // last CQE result
-  std::uint32_t slot = 0;
+  static constexpr std::uint32_t no_slot = 0xffffffffu;
+  std::uint32_t slot = no_slot;  // its index in the reactor's table while it has an SQE or may get a CQE
   std::uint32_t generation = 0;
   io_object* object = nullptr;  // the descriptor it works on, if tracked
 };
@@ -143,6 +145,8 @@ class reactor {
   unsigned setup_flags() const noexcept { return flags_; }
   // io_uring_enter calls so far (for the benchmarks' "one syscall per turn" claim).
   std::uint64_t enters() const noexcept { return enters_; }
+  // user_data slots held by operations (for tests: only an op that became an SQE holds one).
+  std::size_t slots_taken() const noexcept { return slots_.size() - free_slots_.size(); }
 
  private:
   struct ring;
@@ -150,6 +154,8 @@ class reactor {
   void flush() noexcept;
   io_uring_sqe* get_sqe() noexcept;
   void finish(io_op* op, int res) noexcept;
+  void take_slot(io_op* op) noexcept;
+  void release_slot(io_op* op) noexcept;
 
   std::unique_ptr<ring> ring_;
   node_list queued_;

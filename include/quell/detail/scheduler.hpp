@@ -106,7 +106,11 @@ class scheduler {
   const timer_queue& timers() const noexcept { return timers_; }
 
   // The io_uring reactor, created on first use (throws std::system_error if unavailable).
-  reactor& io();
+  reactor& io() {
+    if (reactor* r = io_.get()) [[likely]]
+      return *r;
+    return make_io();
+  }
   bool has_io() const noexcept { return io_ != nullptr; }
   reactor* io_if_any() const noexcept { return io_.get(); }
 
@@ -132,6 +136,7 @@ class scheduler {
   std::string describe_live() const;
 
  private:
+  reactor& make_io();
   void probe_hit() noexcept {
     if (++probe->count == probe->fire_at) post(probe->action);
   }
