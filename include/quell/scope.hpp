@@ -35,6 +35,9 @@
 // its value, once. If the child ended cancelled or threw, the waiter ends cancelled: a child's
 // exception belongs to the scope, which cancels the body because of it and rethrows it.
 // h.cancel() cancels that one child. Handles may be dropped: the scope still owns the child.
+// A spawned task's frame (its parameters, and its value until a handle takes it) lives as long as
+// the scope or a handle refers to the child; a task that ended cancelled is freed as soon as it
+// ends, so its locals (a permit, a lease) are released then, whatever handles still exist.
 //
 // start(fn), Trio's start()/started() handshake: `T v = co_await s.start<T>(fn)` spawns
 // fn(task_status<T>&) and waits until the child calls status.started(v) (e.g. "listening on
@@ -106,6 +109,13 @@ struct child_base : list_node {
   bool ended_cancelled() const noexcept { return end == ending::cancelled; }
   bool has_error() const noexcept { return end == ending::error; }
 
+ protected:
+  template <class T>
+  void record_end(const outcome<T>& o) noexcept {
+    end = o.has_error() ? ending::error : o.cancelled() ? ending::cancelled : ending::value;
+  }
+
+ public:
   void retain() noexcept { ++refs; }
   void release() noexcept {
     if (--refs == 0) delete this;
@@ -118,9 +128,7 @@ struct child_of : child_base {
   virtual R take() = 0;
 };
 
-struct no_extra {
-  using made = void;
-};
+struct no_extra {};
 
 // What a child made by a callable keeps: the callable itself (a lambda coroutine refers to its
 // closure, so the closure must live as long as the child) and, for start(), the task_status.
@@ -155,9 +163,7 @@ struct child final : child_of<typename driver<Aw>::result_type> {
 
   void settle() noexcept {
     d.collect(result);
-    this->end = result.has_error()   ? child_base::ending::error
-                : result.cancelled() ? child_base::ending::cancelled
-                                     : child_base::ending::value;
+    this->record_end(result);
   }
 
   [[no_unique_address]] Extra extra;
@@ -193,10 +199,10 @@ struct task_child final : child_of<U>, resume_target {
   U take() override { return h.promise().result.take(); }
 
   void settle() noexcept {
-    if (!settle_finished(h)) {
-      this->end = child_base::ending::cancelled;
+    if (settle_finished(h)) {
+      this->record_end(h.promise().result);
     } else {
-      this->end = h.promise().result.has_error() ? child_base::ending::error : child_base::ending::value;
+      this->end = child_base::ending::cancelled;  // and its frame is gone
     }
   }
   static void on_resume(void* p) noexcept {
