@@ -60,6 +60,8 @@
 #include <string_view>
 #include <vector>
 
+#include "echo_message.hpp"
+
 namespace asio = boost::asio;
 using namespace asio::experimental::awaitable_operators;
 using asio::awaitable;
@@ -378,8 +380,7 @@ static awaitable<void> client(int id, tcp::endpoint ep, state& st) {
   sock.set_option(tcp::no_delay(true));
   std::array<unsigned char, kMsg> out, in;
   for (std::uint64_t seq = 0; !st.stop; ++seq) {
-    for (std::size_t k = 0; k < kMsg; ++k)  // a different message every round trip
-      out[k] = static_cast<unsigned char>(seq * 31 + k * 7 + id);
+    echo_message::fill(out.data(), id, seq);  // a different message every round trip
     co_await asio::async_write(sock, asio::buffer(out), use_awaitable);
     co_await asio::async_read(sock, asio::buffer(in), use_awaitable);
     if (std::memcmp(in.data(), out.data(), kMsg) != 0) fail("W5", "echo differs from message");

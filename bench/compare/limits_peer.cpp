@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "../minimal_task.hpp"
+#include "echo_message.hpp"
 
 using clock_type = std::chrono::steady_clock;
 
@@ -192,11 +193,6 @@ struct conn {
   bool client_idle = false;   // client: stopped after the window
 };
 
-// Message `seq` of connection `id`: 64 bytes that differ per connection and per round trip.
-static void fill_message(char* m, int id, std::uint64_t seq) {
-  for (int k = 0; k < kMsg; ++k) m[k] = static_cast<char>(seq * 31 + static_cast<std::uint64_t>(k) * 7 + id);
-}
-
 static double run() {
   raw_sockets socks("W5", kConns);
   io_uring ring;
@@ -235,7 +231,7 @@ static double run() {
   };
   auto start_message = [&](int i) {
     conn& c = conns[i];
-    fill_message(c.out, i, c.seq);
+    echo_message::fill(c.out, i, c.seq);
     c.out_sent = 0;
     c.in_got = 0;
     send_client(i);

@@ -61,6 +61,7 @@
 #include <variant>
 #include <vector>
 
+#include "echo_message.hpp"
 #include "quell/quell.hpp"
 
 using clock_type = std::chrono::steady_clock;
@@ -362,8 +363,7 @@ static quell::task<> client(int id, quell::address ep, state& st) {
   quell::tcp_stream s = co_await quell::tcp_stream::connect(ep);  // sets TCP_NODELAY
   std::array<char, kMsg> out, in;
   for (std::uint64_t seq = 0; !st.stop; ++seq) {
-    for (std::size_t k = 0; k < kMsg; ++k)  // a different message every round trip
-      out[k] = static_cast<char>(seq * 31 + k * 7 + static_cast<std::size_t>(id));
+    echo_message::fill(out.data(), id, seq);  // a different message every round trip
     co_await s.write_all(std::string_view(out.data(), kMsg));
     co_await s.read_exact(in);
     if (std::memcmp(in.data(), out.data(), kMsg) != 0) fail("W5", "echo differs from message");
