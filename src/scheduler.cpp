@@ -117,10 +117,20 @@ void scheduler::run_batch(node_list& batch) {
   }
 }
 
+bool scheduler::has_live_tasks() const noexcept {
+  bool any = false;
+  live_.for_each([&](const list_node* n) {
+    // Every task_record is a task's promise.
+    any = any || static_cast<const promise_base*>(static_cast<const task_record*>(n))->waiting();
+  });
+  return any;
+}
+
 std::string scheduler::describe_live() const {
   std::string out;
   live_.for_each([&](const list_node* n) {
     const auto* t = static_cast<const task_record*>(n);
+    if (!static_cast<const promise_base*>(t)->waiting()) return;
     out += "  - " + describe_site(t->where);
     if (t->request.level != cancel_level::none) {
       out += t->request.level == cancel_level::forced ? " [forced cancel requested: " : " [cancel requested: ";

@@ -104,6 +104,37 @@ TEST(Executor, RunOnARootThatCanNeverFinishThrowsStuckErrorNamingTheTasks) {
   }
 }
 
+// Suspends once, then finishes; its frame stays alive while its handle holds the value.
+static task<int> finished_helper_with_a_held_value() {
+  co_await quell::yield();
+  co_return 7;
+}
+
+static task<> waits_forever() { co_await pending(); }
+
+// The registry keeps a task from its first suspension until its frame is destroyed (cheaper than
+// joining and leaving it at every suspension); a report must still name only the tasks waiting now.
+TEST(Executor, StuckReportNamesTheWaitingTasksButNotAFinishedTaskWhoseFrameIsStillHeld) {
+  auto root = []() -> task<int> {
+    co_return co_await quell::with_scope([](quell::scope& s) -> task<int> {
+      auto done = s.spawn(finished_helper_with_a_held_value);
+      co_await quell::yield();
+      co_await quell::yield();  // the helper has finished; `done` still holds its frame
+      co_await waits_forever();
+      co_return co_await done;
+    });
+  };
+  executor ex{root()};
+  try {
+    ex.run();
+    FAIL() << "expected stuck_error";
+  } catch (const quell::stuck_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("waits_forever"), std::string::npos) << what;
+    EXPECT_EQ(what.find("finished_helper_with_a_held_value"), std::string::npos) << what;
+  }
+}
+
 TEST(Executor, DestructionEscalatesToForcedWhenAGracefulCancellationCannotFinish) {
   quell::test::log log;
   auto stubborn_hook = [&]() -> task<> {

@@ -122,10 +122,9 @@ struct promise_base : task_record {
   void park() noexcept {
     if (scheduler* s = this_thread().current) s->track(*this);
   }
-  void unpark() noexcept {
-    awaitee = nullptr;
-    unlink();
-  }
+  void unpark() noexcept { awaitee = nullptr; }
+  // Suspended on an awaitable or a child task (what a stuck report lists).
+  bool waiting() const noexcept { return state == phase::running && (awaitee || awaited_task); }
 
   // Stores the request (first reason wins, strongest level) and forwards it to the awaitable this
   // task is suspended on. Through chains of tasks it walks down in a loop, so cancelling an await

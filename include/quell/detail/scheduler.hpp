@@ -114,13 +114,18 @@ class scheduler {
   bool has_io() const noexcept { return io_ != nullptr; }
   reactor* io_if_any() const noexcept { return io_.get(); }
 
-  // Every suspension of a task passes here (promise_base::park).
+  // Every suspension of a task passes here (promise_base::park). A task joins the registry at its
+  // first suspension and leaves it when its frame is destroyed, not at every resumption, so a
+  // task that suspends once per I/O operation does no list work per operation (unlinking writes
+  // to both neighbours, other tasks' frames). Whether a registered task is waiting right now is
+  // read from the task itself when a report is made.
   void track(task_record& t) noexcept {
-    live_.push_back(&t);
+    if (!t.linked()) live_.push_back(&t);
     if (probe) [[unlikely]]
       probe_hit();
   }
-  bool has_live_tasks() const noexcept { return !live_.empty(); }
+  // Whether a task is suspended on something (tests: nothing may be left once the root ended).
+  bool has_live_tasks() const noexcept;
 
   // Tests only (quell/testing.hpp): counts suspension points; at the `fire_at`-th one, `action`
   // is queued to run right after the code that suspended has returned to the executor.
