@@ -129,22 +129,26 @@ bool reactor::cancel(io_op* op) noexcept {
 void reactor::cancel_all_on(int fd) noexcept { pending_fd_cancels_.push_back(fd); }
 
 void reactor::take_slot(io_op* op) noexcept {
-  std::uint32_t slot;
-  if (!free_slots_.empty()) {
-    slot = free_slots_.back();
-    free_slots_.pop_back();
-  } else {
-    slot = static_cast<std::uint32_t>(slots_.size());
-    slots_.push_back(nullptr);
-  }
-  slots_[slot] = op;
+  std::uint32_t slot = free_head_;
+  if (slot == io_op::no_slot) [[unlikely]]
+    slot = add_slot();
+  free_head_ = static_cast<std::uint32_t>(slots_[slot] >> 1);
+  slots_[slot] = reinterpret_cast<std::uintptr_t>(op);
+  ++slots_taken_;
   op->slot = slot;
 }
 
+// Out of line, so that taking a slot from the free list needs no stack frame.
+std::uint32_t reactor::add_slot() noexcept {
+  slots_.push_back((std::uintptr_t{io_op::no_slot} << 1) | 1);  // free, last in the list
+  return static_cast<std::uint32_t>(slots_.size() - 1);
+}
+
 void reactor::release_slot(io_op* op) noexcept {
-  slots_[op->slot] = nullptr;
+  slots_[op->slot] = (std::uintptr_t{free_head_} << 1) | 1;
+  free_head_ = op->slot;
+  --slots_taken_;
   ++op->generation;
-  free_slots_.push_back(op->slot);
   op->slot = io_op::no_slot;
 }
 
@@ -251,25 +255,29 @@ std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
     reaped += now.size();
   }
   if (hold_) return reaped;
-  unsigned head;
-  io_uring_cqe* cqe;
-  // Reap in batches: completions may queue new ops (partial writes) but never free the ring.
+  // Reap in batches: completions may queue new ops (partial writes) but never free the ring. The
+  // tail is read once per batch (liburing's io_uring_for_each_cqe reads it again for every CQE).
+  io_uring_cq& cq = r->cq;
+  const unsigned shift = (r->flags & IORING_SETUP_CQE32) ? 1 : 0;
   for (;;) {
-    unsigned seen = 0;
-    io_uring_for_each_cqe(r, head, cqe) {
-      ++seen;
+    unsigned head = *cq.khead;
+    const unsigned tail = io_uring_smp_load_acquire(cq.ktail);
+    if (head == tail) break;
+    reaped += tail - head;
+    for (; head != tail; ++head) {
+      const io_uring_cqe* cqe = &cq.cqes[(head & cq.ring_mask) << shift];
       const std::uint64_t ud = cqe->user_data;
       if (ud == cancel_tag || (cqe->flags & IORING_CQE_F_MORE)) continue;
       const auto slot = static_cast<std::uint32_t>(ud & 0xffffffffu);
       const auto gen = static_cast<std::uint32_t>(ud >> 32);
       if (slot >= slots_.size()) continue;
-      io_op* op = slots_[slot];
-      if (!op || op->generation != gen) continue;  // stale: the slot was reused
+      const std::uintptr_t entry = slots_[slot];
+      if (entry & 1) continue;  // a free slot: stale
+      auto* op = reinterpret_cast<io_op*>(entry);
+      if (op->generation != gen) continue;  // stale: the slot was reused
       finish(op, cqe->res);
     }
-    if (seen == 0) break;
-    io_uring_cq_advance(r, seen);
-    reaped += seen;
+    io_uring_smp_store_release(cq.khead, tail);  // io_uring_cq_advance
   }
   return reaped;
 }

@@ -70,17 +70,14 @@ reactor& scheduler::make_io() {
   return *io_;
 }
 
-void scheduler::post(std::coroutine_handle<> h) {
+void scheduler::grow() {
   const std::size_t cap = ring_.size();
-  if (tail_ - head_ == cap) {
-    std::vector<std::coroutine_handle<>> bigger(cap * 2);
-    for (std::size_t i = head_; i != tail_; ++i) bigger[i - head_] = ring_[i & (cap - 1)];
-    tail_ -= head_;
-    head_ = 0;
-    ring_.swap(bigger);
-  }
-  ring_[tail_ & (ring_.size() - 1)] = h;
-  ++tail_;
+  std::vector<std::coroutine_handle<>> bigger(cap * 2);
+  for (std::size_t i = head_; i != tail_; ++i) bigger[i - head_] = ring_[i & mask_];
+  tail_ -= head_;
+  head_ = 0;
+  ring_.swap(bigger);
+  mask_ = ring_.size() - 1;
 }
 
 namespace {
@@ -101,7 +98,7 @@ class depth_reset {
 void scheduler::drain_ready() {
   depth_reset d;
   while (head_ != tail_) {
-    std::coroutine_handle<> h = ring_[head_ & (ring_.size() - 1)];
+    std::coroutine_handle<> h = ring_[head_ & mask_];
     ++head_;
     detail::resume(h);
   }

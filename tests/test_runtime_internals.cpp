@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <coroutine>
+#include <vector>
 
 #include "quell/quell.hpp"
 
@@ -45,4 +46,44 @@ TEST(RuntimeInternals, TheDepthCounterIsBalancedAfterAnExecutorFinishes) {
 TEST(RuntimeInternals, ASpawnedTasksRecordStaysWithinOneSmallMallocChunk) {
   EXPECT_LE(sizeof(quell::detail::task_child<void>), 88u);
   EXPECT_LE(sizeof(quell::detail::task_child<int>), 88u);
+}
+
+// The run queue is a ring that doubles when full; post() is inline with the doubling out of line.
+// Growing while the queue is being drained (head past zero, entries wrapped around the end) must
+// keep first-in, first-out order.
+TEST(RuntimeInternals, TheRunQueueKeepsFifoOrderWhenItGrowsWhileBeingDrained) {
+  quell::virtual_clock clock;
+  quell::detail::scheduler s(clock);
+  std::vector<int> order;
+  struct entry : quell::detail::resume_target {
+    quell::detail::scheduler* s = nullptr;
+    std::vector<int>* order = nullptr;
+    std::vector<entry>* more = nullptr;  // posted when this entry runs
+    int id = 0;
+    entry() : resume_target(&run) {}
+    static void run(void* p) {
+      auto* e = static_cast<entry*>(static_cast<quell::detail::resume_target*>(p));
+      e->order->push_back(e->id);
+      if (e->more)
+        for (entry& m : *e->more) e->s->post(m.handle());
+    }
+  };
+  std::vector<entry> later(200);
+  for (int i = 0; i < 200; ++i) {
+    later[i].s = &s;
+    later[i].order = &order;
+    later[i].id = i + 1;
+  }
+  std::vector<entry> first(3);
+  for (int i = 0; i < 3; ++i) {
+    first[i].s = &s;
+    first[i].order = &order;
+    first[i].id = 1000 + i;
+  }
+  first[0].more = &later;
+  for (entry& e : first) s.post(e.handle());
+  s.drain_ready();
+  std::vector<int> expected{1000, 1001, 1002};
+  for (int i = 1; i <= 200; ++i) expected.push_back(i);
+  EXPECT_EQ(order, expected);
 }

@@ -146,7 +146,7 @@ class reactor {
   // io_uring_enter calls so far (for the benchmarks' "one syscall per turn" claim).
   std::uint64_t enters() const noexcept { return enters_; }
   // user_data slots held by operations (for tests: only an op that became an SQE holds one).
-  std::size_t slots_taken() const noexcept { return slots_.size() - free_slots_.size(); }
+  std::size_t slots_taken() const noexcept { return slots_taken_; }
 
  private:
   struct ring;
@@ -155,12 +155,17 @@ class reactor {
   io_uring_sqe* get_sqe() noexcept;
   void finish(io_op* op, int res) noexcept;
   void take_slot(io_op* op) noexcept;
+  [[gnu::noinline, gnu::cold]] std::uint32_t add_slot() noexcept;
   void release_slot(io_op* op) noexcept;
 
   std::unique_ptr<ring> ring_;
   node_list queued_;
-  std::vector<io_op*> slots_;
-  std::vector<std::uint32_t> free_slots_;
+  // The user_data table. A taken entry is its op's address (even); a free one is the next free
+  // index shifted left with the low bit set, so the free list lives in the table itself and
+  // taking or giving back a slot touches one entry (no second vector).
+  std::vector<std::uintptr_t> slots_;
+  std::uint32_t free_head_ = io_op::no_slot;
+  std::size_t slots_taken_ = 0;
   std::vector<std::uint64_t> pending_cancels_;  // user_data to cancel, in submission order
   std::vector<int> pending_fd_cancels_;
   std::vector<std::pair<io_op*, int>> faked_;  // fault injection: completions without the kernel

@@ -91,8 +91,13 @@ class scheduler {
   scheduler(const scheduler&) = delete;
   scheduler& operator=(const scheduler&) = delete;
 
-  // Runs `h` later in the current turn (FIFO).
-  void post(std::coroutine_handle<> h);
+  // Runs `h` later in the current turn (FIFO). Inline: every I/O completion passes here.
+  void post(std::coroutine_handle<> h) {
+    if (tail_ - head_ > mask_) [[unlikely]]
+      grow();
+    ring_[tail_ & mask_] = h;
+    ++tail_;
+  }
   // Runs `n` in the next turn.
   void run_next_turn(turn_node* n) noexcept { next_turn_.push_back(n); }
 
@@ -146,8 +151,11 @@ class scheduler {
     if (++probe->count == probe->fire_at) post(probe->action);
   }
 
+  void grow();
+
   std::vector<std::coroutine_handle<>> ring_ = std::vector<std::coroutine_handle<>>(64);
-  std::size_t head_ = 0;  // next to run
+  std::size_t mask_ = 63;  // ring_.size() - 1 (a power of two)
+  std::size_t head_ = 0;   // next to run
   std::size_t tail_ = 0;  // next free; empty when head_ == tail_
   node_list next_turn_;
   node_list live_;
