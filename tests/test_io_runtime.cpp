@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdio>
+#include <span>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -349,4 +351,42 @@ TEST(Reactor, UsesDeferredTaskRunWhereTheKernelHasIt) {
   const unsigned flags = quell::block_on(body());
   // Informational on old kernels; this project's machines run 6.x.
   EXPECT_NE(flags, 0u);
+}
+
+// A turn that starts more operations than the ring has entries (4,096) fills the submission
+// queue mid-flush: the reactor must submit what it has and go on, losing and repeating nothing.
+TEST(Reactor, MoreOperationsStartedInOneTurnThanTheRingHoldsAllRunOnceAndComplete) {
+  constexpr int n = 6000;
+  const std::string path = "/tmp/quell-many-" + std::to_string(::getpid());
+  {
+    std::string data(n, '\0');
+    for (int i = 0; i < n; ++i) data[i] = static_cast<char>(i % 251);
+    FILE* w = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(w, nullptr);
+    ASSERT_EQ(std::fwrite(data.data(), 1, data.size(), w), data.size());
+    std::fclose(w);
+  }
+  std::vector<int> got(n, -1);
+  auto body = [&]() -> task<std::uint64_t> {
+    quell::file f = co_await quell::file::open(path);
+    const std::uint64_t enters0 = quell::detail::reactor::current().enters();
+    co_await quell::with_scope([&](quell::scope& s) -> task<> {
+      for (int i = 0; i < n; ++i) {
+        s.spawn([&f, &got, i]() -> task<> {
+          char c = 0;
+          const std::size_t k = co_await f.read_at(std::span<char>(&c, 1), static_cast<std::uint64_t>(i));
+          got[i] = k == 1 ? static_cast<unsigned char>(c) : -2;
+        });
+      }
+      co_return;
+    });
+    const std::uint64_t enters = quell::detail::reactor::current().enters() - enters0;
+    EXPECT_EQ(quell::detail::reactor::current().in_flight(), 0u);
+    co_await f.close();
+    co_return enters;
+  };
+  const std::uint64_t enters = quell::block_on(body());
+  ::unlink(path.c_str());
+  for (int i = 0; i < n; ++i) ASSERT_EQ(got[i], i % 251) << "read " << i;
+  EXPECT_GE(enters, 2u);  // one when the queue was full, one at the end of the turn
 }
