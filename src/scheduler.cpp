@@ -95,7 +95,7 @@ class depth_reset {
 };
 }  // namespace
 
-void scheduler::drain_ready() {
+void scheduler::drain_queue() {
   depth_reset d;
   while (head_ != tail_) {
     std::coroutine_handle<> h = ring_[head_ & mask_];
@@ -105,7 +105,7 @@ void scheduler::drain_ready() {
   head_ = tail_ = 0;
 }
 
-void scheduler::run_batch(node_list& batch) {
+void scheduler::run_nodes(node_list& batch) {
   depth_reset d;
   while (list_node* n = batch.pop_front()) {
     auto* t = static_cast<turn_node*>(n);

@@ -102,8 +102,13 @@ class scheduler {
   void run_next_turn(turn_node* n) noexcept { next_turn_.push_back(n); }
 
   void take_next_turn(node_list& out) noexcept { out.splice(next_turn_); }
-  void run_batch(node_list& batch);
-  void drain_ready();
+  // Both are called several times per turn, mostly with nothing to do: that check is inline.
+  void run_batch(node_list& batch) {
+    if (!batch.empty()) run_nodes(batch);
+  }
+  void drain_ready() {
+    if (head_ != tail_) drain_queue();
+  }
 
   bool has_work() const noexcept { return head_ != tail_ || !next_turn_.empty(); }
 
@@ -152,6 +157,8 @@ class scheduler {
   }
 
   void grow();
+  void run_nodes(node_list& batch);
+  void drain_queue();
 
   std::vector<std::coroutine_handle<>> ring_ = std::vector<std::coroutine_handle<>>(64);
   std::size_t mask_ = 63;  // ring_.size() - 1 (a power of two)
