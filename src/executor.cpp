@@ -76,7 +76,7 @@ std::string executor_core::stuck_report() const {
   if (live.empty()) {
     s += " The root awaitable itself is waiting (it is not a task).";
   } else {
-    s += " Waiting tasks, oldest first:\n" + live;
+    s += " Waiting tasks, in the order they first suspended:\n" + live;
   }
   return s;
 }

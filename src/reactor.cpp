@@ -133,27 +133,35 @@ void reactor::take_slot(io_op* op) noexcept {
   if (slot == io_op::no_slot) [[unlikely]]
     slot = add_slot();
   free_head_ = static_cast<std::uint32_t>(slots_[slot] >> 1);
-  slots_[slot] = reinterpret_cast<std::uintptr_t>(op);
+  slots_[slot] = reinterpret_cast<std::uint64_t>(op);
   ++slots_taken_;
   op->slot = slot;
+  // Reactor-wide, so that two operations that hold the same slot one after the other never
+  // share a user_data (a per-operation count would start both at the same value).
+  op->generation = ++generations_;
 }
 
 // Out of line, so that taking a slot from the free list needs no stack frame.
 std::uint32_t reactor::add_slot() noexcept {
-  slots_.push_back((std::uintptr_t{io_op::no_slot} << 1) | 1);  // free, last in the list
+  slots_.push_back((std::uint64_t{io_op::no_slot} << 1) | 1);  // free, last in the list
   return static_cast<std::uint32_t>(slots_.size() - 1);
 }
 
 void reactor::release_slot(io_op* op) noexcept {
-  slots_[op->slot] = (std::uintptr_t{free_head_} << 1) | 1;
+  slots_[op->slot] = (std::uint64_t{free_head_} << 1) | 1;
   free_head_ = op->slot;
   --slots_taken_;
-  ++op->generation;
   op->slot = io_op::no_slot;
 }
 
-io_uring_sqe* reactor::get_sqe() noexcept {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_->r);
+inline io_uring_sqe* reactor::get_sqe() noexcept {
+  if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_->r)) [[likely]]
+    return sqe;
+  return get_sqe_when_full();
+}
+
+io_uring_sqe* reactor::get_sqe_when_full() noexcept {
+  io_uring_sqe* sqe = nullptr;
   while (!sqe) {
     // The submission queue is full: hand what we have to the kernel and take a fresh slot.
     ++enters_;
@@ -271,7 +279,7 @@ std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
       const auto slot = static_cast<std::uint32_t>(ud & 0xffffffffu);
       const auto gen = static_cast<std::uint32_t>(ud >> 32);
       if (slot >= slots_.size()) continue;
-      const std::uintptr_t entry = slots_[slot];
+      const std::uint64_t entry = slots_[slot];
       if (entry & 1) continue;  // a free slot: stale
       auto* op = reinterpret_cast<io_op*>(entry);
       if (op->generation != gen) continue;  // stale: the slot was reused

@@ -57,7 +57,7 @@ struct io_op : list_node {
   int res = 0;               // last CQE result
   static constexpr std::uint32_t no_slot = 0xffffffffu;
   std::uint32_t slot = no_slot;  // its index in the reactor's table while it has an SQE or may get a CQE
-  std::uint32_t generation = 0;
+  std::uint32_t generation = 0;  // set when it takes a slot; unique per slot holder (reactor-wide count)
   io_object* object = nullptr;  // the descriptor it works on, if tracked
 };
 
@@ -102,6 +102,8 @@ struct fault_injector {
   virtual ~fault_injector() = default;
   virtual decision on_submit(const io_op& op) noexcept = 0;
 };
+
+static_assert(alignof(io_op) >= 2, "the reactor's slot table tags free entries with the low bit");
 
 class reactor {
  public:
@@ -153,6 +155,7 @@ class reactor {
   std::uint64_t user_data(const io_op* op) const noexcept;
   void flush() noexcept;
   io_uring_sqe* get_sqe() noexcept;
+  [[gnu::noinline, gnu::cold]] io_uring_sqe* get_sqe_when_full() noexcept;
   void finish(io_op* op, int res) noexcept;
   void take_slot(io_op* op) noexcept;
   [[gnu::noinline, gnu::cold]] std::uint32_t add_slot() noexcept;
@@ -160,11 +163,12 @@ class reactor {
 
   std::unique_ptr<ring> ring_;
   node_list queued_;
-  // The user_data table. A taken entry is its op's address (even); a free one is the next free
-  // index shifted left with the low bit set, so the free list lives in the table itself and
-  // taking or giving back a slot touches one entry (no second vector).
-  std::vector<std::uintptr_t> slots_;
+  // The user_data table. A taken entry is its op's address (even: io_op holds pointers); a free
+  // one is the next free index shifted left with the low bit set, so the free list lives in the
+  // table itself and taking or giving back a slot touches one entry (no second vector).
+  std::vector<std::uint64_t> slots_;
   std::uint32_t free_head_ = io_op::no_slot;
+  std::uint32_t generations_ = 0;  // the last generation given to an op taking a slot
   std::size_t slots_taken_ = 0;
   std::vector<std::uint64_t> pending_cancels_;  // user_data to cancel, in submission order
   std::vector<int> pending_fd_cancels_;

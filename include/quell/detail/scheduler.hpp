@@ -128,7 +128,9 @@ class scheduler {
   // first suspension and leaves it when its frame is destroyed, not at every resumption, so a
   // task that suspends once per I/O operation does no list work per operation (unlinking writes
   // to both neighbours, other tasks' frames). Whether a registered task is waiting right now is
-  // read from the task itself when a report is made.
+  // read from the task itself when a report is made. This relies on a frame being destroyed on
+  // its executor's thread, which holds for every started task (each is owned inside that
+  // executor's tree).
   void track(task_record& t) noexcept {
     if (!t.linked()) live_.push_back(&t);
     if (probe) [[unlikely]]
