@@ -153,7 +153,7 @@ struct child final : child_of<typename driver<Aw>::result_type> {
   template <class X>
   explicit child(X&& x) : d(std::forward<X>(x)) {}
   template <class Fn>
-  child(std::in_place_t, Fn&& fn) : extra{std::forward<Fn>(fn)}, d(extra.make()) {}
+  child(std::in_place_t, Fn&& fn) : extra{std::forward<Fn>(fn), {}}, d(extra.make()) {}
 
   bool launch(const cancel_request* pre) noexcept override;
   void cancel(const cancel_request& r) noexcept override { d.cancel(r); }

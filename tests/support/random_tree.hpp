@@ -29,6 +29,7 @@ using quell::testing::ledger;
 
 struct node {
   enum kind { ready, sleep, never, throws, race, join, scope, hook, shield, deadline, cleanup } k;
+  explicit node(kind kk) noexcept : k(kk) {}
   int value = 0;
   quell::duration d{};
   std::vector<node> kids;
