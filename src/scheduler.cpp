@@ -114,20 +114,24 @@ void scheduler::run_nodes(node_list& batch) {
   }
 }
 
+namespace {
+// A registered task that is suspended now (every task_record in the registry is a task's promise).
+bool waiting_now(const list_node* n) noexcept {
+  return static_cast<const promise_base*>(static_cast<const task_record*>(n))->waiting();
+}
+}  // namespace
+
 bool scheduler::has_live_tasks() const noexcept {
   bool any = false;
-  live_.for_each([&](const list_node* n) {
-    // Every task_record is a task's promise.
-    any = any || static_cast<const promise_base*>(static_cast<const task_record*>(n))->waiting();
-  });
+  live_.for_each([&](const list_node* n) { any = any || waiting_now(n); });
   return any;
 }
 
 std::string scheduler::describe_live() const {
   std::string out;
   live_.for_each([&](const list_node* n) {
+    if (!waiting_now(n)) return;
     const auto* t = static_cast<const task_record*>(n);
-    if (!static_cast<const promise_base*>(t)->waiting()) return;
     out += "  - " + describe_site(t->where);
     if (t->request.level != cancel_level::none) {
       out += t->request.level == cancel_level::forced ? " [forced cancel requested: " : " [cancel requested: ";

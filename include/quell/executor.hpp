@@ -18,7 +18,9 @@
 // Between turns, when nothing is ready, run() and the destructor take the wait step: wait for the
 // nearest timer (on a virtual clock: jump to it), and, once the io_uring reactor is attached, for
 // I/O. With nothing to wait for and the root unfinished, the executor is stuck, and says so
-// instead of spinning. `executor ex{root(), clock}` runs on another clock (quell/time.hpp).
+// instead of spinning: stuck_error names every task suspended at that moment (where it was
+// created, and any cancel request it has received), in the order each first suspended; a task
+// that has finished, even if its frame is still held, is not named. `executor ex{root(), clock}` runs on another clock (quell/time.hpp).
 //
 // Shutdown: shutdown(grace) cancels the root gracefully and escalates to a forced request when
 // the grace period ends. Every path out of run(), shutdown() and the destructor first cancels and
