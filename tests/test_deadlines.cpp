@@ -78,6 +78,25 @@ TEST(Deadlines, AnOperationThatCompletedAnywayDeliversItsValueNotTimedOut) {
   EXPECT_EQ(at(clock), "20ms");
 }
 
+// A deadline and its operation due at the same instant: the operation finished, so its result is
+// delivered (completion wins), whichever of the two timers the clock reaches first.
+TEST(Deadlines, AnOperationDueAtTheSameInstantAsItsDeadlineDeliversItsResult) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto work = [&]() -> task<int> {
+    co_await sleep_for(10ms);
+    log.print("slept");
+    co_return 7;
+  };
+  auto body = [&]() -> task<int> {
+    co_await timeout(10ms, sleep_for(10ms));
+    co_return co_await timeout(10ms, work());
+  };
+  EXPECT_EQ(executor(body(), clock).run(), 7);
+  EXPECT_EQ(log.lines, lines{"slept"});
+  EXPECT_EQ(at(clock), "20ms");
+}
+
 TEST(Deadlines, AnAlreadyExpiredDeadlineNeverStartsTheOperation) {
   virtual_clock clock;
   quell::test::log log;

@@ -87,3 +87,42 @@ TEST(RuntimeInternals, TheRunQueueKeepsFifoOrderWhenItGrowsWhileBeingDrained) {
   for (int i = 1; i <= 200; ++i) expected.push_back(i);
   EXPECT_EQ(order, expected);
 }
+
+namespace {
+// Completes inside await_suspend, noting how many timers were armed while it ran.
+struct counts_timers_and_completes {
+  std::size_t* armed;
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<>) noexcept {
+    *armed = quell::detail::this_thread().current->timers().size();
+    return false;
+  }
+  int await_resume() const noexcept { return 7; }
+};
+}  // namespace
+
+// The deadline's timer is armed only once its operation is waiting: an operation that finishes
+// during its start (a buffered read, a free permit) costs the timeout no timer at all.
+TEST(RuntimeInternals, ATimeoutAroundAnOperationThatFinishesAtOnceNeverArmsItsTimer) {
+  std::size_t armed_during_start = 99;
+  std::size_t armed_after = 99;
+  std::size_t armed_while_waiting = 0;
+  auto body = [&]() -> quell::task<int> {
+    const int v = co_await quell::timeout(std::chrono::hours(1), counts_timers_and_completes{&armed_during_start});
+    armed_after = quell::detail::this_thread().current->timers().size();
+    // And one that waits does arm it: the sleep's timer and the deadline's.
+    auto watch = [&]() -> quell::task<> {
+      co_await quell::yield();
+      armed_while_waiting = quell::detail::this_thread().current->timers().size();
+    };
+    auto waits = quell::timeout(std::chrono::hours(1), quell::sleep_for(std::chrono::seconds(1)));
+    co_await quell::join(std::move(waits), watch());
+    co_return v;
+  };
+  quell::virtual_clock clock;
+  quell::executor ex(body(), clock);
+  EXPECT_EQ(ex.run(), 7);
+  EXPECT_EQ(armed_during_start, 0u);
+  EXPECT_EQ(armed_after, 0u);
+  EXPECT_EQ(armed_while_waiting, 2u);
+}

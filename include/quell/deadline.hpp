@@ -10,8 +10,13 @@
 // cleanup run) before it throws or returns nullopt. For a void operation move_on_* yields
 // std::optional<std::monostate>: engaged if the operation completed.
 //
+// The deadline is fixed when the combinator starts; its timer is armed only once the operation
+// is waiting, so an operation that finishes during its start costs no timer.
+//
 // Races, and how each ends:
 //   - the operation finishes first: its value or exception is delivered; the timer is removed.
+//   - the operation and the deadline are due at the same instant: the operation finished, so its
+//     result is delivered (completion wins).
 //   - the deadline passes and the operation still completes (it completed anyway, before the
 //     cancel could land): its result is delivered (completion wins), not timed_out.
 //   - the deadline has already passed when the combinator starts: the operation is not started
@@ -97,9 +102,12 @@ class deadline_op : public composite {
       expired_ = true;
       const cancel_request r{cancel_level::graceful, cancel_reason(cancel_kind::deadline)};
       if (op_.start(this, &op_done, &r)) op_finished();
-    } else {
-      if (node_.deadline != time_point::max()) alarm_.arm_at(node_.deadline);
-      if (op_.start(this, &op_done, nullptr)) op_finished();
+    } else if (op_.start(this, &op_done, nullptr)) {
+      op_finished();
+    } else if (node_.deadline != time_point::max()) {
+      // Armed once the operation is waiting: timers fire only between turns, so one armed before
+      // the start could not have fired during it, and one that finishes at once needs none.
+      alarm_.arm_at(node_.deadline);
     }
     return end_suspend();
   }
