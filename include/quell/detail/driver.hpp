@@ -16,7 +16,6 @@
 #include <coroutine>
 #include <exception>
 #include <memory>
-#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -276,31 +275,41 @@ class driver : public driver_base {
 
   // Delivers `r` (if not null and stronger than what was sent), then any request that arrived
   // meanwhile. Returns true if the operation is finished on return; on_done is not called.
-  bool cancel_step(const cancel_request* r) noexcept {
-    std::optional<cancel_request> held;
-    for (;;) {
-      if (r && r->level > sent) {
-        const bool repeat = sent != cancel_level::none;
-        sent = r->level;
-        busy = true;
-        resumed_while_busy = false;
-        const bool sync = protocol_cancel(aw_, handle(), *r, repeat);
-        busy = false;
-        if (sync) {
-          state = phase::done;
-          cancelled = true;
-          return true;
-        }
-        state = phase::cancelling;
-        if (resumed_while_busy) {
-          settle();
-          return true;
-        }
-      }
-      if (!has_deferred()) return false;
-      held.emplace(std::exchange(rare->deferred, cancel_request{cancel_level::none, {}}));
-      r = &*held;
+  QUELL_HOT bool cancel_step(const cancel_request* r) noexcept {
+    if (r && r->level > sent && deliver(*r)) return true;
+    if (rare) [[unlikely]]
+      return deliver_deferred();
+    return false;
+  }
+
+  // One await_cancel call. Returns true if the operation is finished on return.
+  QUELL_HOT bool deliver(const cancel_request& r) noexcept {
+    const bool repeat = sent != cancel_level::none;
+    sent = r.level;
+    busy = true;
+    resumed_while_busy = false;
+    const bool sync = protocol_cancel(aw_, handle(), r, repeat);
+    busy = false;
+    if (sync) {
+      state = phase::done;
+      cancelled = true;
+      return true;
     }
+    state = phase::cancelling;
+    if (resumed_while_busy) {
+      settle();
+      return true;
+    }
+    return false;
+  }
+
+  // Requests that arrived during a call into the awaitable, each delivered once that call returned.
+  QUELL_COLD bool deliver_deferred() noexcept {
+    while (has_deferred()) {
+      const cancel_request held = std::exchange(rare->deferred, cancel_request{cancel_level::none, {}});
+      if (held.level > sent && deliver(held)) return true;
+    }
+    return false;
   }
 
   [[noreturn]] QUELL_COLD static void awaited_twice() noexcept {
