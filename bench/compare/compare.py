@@ -3,13 +3,16 @@
 
 Called by bench/compare/run, which builds the peers. Each peer is a program taking a workload's
 name and printing `RESULT <workload> <unit> <value>` lines (bench/compare/WORKLOADS.md). Every
-round runs every workload in every peer, the peers' order rotating from round to round, so a
-machine that slows down for a while slows all of them. The table shows each peer's median over
-rounds, and each ratio is the median of the per-round ratios (quell against that peer run
-back to back in the same round), with their range: on a VM whose speed drifts by 2x over minutes,
-a ratio of two runs seconds apart holds far better than a ratio of two medians.
+round runs every workload in every peer twice, in a mirrored order (A B C D D C B A, the order
+rotating from round to round), and takes each peer's geometric mean of its two runs: every peer's
+two runs are centred on the same moment, so a machine whose speed drifts steadily during the
+round slows all of them alike. The table shows each peer's median over rounds, and each ratio
+is the median of the per-round ratios (quell against that peer in the same round), with their
+range: on a VM whose speed drifts by 2x over minutes, a ratio of runs seconds apart holds far
+better than a ratio of two medians.
 """
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -63,6 +66,12 @@ def run_peer(path, workload, timeout):
     return figures, None
 
 
+def geometric_mean(vs):
+    if any(v <= 0 for v in vs):
+        return statistics.mean(vs)
+    return math.exp(sum(math.log(v) for v in vs) / len(vs))
+
+
 def fmt(v, unit):
     if v is None:
         return "n/a"
@@ -99,14 +108,17 @@ def main():
     for rnd in range(a.rounds):
         order = names[rnd % len(names):] + names[:rnd % len(names)]
         for w in workloads:
-            for peer in order:
+            runs = {}  # (unit, peer) -> this round's values
+            for peer in order + order[::-1]:
                 figures, err = run_peer(peers[peer], w, timeout=30)
                 if err:
                     failures.append(f"{peer} {w}: {err}")
                     print(f"compare: {peer} {w} FAILED: {err}", file=sys.stderr)
                     continue
                 for unit, v in figures.items():
-                    samples.setdefault((w, unit, peer), {})[rnd] = v
+                    runs.setdefault((unit, peer), []).append(v)
+            for (unit, peer), vs in runs.items():
+                samples.setdefault((w, unit, peer), {})[rnd] = geometric_mean(vs)
         print(f"compare: round {rnd + 1}/{a.rounds} done ({time.time() - started:.0f} s)", file=sys.stderr)
 
     rows = []
@@ -177,7 +189,8 @@ def main():
     except (OSError, StopIteration):
         pass
     machine = f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
-    note = ("Medians of {} rounds, peers alternating. \"vs X\" is how many times better quell is than X "
+    note = ("Medians of {} rounds, each running every peer twice in a mirrored order (A B C D D C B A). "
+            "\"vs X\" is how many times better quell is than X "
             "(time: X's time / quell's; throughput: quell's / X's), the median of the per-round ratios "
             "(lowest-highest in brackets); above 1.00x quell is ahead.").format(a.rounds)
     print()
