@@ -34,6 +34,10 @@ namespace detail {
 
 void timer_queue::arm(timer_node* n) {
   n->seq = next_seq_++;
+  arm_taken(n);
+}
+
+void timer_queue::arm_taken(timer_node* n) {
   n->queue = this;
   n->fired = false;
   heap_.push_back(n);

@@ -78,8 +78,8 @@ TEST(Deadlines, AnOperationThatCompletedAnywayDeliversItsValueNotTimedOut) {
   EXPECT_EQ(at(clock), "20ms");
 }
 
-// A deadline and its operation due at the same instant: the operation finished, so its result is
-// delivered (completion wins), whichever of the two timers the clock reaches first.
+// A sleep due at the same instant as its deadline: both timers fire in the same turn, the
+// deadline's first; the sleep has completed by then, so its result is delivered (completion wins).
 TEST(Deadlines, AnOperationDueAtTheSameInstantAsItsDeadlineDeliversItsResult) {
   virtual_clock clock;
   quell::test::log log;
@@ -127,6 +127,28 @@ TEST(Deadlines, NestedDeadlinesThatExpireTogetherTheOuterWins) {
   auto body = [&]() -> task<bool> { co_return (co_await move_on_after(10ms, inner())).has_value(); };
   EXPECT_FALSE(executor(body(), clock).run());
   EXPECT_EQ(log.lines, lines{});
+}
+
+// The same with an on_cancel between the two: the inner deadline's timer is armed first (its
+// operation waits first), yet the outer one, due at the same instant, still fires first and wins.
+TEST(Deadlines, NestedDeadlinesThatExpireTogetherTheOuterWinsAcrossAnOnCancelBetweenThem) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto inner = [&]() -> task<> {
+    try {
+      co_await timeout(10ms, sleep_for(1h));
+    } catch (const quell::timed_out&) {
+      log.print("inner timed out");  // must not run: the outer deadline expired as well
+    }
+    log.print("after inner");
+  };
+  auto hook = [&] { log.print("hook"); };
+  auto body = [&]() -> task<bool> {
+    auto guarded = on_cancel(inner(), hook);
+    co_return (co_await move_on_after(10ms, std::move(guarded))).has_value();
+  };
+  EXPECT_FALSE(executor(body(), clock).run());
+  EXPECT_EQ(log.lines, lines{"hook"});
 }
 
 // Found by the random-tree oracle (seed 1360): the inner deadline used to end cancelled as if the

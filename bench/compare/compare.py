@@ -68,7 +68,7 @@ def run_peer(path, workload, timeout):
 
 def geometric_mean(vs):
     if any(v <= 0 for v in vs):
-        return statistics.mean(vs)
+        return None  # not a measurement a ratio can use (better_ratio skips it too)
     return math.exp(sum(math.log(v) for v in vs) / len(vs))
 
 
@@ -118,7 +118,11 @@ def main():
                 for unit, v in figures.items():
                     runs.setdefault((unit, peer), []).append(v)
             for (unit, peer), vs in runs.items():
-                samples.setdefault((w, unit, peer), {})[rnd] = geometric_mean(vs)
+                m = geometric_mean(vs) if len(vs) == 2 else None  # one failed half: not centred
+                if m is None:
+                    print(f"compare: {peer} {w} {unit}: round {rnd + 1} left out ({vs})", file=sys.stderr)
+                    continue
+                samples.setdefault((w, unit, peer), {})[rnd] = m
         print(f"compare: round {rnd + 1}/{a.rounds} done ({time.time() - started:.0f} s)", file=sys.stderr)
 
     rows = []

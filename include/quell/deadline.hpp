@@ -11,12 +11,12 @@
 // std::optional<std::monostate>: engaged if the operation completed.
 //
 // The deadline is fixed when the combinator starts; its timer is armed only once the operation
-// is waiting, so an operation that finishes during its start costs no timer.
+// is waiting, so an operation that finishes during its start costs no timer. Among timers due at
+// the same instant it fires in the order of the combinators' starts, as if armed before its
+// operation (so an outer deadline fires before an inner one due with it).
 //
 // Races, and how each ends:
 //   - the operation finishes first: its value or exception is delivered; the timer is removed.
-//   - the operation and the deadline are due at the same instant: the operation finished, so its
-//     result is delivered (completion wins).
 //   - the deadline passes and the operation still completes (it completed anyway, before the
 //     cancel could land): its result is delivered (completion wins), not timed_out.
 //   - the deadline has already passed when the combinator starts: the operation is not started
@@ -95,6 +95,7 @@ class deadline_op : public composite {
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
     node_.parent = outer_scope();
+    alarm_.reserve();
     const time_point t = now();
     if (relative_) node_.deadline = add_saturating(t, delay_);
     scope_guard g(&node_);
@@ -106,8 +107,9 @@ class deadline_op : public composite {
       op_finished();
     } else if (node_.deadline != time_point::max()) {
       // Armed once the operation is waiting: timers fire only between turns, so one armed before
-      // the start could not have fired during it, and one that finishes at once needs none.
-      alarm_.arm_at(node_.deadline);
+      // the start could not have fired during it, and one that finishes at once needs none. It
+      // keeps the place among equal deadlines it reserved above (the outer deadline wins).
+      alarm_.arm_reserved_at(node_.deadline);
     }
     return end_suspend();
   }

@@ -25,6 +25,20 @@ class alarm : timer_node, resume_target {
     called_ = false;
     s->timers().arm(this);
   }
+  // For an alarm armed only once its owner's operation waits (a deadline): takes the alarm's
+  // place among timers due at the same instant now, as if it were armed before the operation
+  // started, so that an outer deadline still fires before an inner one due with it.
+  void reserve() noexcept {
+    scheduler* s = tls.current;
+    if (!s) fatal("quell: a deadline or bounded shield was awaited outside an executor");
+    seq = s->timers().take_seq();
+  }
+  // Arms a reserved alarm, in the place reserve() took.
+  void arm_reserved_at(time_point t) noexcept {
+    deadline = t;
+    called_ = false;
+    tls.current->timers().arm_taken(this);
+  }
   using timer_node::armed;
   // Not armed any more: a timer that has not fired is removed at once.
   void stop() noexcept { disarm(); }

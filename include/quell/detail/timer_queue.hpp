@@ -39,6 +39,10 @@ class timer_queue {
   time_point next_deadline() const noexcept { return heap_.front()->deadline; }
 
   void arm(timer_node* n);
+  // Equal deadlines fire in arming order. A timer armed late may take its place in that order
+  // early: take_seq() when its owner starts, arm_taken() with that number once it is needed.
+  std::uint64_t take_seq() noexcept { return next_seq_++; }
+  void arm_taken(timer_node* n);
   void remove(timer_node* n) noexcept;
   // Pops every timer due at the clock's current time, earliest first, marking it fired and
   // passing its waiter to `ready`.
