@@ -113,18 +113,23 @@ TEST(Deadlines, AnAlreadyExpiredDeadlineNeverStartsTheOperation) {
   EXPECT_EQ(log.lines, (lines{"moved on", "timed out"}));
 }
 
+namespace {
+// An inner 10 ms deadline around a long sleep, logging what runs after it: under an outer
+// deadline that expires with it, nothing of this may run.
+task<> inner_deadline_10ms(quell::test::log& log) {
+  try {
+    co_await timeout(10ms, sleep_for(1h));
+  } catch (const quell::timed_out&) {
+    log.print("inner timed out");
+  }
+  log.print("after inner");
+}
+}  // namespace
+
 TEST(Deadlines, NestedDeadlinesThatExpireTogetherTheOuterWins) {
   virtual_clock clock;
   quell::test::log log;
-  auto inner = [&]() -> task<> {
-    try {
-      co_await timeout(10ms, sleep_for(1h));
-    } catch (const quell::timed_out&) {
-      log.print("inner timed out");  // must not run: the outer deadline expired as well
-    }
-    log.print("after inner");
-  };
-  auto body = [&]() -> task<bool> { co_return (co_await move_on_after(10ms, inner())).has_value(); };
+  auto body = [&]() -> task<bool> { co_return (co_await move_on_after(10ms, inner_deadline_10ms(log))).has_value(); };
   EXPECT_FALSE(executor(body(), clock).run());
   EXPECT_EQ(log.lines, lines{});
 }
@@ -134,21 +139,38 @@ TEST(Deadlines, NestedDeadlinesThatExpireTogetherTheOuterWins) {
 TEST(Deadlines, NestedDeadlinesThatExpireTogetherTheOuterWinsAcrossAnOnCancelBetweenThem) {
   virtual_clock clock;
   quell::test::log log;
-  auto inner = [&]() -> task<> {
-    try {
-      co_await timeout(10ms, sleep_for(1h));
-    } catch (const quell::timed_out&) {
-      log.print("inner timed out");  // must not run: the outer deadline expired as well
-    }
-    log.print("after inner");
-  };
   auto hook = [&] { log.print("hook"); };
   auto body = [&]() -> task<bool> {
-    auto guarded = on_cancel(inner(), hook);
+    auto guarded = on_cancel(inner_deadline_10ms(log), hook);
     co_return (co_await move_on_after(10ms, std::move(guarded))).has_value();
   };
   EXPECT_FALSE(executor(body(), clock).run());
   EXPECT_EQ(log.lines, lines{"hook"});
+}
+
+namespace {
+quell::executor<int>* g_deadline_ex = nullptr;
+}  // namespace
+
+// A cancel that arrives while the timeout's operation is starting is delivered once the start has
+// returned, after the deadline's timer was armed: it reaches the operation (its hook runs), the
+// timeout ends cancelled, and the timer is gone (had the request been lost, the timer would fire
+// an hour later and the timeout would throw timed_out).
+TEST(Deadlines, ACancelArrivingWhileTheOperationStartsEndsTheTimeoutCancelledBeforeItsTimerFires) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto hook = [&] { log.print("hook"); };
+  auto starts_by_cancelling = [&]() -> task<int> {
+    g_deadline_ex->cancel();
+    auto waits = on_cancel(quell::pending<int>(), hook);
+    co_return co_await std::move(waits);
+  };
+  auto body = [&]() -> task<int> { co_return co_await timeout(1h, starts_by_cancelling()); };
+  executor ex(body(), clock);
+  g_deadline_ex = &ex;
+  EXPECT_THROW(ex.run(), quell::cancelled_error);
+  EXPECT_EQ(log.lines, lines{"hook"});
+  EXPECT_EQ(at(clock), "0ms");
 }
 
 // Found by the random-tree oracle (seed 1360): the inner deadline used to end cancelled as if the

@@ -20,7 +20,8 @@
 // I/O. With nothing to wait for and the root unfinished, the executor is stuck, and says so
 // instead of spinning: stuck_error names every task suspended at that moment (where it was
 // created, and any cancel request it has received), in the order each first suspended; a task
-// that has finished, even if its frame is still held, is not named. `executor ex{root(), clock}` runs on another clock (quell/time.hpp).
+// that has finished, even if its frame is still held, is not named. `executor ex{root(), clock}`
+// runs on another clock (quell/time.hpp).
 //
 // Shutdown: shutdown(grace) cancels the root gracefully and escalates to a forced request when
 // the grace period ends. Every path out of run(), shutdown() and the destructor first cancels and

@@ -19,11 +19,8 @@ class alarm : timer_node, resume_target {
   ~alarm() { disarm(); }
 
   void arm_at(time_point t) noexcept {
-    scheduler* s = tls.current;
-    if (!s) fatal("quell: a deadline or bounded shield was awaited outside an executor");
-    deadline = t;
-    called_ = false;
-    s->timers().arm(this);
+    reserve();
+    arm_reserved_at(t);
   }
   // For an alarm armed only once its owner's operation waits (a deadline): takes the alarm's
   // place among timers due at the same instant now, as if it were armed before the operation
