@@ -16,8 +16,10 @@
 //                            compare); the body times the window. TCP_NODELAY both ends (quell's
 //                            connect sets it on the client; the server sets it after accept).
 //   W6a cancel, same turn    `co_await race(ready(1), sock.read_some(buf))`.
-//   W6b cancel, kernel-side  `co_await race(sock.read_some(buf), after_one_turn())`, where
-//                            after_one_turn() is a task doing `co_await yield(); co_return 0;`.
+//   W6b cancel, kernel-side  `co_await race(sock.read_some(buf), yield())`: yield() completes in
+//                            the executor's next turn, after the read was submitted (tokio's
+//                            branch is yield_now() itself; a task around yield() would add a
+//                            coroutine frame no other peer pays for).
 //   W7  cancel_latency       a root task_group of 100 subtree tasks, each `with_scope` spawning 100
 //                            leaf tasks: even leaves `on_cancel(end.read_some(buf), hook)` on one end
 //                            of 2,500 socketpairs (5,000 ends, each read by one leaf; a connected
@@ -431,17 +433,11 @@ static quell::task<> w6a_batch(quell::tcp_stream& sock, std::uint64_t n) {
   if (quell::detail::reactor::current().enters() != enters0) fail("W6a", "a same-turn cancel entered the kernel");
 }
 
-// The yield-then-ready branch of W6b: finishes in the executor's next turn.
-static quell::task<int> after_one_turn() {
-  co_await quell::yield();
-  co_return 0;
-}
-
 static quell::task<> w6b_batch(quell::tcp_stream& sock, std::uint64_t n) {
   char buf[64];
   const std::uint64_t enters0 = quell::detail::reactor::current().enters();
   for (std::uint64_t i = 0; i < n; ++i) {
-    auto r = co_await quell::race(sock.read_some(buf), after_one_turn());
+    auto r = co_await quell::race(sock.read_some(buf), quell::yield());
     if (r.index() != 1) fail("W6b", "the read returned data");
   }
   // Each read was submitted in one io_uring_enter and cancelled by an ASYNC_CANCEL in another.
