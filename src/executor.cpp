@@ -25,6 +25,18 @@ class enter_executor {
  private:
   scheduler* saved_;
 };
+
+// What a call that turns the executor (drive, poll_once) sets up once, not once per turn: `s` is
+// current, so completions are posted to its queue, and no task's scope encloses what runs (the
+// root belongs to this executor, not to a task that polls it).
+class inside_executor {
+ public:
+  explicit inside_executor(scheduler& s) noexcept : in_(s), top_(nullptr) {}
+
+ private:
+  enter_executor in_;
+  scope_guard top_;
+};
 }  // namespace
 
 void executor_core::root_done(void* self, driver_base*) noexcept { static_cast<executor_core*>(self)->done_ = true; }
@@ -47,8 +59,6 @@ bool executor_core::turn() {
     throw std::logic_error("quell: executor::poll_once()/run() called from inside one of its own tasks");
   }
   active_call a(active_);
-  enter_executor in(sched_);
-  scope_guard top(nullptr);  // the root belongs to this executor, not to a task that polls it
   node_list batch;
   sched_.take_next_turn(batch);
   if (!started_) {
@@ -63,6 +73,7 @@ bool executor_core::turn() {
 
 bool executor_core::poll_once() {
   if (done_) return true;
+  inside_executor in(sched_);
   if (turn()) return true;
   io_step(false);  // hand this turn's I/O to the kernel and collect what completed
   return done_;
@@ -88,7 +99,6 @@ bool executor_core::io_live() const noexcept {
 
 void executor_core::io_step(bool block) {
   if (!io_live()) return;
-  enter_executor in(sched_);  // completions are posted to this executor's queue
   reactor& io = sched_.io();
   timer_queue& timers = sched_.timers();
   if (!block) {
@@ -128,6 +138,7 @@ bool executor_core::wait_step() {
 
 void executor_core::drive() {
   if (!done_) {
+    inside_executor in(sched_);
     while (!turn()) {
       if (sched_.has_work()) {
         io_step(false);  // other work is ready: collect completions without waiting

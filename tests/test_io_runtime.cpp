@@ -4,6 +4,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -351,6 +352,60 @@ TEST(Reactor, UsesDeferredTaskRunWhereTheKernelHasIt) {
   const unsigned flags = quell::block_on(body());
   // Informational on old kernels; this project's machines run 6.x.
   EXPECT_NE(flags, 0u);
+}
+
+// A step that must not wait (poll_once, or a turn while other tasks are ready) still collects a
+// completion the kernel holds. With DEFER_TASKRUN that completion is kernel-side work run only by
+// an io_uring_enter with GETEVENTS, which such a step now makes only when the kernel flags the ring
+// (TASKRUN_FLAG); without the flag the read below would never finish while nobody waits.
+TEST(Reactor, AStepThatMustNotWaitCollectsACompletionTheKernelHolds) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  auto body = [&]() -> task<std::size_t> {
+    quell::tcp_stream s(sv[0]);
+    char buf[8];
+    const std::size_t n = co_await s.read_some(buf);
+    co_await s.close();
+    co_return n;
+  };
+  executor<std::size_t> ex(body());
+  EXPECT_FALSE(ex.poll_once());  // the read is started and submitted; no data yet
+  EXPECT_FALSE(ex.poll_once());
+  say(sv[1], "x");
+  bool done = false;
+  for (int i = 0; i < 10 && !done; ++i) done = ex.poll_once();
+  EXPECT_TRUE(done);
+  if (done) {
+    EXPECT_EQ(ex.run(), 1u);
+  }
+  ::close(sv[1]);
+}
+
+// The other side of the rule above: while a read waits in the kernel and another task keeps
+// yielding, a turn with nothing to submit and no completion held by the kernel makes no system
+// call (before TASKRUN_FLAG every such turn entered the kernel to look).
+TEST(Reactor, TurnsWithNothingToSubmitAndNothingHeldByTheKernelMakeNoSystemCall) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::uint64_t during = ~std::uint64_t{0};
+  auto body = [&]() -> task<> {
+    quell::tcp_stream s(sv[0]);
+    char buf[8];
+    auto spin = [&]() -> task<int> {
+      co_await quell::yield();  // the read is in the kernel from here on
+      const std::uint64_t enters0 = quell::detail::reactor::current().enters();
+      for (int i = 0; i < 100; ++i) co_await quell::yield();
+      during = quell::detail::reactor::current().enters() - enters0;
+      co_return 7;
+    };
+    auto r = co_await race(s.read_some(buf), spin());
+    EXPECT_EQ(r.index(), 1u);
+    EXPECT_EQ(quell::detail::reactor::current().in_flight(), 0u);
+    co_await s.close();
+  };
+  quell::block_on(body());
+  EXPECT_EQ(during, 0u);
+  ::close(sv[1]);
 }
 
 // A turn that starts more operations than the ring has entries (4,096) fills the submission

@@ -108,6 +108,7 @@ class executor_core {
   std::string stuck_report() const;
 
  private:
+  // turn, wait_step and io_step run inside drive() or poll_once(), which make this executor current.
   bool turn();
   // The wait step, after a turn left nothing ready: wait for the nearest timer (on a virtual
   // clock: jump to it) or an I/O completion. Returns false if nothing could ever make anything

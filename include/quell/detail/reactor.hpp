@@ -58,7 +58,7 @@ struct io_op : list_node {
   static constexpr std::uint32_t no_slot = 0xffffffffu;
   std::uint32_t slot = no_slot;  // its index in the reactor's table while it has an SQE or may get a CQE
   std::uint32_t generation = 0;  // set when it takes a slot; unique per slot holder (reactor-wide count)
-  io_object* object = nullptr;  // the descriptor it works on, if tracked
+  io_object* object = nullptr;   // the descriptor it works on, if tracked
 };
 
 // A descriptor the reactor knows about (a socket, a file, a signalfd). Operations on it are
@@ -133,7 +133,9 @@ class reactor {
 
   // The wait step. Submits every queued op (one io_uring_enter), and reaps completions, posting
   // the waiters of finished ops to the current scheduler. `wait`: block until at least one
-  // completion or until `until` (if set) on the real clock. Returns the number of CQEs reaped.
+  // completion or until `until` (if set) on the real clock. Without `wait` the kernel is entered
+  // only to submit or to run completion work it flags as held (TASKRUN_FLAG): with neither, no
+  // system call. Returns the number of CQEs reaped.
   std::size_t poll(bool wait, std::optional<time_point> until);
 
   // Testing: while held, poll() submits and lets the kernel post completions but does not reap
