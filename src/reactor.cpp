@@ -174,6 +174,30 @@ io_uring_sqe* reactor::get_sqe_when_full() noexcept {
   return sqe;
 }
 
+// flush() for one op while a fault injector is installed (tests only): out of line, so that the
+// common loop stays small.
+void reactor::flush_with_faults(io_op* op) noexcept {
+  const fault_injector::decision d = faults_->on_submit(*op);
+  if (d.fake_result != 0) {
+    op->state = io_op::phase::in_flight;
+    faked_.emplace_back(op, d.fake_result);  // completed by poll(), as if by a CQE
+    return;
+  }
+  if (d.sq_full) {
+    ++enters_;
+    io_uring_submit(&ring_->r);  // what get_sqe does when the queue is full
+  }
+  io_uring_sqe* sqe = get_sqe();
+  op->prep(op, sqe);
+  if (d.max_len != 0 && sqe->len > d.max_len &&
+      (sqe->opcode == IORING_OP_RECV || sqe->opcode == IORING_OP_SEND || sqe->opcode == IORING_OP_READ ||
+       sqe->opcode == IORING_OP_WRITE)) {
+    sqe->len = d.max_len;  // a byte count only for these
+  }
+  io_uring_sqe_set_data64(sqe, user_data(op));
+  op->state = io_op::phase::in_flight;
+}
+
 void reactor::flush() noexcept {
   if (!enabled_) [[unlikely]] {
     enabled_ = true;
@@ -184,26 +208,12 @@ void reactor::flush() noexcept {
   while (list_node* n = queued_.pop_front()) {
     auto* op = static_cast<io_op*>(n);
     if (op->slot == io_op::no_slot) take_slot(op);
-    fault_injector::decision d;
     if (faults_) [[unlikely]] {
-      d = faults_->on_submit(*op);
-      if (d.fake_result != 0) {
-        op->state = io_op::phase::in_flight;
-        faked_.emplace_back(op, d.fake_result);  // completed by poll(), as if by a CQE
-        continue;
-      }
-      if (d.sq_full) {
-        ++enters_;
-        io_uring_submit(&ring_->r);  // what get_sqe does when the queue is full
-      }
+      flush_with_faults(op);
+      continue;
     }
     io_uring_sqe* sqe = get_sqe();
     op->prep(op, sqe);
-    if (d.max_len != 0 && sqe->len > d.max_len &&
-        (sqe->opcode == IORING_OP_RECV || sqe->opcode == IORING_OP_SEND || sqe->opcode == IORING_OP_READ ||
-         sqe->opcode == IORING_OP_WRITE)) {
-      sqe->len = d.max_len;  // a byte count only for these
-    }
     io_uring_sqe_set_data64(sqe, user_data(op));
     op->state = io_op::phase::in_flight;
   }

@@ -158,6 +158,7 @@ class reactor {
   void flush() noexcept;
   io_uring_sqe* get_sqe() noexcept;
   [[gnu::noinline, gnu::cold]] io_uring_sqe* get_sqe_when_full() noexcept;
+  [[gnu::noinline, gnu::cold]] void flush_with_faults(io_op* op) noexcept;
   void finish(io_op* op, int res) noexcept;
   void take_slot(io_op* op) noexcept;
   [[gnu::noinline, gnu::cold]] std::uint32_t add_slot() noexcept;
