@@ -381,6 +381,33 @@ TEST(Reactor, AStepThatMustNotWaitCollectsACompletionTheKernelHolds) {
   ::close(sv[1]);
 }
 
+// And if the read is cancelled instead: the kernel's answer to the cancel (the read's own
+// -ECANCELED completion) is also work it holds for us, so poll_once alone sees the race end.
+TEST(Reactor, AStepThatMustNotWaitCollectsTheEndOfACancelledRead) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  auto body = [&]() -> task<std::size_t> {
+    quell::tcp_stream s(sv[0]);
+    char buf[8];
+    auto later = []() -> task<int> {
+      for (int i = 0; i < 3; ++i) co_await quell::yield();  // the read reaches the kernel meanwhile
+      co_return 7;
+    };
+    auto r = co_await race(s.read_some(buf), later());
+    EXPECT_EQ(quell::detail::reactor::current().in_flight(), 0u);
+    co_await s.close();
+    co_return r.index();
+  };
+  executor<std::size_t> ex(body());
+  bool done = false;
+  for (int i = 0; i < 20 && !done; ++i) done = ex.poll_once();
+  EXPECT_TRUE(done);
+  if (done) {
+    EXPECT_EQ(ex.run(), 1u);
+  }
+  ::close(sv[1]);
+}
+
 // The other side of the rule above: while a read waits in the kernel and another task keeps
 // yielding, a turn with nothing to submit and no completion held by the kernel makes no system
 // call (before TASKRUN_FLAG every such turn entered the kernel to look).
