@@ -1,6 +1,7 @@
 #include "quell/detail/cleanup.hpp"
 
 #include "quell/errors.hpp"
+#include "quell/task.hpp"
 #include "quell/time.hpp"
 
 namespace quell::detail {
@@ -10,6 +11,11 @@ cleanup_stack::cleanup_stack(task_record& owner, finished_fn finished) noexcept
   // Cleanups run shielded, under the task: cancel_reason() inside them tells why it ends.
   node_.parent = &owner;
   node_.request = &owner.request;
+}
+
+void promise_base::release_rare() noexcept {
+  unlink();  // it parked once: leave the registry of suspended tasks
+  delete std::exchange(cleanup, nullptr);
 }
 
 cleanup_stack::~cleanup_stack() {

@@ -76,10 +76,13 @@ struct promise_base : task_record {
   cleanup_stack* cleanup = nullptr;
 
   explicit promise_base(site s) noexcept { where = s; }
+  // Inline, with the rare work out of line: every task frame is destroyed through here, and an
+  // out-of-line call was 17% of W1's time (perf) for a task that never parked or deferred.
   ~promise_base() {
-    unlink();
-    delete cleanup;
+    if (linked() || cleanup) [[unlikely]]
+      release_rare();
   }
+  QUELL_COLD void release_rare() noexcept;
 
   QUELL_HOT static void* operator new(std::size_t n) { return frame_alloc(n); }
   QUELL_HOT static void operator delete(void* p, std::size_t n) noexcept { frame_free(p, n); }
