@@ -36,15 +36,17 @@ reactor& reactor::current() {
 reactor::reactor() : ring_(std::make_unique<ring>()) {
   // Newest first: SINGLE_ISSUER|DEFER_TASKRUN (6.1+) runs completion work only inside our own
   // io_uring_enter, COOP_TASKRUN (5.19+) avoids interrupting the thread; plain setup otherwise.
-  // TASKRUN_FLAG (5.19+, with either): the kernel flags the SQ ring when it holds completion work
-  // for us, so a step that must not wait enters with GETEVENTS only then (see poll).
+  // TASKRUN_FLAG with DEFER_TASKRUN: the kernel flags the SQ ring when it holds completion work
+  // for this ring, so a step that must not wait and has nothing to submit enters only then (see
+  // poll). Not with COOP_TASKRUN: its task work is per thread, shared by every ring the thread
+  // drives, and only the first ring to queue some is flagged.
   // R_DISABLED with SINGLE_ISSUER: the ring belongs to the thread that enables it, which flush()
   // does on the first submission, from the thread that drives the executor. Without it the ring
   // would belong to the thread that created it (say, one that called remote() before handing the
   // executor to its own thread), and every submission from the driving thread would fail.
   const unsigned attempts[] = {
       IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED | IORING_SETUP_TASKRUN_FLAG,
-      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0};
+      IORING_SETUP_COOP_TASKRUN, 0};
   int err = 0;
   for (unsigned entries : ring_entries) {
     for (unsigned f : attempts) {
@@ -252,16 +254,16 @@ std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
   io_uring* r = &ring_->r;
   int rc = 0;
   if (!wait) {
-    // GETEVENTS runs the completion work the kernel holds for us (about 13 ns per call on this
-    // project's VM even when there is none). With TASKRUN_FLAG the kernel says whether there is
-    // any; without work or SQEs a step that must not wait needs no system call at all.
+    // GETEVENTS runs the completion work the kernel holds for us. With TASKRUN_FLAG the kernel
+    // flags the ring when it holds some, so a step with no SQEs and no flag needs no system call.
+    // A step that submits always asks for events too: an operation may complete while being
+    // submitted (a loopback connect does) as work that only GETEVENTS runs, and a virtual clock
+    // moves as soon as a step that must not wait reaps nothing.
     const unsigned held = IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW;
-    if (!(flags_ & IORING_SETUP_TASKRUN_FLAG) || (IO_URING_READ_ONCE(*r->sq.kflags) & held)) {
+    if (io_uring_sq_ready(r) > 0 || !(flags_ & IORING_SETUP_TASKRUN_FLAG) ||
+        (IO_URING_READ_ONCE(*r->sq.kflags) & held)) {
       ++enters_;
       rc = io_uring_submit_and_get_events(r);
-    } else if (io_uring_sq_ready(r) > 0) {
-      ++enters_;
-      rc = io_uring_submit(r);
     }
   } else if (until) {
     ++enters_;

@@ -318,6 +318,32 @@ TEST(VirtualTime, AnIdleTimeoutOnARealSocketFiresInVirtualTimeNotRealTime) {
   EXPECT_EQ(log.lines, (lines{"read 2 at 0s", "idle timeout at 10s"}));
 }
 
+// Virtual time moves once a non-waiting look at the kernel finds nothing (no io_grace here). A
+// loopback connect usually completes while its SQE is being submitted, as kernel-side work that
+// only an enter with GETEVENTS runs: the look that submits it must run that work in the same
+// system call, or the clock jumps past a connect that has already happened.
+TEST(VirtualTime, IoThatCompletesWhileBeingSubmittedIsSeenBeforeVirtualTimeMoves) {
+  virtual_clock clock;
+  int connected = 0, timed_out = 0;
+  auto body = [&]() -> task<> {
+    auto l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+    for (int i = 0; i < 20; ++i) {
+      auto r = co_await quell::join(quell::move_on_after(5s, l.accept()),
+                                    quell::move_on_after(5s, quell::tcp_stream::connect(l.local_address())));
+      if (std::get<1>(r)) {
+        ++connected;
+      } else {
+        ++timed_out;
+      }
+    }
+    co_await l.close();
+  };
+  executor{body(), clock}.run();
+  EXPECT_EQ(connected, 20);
+  EXPECT_EQ(timed_out, 0);
+  EXPECT_EQ(clock.now().time_since_epoch(), quell::duration::zero());
+}
+
 TEST(Reactor, WithIoUringBlockedBySeccompAnOperationFailsWithAClearError) {
   const int rc = in_child([] {
     sock_filter filter[] = {
