@@ -380,15 +380,41 @@ TEST(Reactor, UsesDeferredTaskRunWhereTheKernelHasIt) {
   EXPECT_NE(flags, 0u);
 }
 
+namespace {
+// A connected AF_UNIX pair: `ours` is adopted by a tcp_stream, `peer` stays a plain descriptor.
+struct unix_pair {
+  int ours = -1, peer = -1;
+  unix_pair() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
+      ours = sv[0];
+      peer = sv[1];
+    }
+  }
+  ~unix_pair() {
+    if (peer >= 0) ::close(peer);
+  }
+};
+
+// Calls poll_once (which never waits) up to `turns` times; whether the root finished.
+template <class T>
+bool finishes_by_polling(executor<T>& ex, int turns) {
+  bool done = false;
+  for (int i = 0; i < turns && !done; ++i) done = ex.poll_once();
+  return done;
+}
+}  // namespace
+
 // A step that must not wait (poll_once, or a turn while other tasks are ready) still collects a
 // completion the kernel holds. With DEFER_TASKRUN that completion is kernel-side work run only by
-// an io_uring_enter with GETEVENTS, which such a step now makes only when the kernel flags the ring
-// (TASKRUN_FLAG); without the flag the read below would never finish while nobody waits.
+// an io_uring_enter with GETEVENTS, which a step with nothing to submit makes only when the kernel
+// flags the ring (TASKRUN_FLAG); without the flag the read below would never finish while nobody
+// waits.
 TEST(Reactor, AStepThatMustNotWaitCollectsACompletionTheKernelHolds) {
-  int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  unix_pair p;
+  ASSERT_GE(p.ours, 0);
   auto body = [&]() -> task<std::size_t> {
-    quell::tcp_stream s(sv[0]);
+    quell::tcp_stream s(p.ours);
     char buf[8];
     const std::size_t n = co_await s.read_some(buf);
     co_await s.close();
@@ -397,23 +423,18 @@ TEST(Reactor, AStepThatMustNotWaitCollectsACompletionTheKernelHolds) {
   executor<std::size_t> ex(body());
   EXPECT_FALSE(ex.poll_once());  // the read is started and submitted; no data yet
   EXPECT_FALSE(ex.poll_once());
-  say(sv[1], "x");
-  bool done = false;
-  for (int i = 0; i < 10 && !done; ++i) done = ex.poll_once();
-  EXPECT_TRUE(done);
-  if (done) {
-    EXPECT_EQ(ex.run(), 1u);
-  }
-  ::close(sv[1]);
+  say(p.peer, "x");
+  ASSERT_TRUE(finishes_by_polling(ex, 10));
+  EXPECT_EQ(ex.run(), 1u);
 }
 
 // And if the read is cancelled instead: the kernel's answer to the cancel (the read's own
 // -ECANCELED completion) is also work it holds for us, so poll_once alone sees the race end.
 TEST(Reactor, AStepThatMustNotWaitCollectsTheEndOfACancelledRead) {
-  int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  unix_pair p;
+  ASSERT_GE(p.ours, 0);
   auto body = [&]() -> task<std::size_t> {
-    quell::tcp_stream s(sv[0]);
+    quell::tcp_stream s(p.ours);
     char buf[8];
     auto later = []() -> task<int> {
       for (int i = 0; i < 3; ++i) co_await quell::yield();  // the read reaches the kernel meanwhile
@@ -425,24 +446,19 @@ TEST(Reactor, AStepThatMustNotWaitCollectsTheEndOfACancelledRead) {
     co_return r.index();
   };
   executor<std::size_t> ex(body());
-  bool done = false;
-  for (int i = 0; i < 20 && !done; ++i) done = ex.poll_once();
-  EXPECT_TRUE(done);
-  if (done) {
-    EXPECT_EQ(ex.run(), 1u);
-  }
-  ::close(sv[1]);
+  ASSERT_TRUE(finishes_by_polling(ex, 20));
+  EXPECT_EQ(ex.run(), 1u);
 }
 
 // The other side of the rule above: while a read waits in the kernel and another task keeps
 // yielding, a turn with nothing to submit and no completion held by the kernel makes no system
 // call (before TASKRUN_FLAG every such turn entered the kernel to look).
 TEST(Reactor, TurnsWithNothingToSubmitAndNothingHeldByTheKernelMakeNoSystemCall) {
-  int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  unix_pair p;
+  ASSERT_GE(p.ours, 0);
   std::uint64_t during = ~std::uint64_t{0};
   auto body = [&]() -> task<> {
-    quell::tcp_stream s(sv[0]);
+    quell::tcp_stream s(p.ours);
     char buf[8];
     auto spin = [&]() -> task<int> {
       co_await quell::yield();  // the read is in the kernel from here on
@@ -458,7 +474,6 @@ TEST(Reactor, TurnsWithNothingToSubmitAndNothingHeldByTheKernelMakeNoSystemCall)
   };
   quell::block_on(body());
   EXPECT_EQ(during, 0u);
-  ::close(sv[1]);
 }
 
 // A turn that starts more operations than the ring has entries (4,096) fills the submission

@@ -17,7 +17,10 @@
 // then everything that became ready runs, until nothing is ready. The first turn starts the root.
 // Between turns, when nothing is ready, run() and the destructor take the wait step: wait for the
 // nearest timer (on a virtual clock: jump to it), and, once the io_uring reactor is attached, for
-// I/O. With nothing to wait for and the root unfinished, the executor is stuck, and says so
+// I/O. After a turn that leaves other work ready (and after every poll_once), the executor hands
+// the turn's I/O to the kernel and collects what has completed without waiting; with nothing to
+// submit and no completion held by the kernel, that costs no system call. With nothing to wait
+// for and the root unfinished, the executor is stuck, and says so
 // instead of spinning: stuck_error names every task suspended at that moment (where it was
 // created, and any cancel request it has received), in the order each first suspended; a task
 // that has finished, even if its frame is still held, is not named. `executor ex{root(), clock}`
