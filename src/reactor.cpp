@@ -255,15 +255,22 @@ std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
   int rc = 0;
   if (!wait) {
     // GETEVENTS runs the completion work the kernel holds for us. With TASKRUN_FLAG the kernel
-    // flags the ring when it holds some, so a step with no SQEs and no flag needs no system call.
-    // A step that submits always asks for events too: an operation may complete while being
-    // submitted (a loopback connect does) as work that only GETEVENTS runs, and a virtual clock
-    // moves as soon as a step that must not wait reaps nothing.
+    // flags the ring when it holds some, so a step with no SQEs and no flag needs no system call,
+    // and a step that submits asks for events only if the flag says there are some: before the
+    // call (io_uring_submit adds GETEVENTS itself), or after it, for an operation that completed
+    // while being submitted (a loopback connect does) as work only GETEVENTS runs; a virtual
+    // clock moves as soon as a step that must not wait reaps nothing.
     const unsigned held = IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW;
-    if (io_uring_sq_ready(r) > 0 || !(flags_ & IORING_SETUP_TASKRUN_FLAG) ||
-        (IO_URING_READ_ONCE(*r->sq.kflags) & held)) {
+    if (!(flags_ & IORING_SETUP_TASKRUN_FLAG)) {
       ++enters_;
       rc = io_uring_submit_and_get_events(r);
+    } else if (io_uring_sq_ready(r) > 0 || (IO_URING_READ_ONCE(*r->sq.kflags) & held)) {
+      ++enters_;
+      rc = io_uring_submit(r);
+      if (rc >= 0 && (IO_URING_READ_ONCE(*r->sq.kflags) & held)) {
+        ++enters_;
+        rc = io_uring_submit_and_get_events(r);
+      }
     }
   } else if (until) {
     ++enters_;

@@ -86,6 +86,28 @@ TEST(Time, ManyRandomTimersFireInDeadlineOrder) {
   EXPECT_TRUE(std::is_sorted(fired.begin(), fired.end()));
 }
 
+// Each race's loser leaves the heap from wherever it sits when the winner fires, so removals hit
+// every position; the survivors must still fire in deadline order, each at its own deadline.
+TEST(Time, TimersRemovedFromAnywhereInTheQueueLeaveTheOthersInDeadlineOrder) {
+  virtual_clock clock;
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> ms(0, 10'000);
+  std::vector<int> fired;
+  int late = 0;
+  auto racer = [&](int a, int b) -> task<> {
+    co_await race(sleep_for(std::chrono::milliseconds(a)), sleep_for(std::chrono::milliseconds(b)));
+    const int won = std::min(a, b);
+    if (at(clock) != std::to_string(won) + "ms") ++late;
+    fired.push_back(won);
+  };
+  std::vector<task<>> all;
+  for (int i = 0; i < 5'000; ++i) all.push_back(racer(ms(rng), ms(rng)));
+  executor{quell::join(std::move(all)), clock}.run();
+  ASSERT_EQ(fired.size(), 5'000u);
+  EXPECT_TRUE(std::is_sorted(fired.begin(), fired.end()));
+  EXPECT_EQ(late, 0);
+}
+
 TEST(Time, ARaceOfSleepsEndsAtTheEarliestAndRemovesTheOtherTimer) {
   virtual_clock clock;
   quell::test::log log;
