@@ -472,3 +472,44 @@ TEST(Scope, AnyAwaitableMayBeSpawnedAndItsValueErrorOrCancellationReachesTheHand
             (lines{"race gave 4 at 2ms", "timer done at 3ms", "hook of a spawned on_cancel",
                    "on_cancel child done: yes", "a branch of a spawned race failed; the scope threw it at 7ms"}));
 }
+
+// Cancelling a scope visits its children once each, in spawn order, while their own hooks change
+// the list under the walk: one ends a sibling the walk has not reached, one spawns into the scope,
+// one escalates to a forced request (a second walk inside the first). Under ASan a walk that
+// keeps a pointer to a child another child's hook freed fails here.
+TEST(Scope, CancellingVisitsEachChildOnceInOrderWhileHooksEndSiblingsSpawnAndEscalate) {
+  quell::test::log log;
+  executor<void>* ex_ptr = nullptr;
+  scope* sp = nullptr;
+  std::vector<quell::spawn_handle<void>> h;
+  auto late = [&]() -> task<> {
+    co_await quell::defer(log.hook("late child's cleanup"));
+    co_await quell::pending();
+  };
+  auto child = [&](int i) -> task<> {
+    auto hook = [&, i] {
+      log.print("hook " + std::to_string(i));
+      if (i == 1) {
+        h[3].cancel();
+        h[3] = {};  // the last reference: child 3 is freed now, while the walk is short of it
+      }
+      if (i == 2) sp->spawn(late());
+      if (i == 4) ex_ptr->force_cancel();
+    };
+    co_await on_cancel(quell::pending(), hook);
+  };
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      sp = &s;
+      for (int i = 0; i < 6; ++i) h.push_back(s.spawn(child(i)));
+      co_return;
+    });
+  };
+  executor ex{body()};
+  ex_ptr = &ex;
+  ex.poll_once();
+  ex.cancel();
+  ex.run();  // the body had returned: with_scope's value stands (completion wins)
+  EXPECT_EQ(log.lines, (lines{"hook 0", "hook 1", "hook 3", "hook 2", "hook 4", "hook 5", "late child's cleanup"}));
+  for (auto& c : h) EXPECT_TRUE(!c.valid() || c.done());
+}

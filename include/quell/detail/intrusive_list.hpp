@@ -8,6 +8,13 @@ struct list_node {
   list_node* next = nullptr;
 
   bool linked() const noexcept { return next != nullptr; }
+  // Links this (unlinked) node right after `pos`.
+  void link_after(list_node* pos) noexcept {
+    prev = pos;
+    next = pos->next;
+    pos->next->prev = this;
+    pos->next = this;
+  }
   void unlink() noexcept {
     if (next) {
       prev->next = next;
@@ -32,6 +39,7 @@ class node_list {
     head_.prev = n;
   }
   list_node* front() const noexcept { return empty() ? nullptr : head_.next; }
+  void push_front(list_node* n) noexcept { n->link_after(&head_); }
   list_node* pop_front() noexcept {
     if (empty()) return nullptr;
     list_node* n = head_.next;
