@@ -24,13 +24,18 @@ void scope_core::child_finished(detail::child_base* c) noexcept {
   c->finished = true;
   c->unlink();
   --running_;
-  if (detail::start_state* s = c->starter) {
-    c->starter = nullptr;
-    s->on_ended(s);  // before started(): the outcome belongs to start()'s caller
-  } else if (c->has_error()) {
-    record_error(c->error());
+  detail::start_state* const s = std::exchange(c->starter, nullptr);
+  if (!s && c->has_error()) record_error(c->error());  // before started(), start()'s caller gets it
+  const std::coroutine_handle<> w = std::exchange(c->waiter, {});
+  // Both may resume a task at once, which may destroy the scope: a task_group it owns, joined at
+  // once since nothing else runs (the task awaited this child's handle).
+  if ((s || w) && destroyed_by([&] {
+        if (s) s->on_ended(s);
+        if (w) detail::resume(w);
+      })) {
+    c->release();
+    return;
   }
-  if (std::coroutine_handle<> w = std::exchange(c->waiter, {})) detail::resume(w);
   c->release();
   leave();  // may destroy *this
 }
@@ -71,9 +76,12 @@ void scope_core::cancel_children(const cancel_request& r) noexcept {
     cursor.unlink();
     cursor.link_after(c);
     if (c->finished) continue;  // another walk's marker
-    c->retain();                // cancelling it may finish it
-    c->cancel(req_);
+    // Cancelling a child may end it, and its end may resume its handle's waiter, which may
+    // destroy the scope (the markers then left the list with it).
+    c->retain();
+    const bool gone = destroyed_by([&] { c->cancel(req_); });
     c->release();
+    if (gone) return;
   }
   cursor.unlink();
   end.unlink();
@@ -85,7 +93,8 @@ void scope_core::leave() noexcept {
   if (failed_due_) {
     failed_due_ = false;
     ++busy_;
-    failed_(this);  // cancels the other members; their ends are reported below
+    // Cancels the other members (their ends are reported below), which may destroy the scope.
+    if (destroyed_by([&] { failed_(this); })) return;
     --busy_;
   }
   if (running_ == 0) idle_(this);  // may destroy *this
@@ -100,6 +109,10 @@ std::string where(const detail::site& s) {
 }  // namespace
 
 task_group::~task_group() {
+  if (joiner_) {
+    detail::fatal("quell: a task_group created at " + where(where_) +
+                  " was destroyed while a task was waiting in its join(); only the joining task may end it");
+  }
   if (running() != 0) {
     detail::fatal("quell: a task_group created at " + where(where_) + " was destroyed with " +
                   std::to_string(running()) +

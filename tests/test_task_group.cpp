@@ -148,6 +148,30 @@ TEST(TaskGroupDeathTest, DestroyingAGroupWhileATaskRunsTerminatesNamingWhereItWa
                "task_group created at .*test_task_group.cpp:[0-9]+.*1 task\\(s\\) still running");
 }
 
+// The last child's end resumes its handle's waiter first, which destroys the group while another
+// task still waits in join(): that task would be left waiting on a group that no longer exists.
+TEST(TaskGroupDeathTest, DestroyingAGroupWhileAnotherTaskWaitsInItsJoinTerminates) {
+  quell::event go;
+  task_group* shared = nullptr;
+  auto child = [&]() -> task<> { co_await go.wait(); };
+  auto owner = [&]() -> task<> {
+    task_group g;
+    shared = &g;
+    auto h = g.spawn(child());
+    co_await h;
+  };  // g is destroyed here, running nothing, but joined by `joiner`
+  auto joiner = [&]() -> task<> {
+    co_await quell::yield();
+    co_await shared->join();
+  };
+  auto setter = [&]() -> task<> {
+    for (int i = 0; i < 3; ++i) co_await quell::yield();
+    go.set();
+  };
+  EXPECT_DEATH(executor(quell::join(owner(), joiner(), setter())).run(),
+               "destroyed while a task was waiting in its join");
+}
+
 TEST(TaskGroupDeathTest, DestroyingAGroupHoldingAnUncollectedErrorTerminates) {
   auto failing = []() -> task<> {
     co_await quell::this_task::checkpoint();  // (a co_await makes it a coroutine)
@@ -159,4 +183,76 @@ TEST(TaskGroupDeathTest, DestroyingAGroupHoldingAnUncollectedErrorTerminates) {
     co_return;
   };
   EXPECT_DEATH(executor(body()).run(), "error nobody collected \\(nobody joined\\)");
+}
+
+// A child's end resumes the task awaiting its handle at once; that task may join the group (nothing
+// is left running) and destroy it before the call that ended the child has returned.
+TEST(TaskGroup, ATaskResumedByAChildsEndMayDestroyTheGroupBeforeTheEndingCallReturns) {
+  quell::test::log log;
+  quell::event go;
+  auto child = [&]() -> task<int> {
+    co_await go.wait();
+    co_return 7;
+  };
+  auto owner = [&]() -> task<> {
+    {
+      task_group g;
+      auto h = g.spawn(child());
+      log.print("handle: " + std::to_string(co_await h));
+      co_await g.join();
+    }
+    log.print("group destroyed");
+  };
+  auto other = [&]() -> task<> {
+    co_await quell::yield();
+    go.set();
+    log.print("other goes on");
+  };
+  // The owner is spawned, so its frame (and the group in it) is freed as soon as it ends.
+  auto body = [&]() -> task<> {
+    co_await quell::with_scope([&](quell::scope& s) -> task<> {
+      s.spawn(owner());
+      co_await other();
+    });
+  };
+  executor{body()}.run();
+  EXPECT_EQ(log.lines, (lines{"other goes on", "handle: 7", "group destroyed"}));
+}
+
+// The same when the child ends inside the group's cancel(): the walk over the children stops
+// at once once the group is gone.
+TEST(TaskGroup, ATaskResumedByAChildCancelledInsideCancelMayDestroyTheGroupBeforeCancelReturns) {
+  quell::test::log log;
+  quell::event never;
+  task_group* shared = nullptr;
+  struct says_when_gone {
+    quell::test::log& log;
+    ~says_when_gone() { log.print("owner's frame gone"); }
+  };
+  auto child = [&]() -> task<int> {
+    co_await never.wait();
+    co_return 7;
+  };
+  auto owner = [&]() -> task<> {
+    says_when_gone bye{log};
+    task_group g;  // destroyed before `bye`
+    shared = &g;
+    auto first = g.spawn(child());
+    auto last = g.spawn(child());
+    co_await last;  // the last child ends cancelled: so does this task, at once, destroying the group
+    log.print("never");
+  };
+  auto other = [&]() -> task<> {
+    co_await quell::yield();
+    shared->cancel();  // the last child's end ends the owner inside this call
+    log.print("cancel returned");
+  };
+  auto body = [&]() -> task<> {
+    co_await quell::with_scope([&](quell::scope& s) -> task<> {
+      s.spawn(owner());
+      co_await other();
+    });
+  };
+  executor{body()}.run();
+  EXPECT_EQ(log.lines, (lines{"owner's frame gone", "cancel returned"}));
 }

@@ -395,11 +395,30 @@ class scope_core {
   // (the owner cancels what else it runs, e.g. the body). Neither is called during another
   // call into the scope; they wait until it returns.
   scope_core(notify_fn idle, notify_fn failed) noexcept : idle_(idle), failed_(failed) { node_.request = &req_; }
-  ~scope_core() = default;
+  // A call into the scope that may resume a task inline (a handle's waiter, start()'s caller)
+  // learns here that the task destroyed the scope meanwhile (a task_group it owned and had
+  // joined), and returns without touching it again.
+  ~scope_core() {
+    if (gone_) *gone_ = true;
+  }
 
   void cancel_children(const cancel_request& r) noexcept;
   void record_error(std::exception_ptr e) noexcept;
   void enter() noexcept { ++busy_; }
+  // Runs f, which may resume a task inline; true if that destroyed the scope (then *this is gone,
+  // and so is every enclosing call's: each of them learns it too).
+  template <class F>
+  bool destroyed_by(F&& f) noexcept {
+    bool gone = false;
+    bool* const outer = std::exchange(gone_, &gone);
+    f();
+    if (gone) {
+      if (outer) *outer = true;
+      return true;
+    }
+    gone_ = outer;
+    return false;
+  }
   void leave() noexcept;  // may destroy *this (through the notifications)
 
   detail::scope_frame node_{detail::scope_node::kind::plain, nullptr};
@@ -429,6 +448,7 @@ class scope_core {
 
   detail::node_list children_;  // the running ones
   std::size_t running_ = 0;
+  bool* gone_ = nullptr;  // see destroyed_by()
 
  protected:
   int busy_ = 0;

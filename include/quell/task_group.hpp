@@ -20,8 +20,13 @@
 // cancelled (or rethrows a child's error: errors are never dropped). After a join the group can
 // be used again. One join at a time.
 //
-// Destroying a group while a child is still running, or while it holds an error no join has
-// collected, is a bug: std::terminate, with a message naming where the group was created.
+// A child's end resumes the task awaiting its handle at once, even inside the group's cancel();
+// that task may join the group (nothing running: the join is immediate) and destroy it there,
+// and the call that ended the child then returns without touching the group.
+//
+// Destroying a group while a child is still running, while another task waits in its join(), or
+// while it holds an error no join has collected, is a bug: std::terminate, with a message naming
+// where the group was created.
 #pragma once
 
 #include <coroutine>
