@@ -12,11 +12,16 @@ void scope_core::adopt(detail::child_base* c) noexcept {
   children_.push_back(c);
   ++running_;
   enter();
+  bool gone;
   {
     detail::scope_guard g(&node_);
-    if (c->launch(req_.level != cancel_level::none ? &req_ : nullptr)) child_finished(c);
+    // The child runs here until it first suspends; what it does may end a sibling whose
+    // handle's waiter destroys the scope.
+    gone = destroyed_by([&] {
+      if (c->launch(req_.level != cancel_level::none ? &req_ : nullptr)) child_finished(c);
+    });
   }
-  leave();  // may destroy *this
+  if (!gone) leave();  // may destroy *this
 }
 
 void scope_core::child_finished(detail::child_base* c) noexcept {
