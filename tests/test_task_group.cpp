@@ -256,3 +256,31 @@ TEST(TaskGroup, ATaskResumedByAChildCancelledInsideCancelMayDestroyTheGroupBefor
   executor{body()}.run();
   EXPECT_EQ(log.lines, (lines{"owner's frame gone", "cancel returned"}));
 }
+
+// cancel_and_join() from a task that does not own the group: its cancel ends the last child, whose
+// handle's waiter (the owner) ends at once and destroys the group. Nothing is left to join.
+TEST(TaskGroup, CancelAndJoinReturnsWhenItsCancelLetTheOwnerDestroyTheGroup) {
+  quell::test::log log;
+  quell::event never;
+  task_group* shared = nullptr;
+  auto child = [&]() -> task<> { co_await never.wait(); };
+  auto owner = [&]() -> task<> {
+    task_group g;
+    shared = &g;
+    auto h = g.spawn(child());
+    co_await h;  // ends cancelled with its child, destroying g
+  };
+  auto closer = [&]() -> task<> {
+    co_await quell::yield();
+    co_await shared->cancel_and_join();
+    log.print("joined");
+  };
+  auto body = [&]() -> task<> {
+    co_await quell::with_scope([&](quell::scope& s) -> task<> {
+      s.spawn(owner());
+      co_await closer();
+    });
+  };
+  executor{body()}.run();
+  EXPECT_EQ(log.lines, (lines{"joined"}));
+}

@@ -100,6 +100,33 @@ TEST(Tokens, ACancelOnTheExecutorsOwnThreadEndsTheGovernedOperationButNotItsSibl
   EXPECT_EQ(log.lines, (lines{"governed hook", "governed done: yes", "the body goes on"}));
 }
 
+// The source may live in the frame of the task its cancel() ends: that task is resumed, ends and
+// is freed inside cancel(), which must not touch the source or its state afterwards.
+TEST(Tokens, ASourceInTheFrameOfTheTaskItsCancelEndsMayBeFreedInsideCancel) {
+  quell::test::log log;
+  quell::event never;
+  cancel_source* shared = nullptr;
+  auto owner = [&]() -> task<> {
+    cancel_source src;  // e.g. a connection's own source, published so that an admin can stop it
+    shared = &src;
+    co_await with_cancellation(src.token(), never.wait());
+    log.print("never");
+  };
+  auto admin = [&]() -> task<> {
+    co_await quell::yield();
+    const bool did = shared->cancel();  // the owner's frame, and `*shared`, are gone when it returns
+    log.print(did ? "cancel returned true" : "?");
+  };
+  auto body = [&]() -> task<> {
+    co_await quell::with_scope([&](quell::scope& s) -> task<> {
+      s.spawn(owner());
+      co_await admin();
+    });
+  };
+  executor(body()).run();
+  EXPECT_EQ(log.lines, (lines{"cancel returned true"}));
+}
+
 TEST(Tokens, AnAlreadyCancelledTokenNeverStartsTheOperation) {
   quell::test::log log;
   cancel_source src;

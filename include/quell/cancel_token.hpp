@@ -93,7 +93,12 @@ class cancel_source {
   cancel_token token() const noexcept { return cancel_token(s_); }
   // Cancels every token of this source and runs their callbacks on this thread. True if this
   // call did it; false if the source was already cancelled (the first reason stays).
-  bool cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) { return s_->cancel(std::move(reason)); }
+  // The callbacks may end, inline, the task whose frame holds this source: the call keeps the
+  // shared state alive by itself and touches nothing of *this after them.
+  bool cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) {
+    const std::shared_ptr<detail::token_state> s = s_;
+    return s->cancel(std::move(reason));
+  }
   bool cancel_requested() const noexcept { return s_->cancelled.load(std::memory_order_acquire); }
 
  private:

@@ -53,7 +53,12 @@ class task_group : public scope_core {
         : g_(g), cancel_first_(cancel_first), reason_(std::move(reason)) {}
 
     bool await_ready() {
-      if (cancel_first_) g_.cancel(reason_);
+      // Cancelling may end the last child and resume its handle's waiter, which may destroy the
+      // group (it owns it, and joins it at once): then there is nothing left to join.
+      if (cancel_first_ && g_.destroyed_by([&] { g_.cancel(reason_); })) {
+        gone_ = true;
+        return true;
+      }
       return g_.running() == 0;
     }
     void await_suspend(std::coroutine_handle<> h) {
@@ -67,6 +72,7 @@ class task_group : public scope_core {
     }
     bool await_must_resume() const noexcept { return !cancelled_ || g_.error_; }
     void await_resume() {
+      if (gone_) return;  // destroyed with no error (that would have terminated)
       if (std::exception_ptr e = std::exchange(g_.error_, nullptr)) std::rethrow_exception(e);
     }
 
@@ -74,6 +80,7 @@ class task_group : public scope_core {
     task_group& g_;
     bool cancel_first_;
     bool cancelled_ = false;
+    bool gone_ = false;
     cancel_reason reason_;
   };
 
