@@ -127,6 +127,32 @@ TEST(Tokens, ASourceInTheFrameOfTheTaskItsCancelEndsMayBeFreedInsideCancel) {
   EXPECT_EQ(log.lines, (lines{"cancel returned true"}));
 }
 
+// The same with a std::stop_source in the frame of the task its request_stop() ends.
+TEST(Tokens, AStdStopSourceInTheFrameOfTheTaskItsRequestEndsMayBeFreedInsideTheRequest) {
+  quell::test::log log;
+  quell::event never;
+  std::stop_source* shared = nullptr;
+  auto owner = [&]() -> task<> {
+    std::stop_source src;
+    shared = &src;
+    co_await with_cancellation(src.get_token(), never.wait());
+    log.print("never");
+  };
+  auto admin = [&]() -> task<> {
+    co_await quell::yield();
+    const bool did = shared->request_stop();  // the owner's frame, and `*shared`, are gone when it returns
+    log.print(did ? "request_stop returned true" : "?");
+  };
+  auto body = [&]() -> task<> {
+    co_await quell::with_scope([&](quell::scope& s) -> task<> {
+      s.spawn(owner());
+      co_await admin();
+    });
+  };
+  executor(body()).run();
+  EXPECT_EQ(log.lines, (lines{"request_stop returned true"}));
+}
+
 TEST(Tokens, AnAlreadyCancelledTokenNeverStartsTheOperation) {
   quell::test::log log;
   cancel_source src;
