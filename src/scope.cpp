@@ -12,16 +12,14 @@ void scope_core::adopt(detail::child_base* c) noexcept {
   children_.push_back(c);
   ++running_;
   enter();
-  bool gone;
   {
+    // No guard against the scope's destruction here (unlike child_finished): while the new child
+    // runs it counts as running, so destroying a task_group now terminates, and start()'s
+    // caller is not resumed before its own await_suspend returns.
     detail::scope_guard g(&node_);
-    // The child runs here until it first suspends; what it does may end a sibling whose
-    // handle's waiter destroys the scope.
-    gone = destroyed_by([&] {
-      if (c->launch(req_.level != cancel_level::none ? &req_ : nullptr)) child_finished(c);
-    });
+    if (c->launch(req_.level != cancel_level::none ? &req_ : nullptr)) child_finished(c);
   }
-  if (!gone) leave();  // may destroy *this
+  leave();  // may destroy *this
 }
 
 void scope_core::child_finished(detail::child_base* c) noexcept {
