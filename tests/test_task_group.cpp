@@ -185,6 +185,18 @@ TEST(TaskGroupDeathTest, DestroyingAGroupHoldingAnUncollectedErrorTerminates) {
   EXPECT_DEATH(executor(body()).run(), "error nobody collected \\(nobody joined\\)");
 }
 
+// Runs `owner` spawned into a scope, so that its frame (and a group in it) is freed as soon as it
+// ends, beside `other`, the scope's body.
+static void run_spawned_beside(task<> owner, task<> other) {
+  auto body = [&]() -> task<> {
+    co_await quell::with_scope([&](quell::scope& s) -> task<> {
+      s.spawn(std::move(owner));
+      co_await std::move(other);
+    });
+  };
+  executor{body()}.run();
+}
+
 // A child's end resumes the task awaiting its handle at once; that task may join the group (nothing
 // is left running) and destroy it before the call that ended the child has returned.
 TEST(TaskGroup, ATaskResumedByAChildsEndMayDestroyTheGroupBeforeTheEndingCallReturns) {
@@ -208,14 +220,7 @@ TEST(TaskGroup, ATaskResumedByAChildsEndMayDestroyTheGroupBeforeTheEndingCallRet
     go.set();
     log.print("other goes on");
   };
-  // The owner is spawned, so its frame (and the group in it) is freed as soon as it ends.
-  auto body = [&]() -> task<> {
-    co_await quell::with_scope([&](quell::scope& s) -> task<> {
-      s.spawn(owner());
-      co_await other();
-    });
-  };
-  executor{body()}.run();
+  run_spawned_beside(owner(), other());
   EXPECT_EQ(log.lines, (lines{"other goes on", "handle: 7", "group destroyed"}));
 }
 
@@ -247,13 +252,7 @@ TEST(TaskGroup, ATaskResumedByAChildCancelledInsideCancelMayDestroyTheGroupBefor
     shared->cancel();  // the last child's end ends the owner inside this call
     log.print("cancel returned");
   };
-  auto body = [&]() -> task<> {
-    co_await quell::with_scope([&](quell::scope& s) -> task<> {
-      s.spawn(owner());
-      co_await other();
-    });
-  };
-  executor{body()}.run();
+  run_spawned_beside(owner(), other());
   EXPECT_EQ(log.lines, (lines{"owner's frame gone", "cancel returned"}));
 }
 
@@ -275,12 +274,6 @@ TEST(TaskGroup, CancelAndJoinReturnsWhenItsCancelLetTheOwnerDestroyTheGroup) {
     co_await shared->cancel_and_join();
     log.print("joined");
   };
-  auto body = [&]() -> task<> {
-    co_await quell::with_scope([&](quell::scope& s) -> task<> {
-      s.spawn(owner());
-      co_await closer();
-    });
-  };
-  executor{body()}.run();
+  run_spawned_beside(owner(), closer());
   EXPECT_EQ(log.lines, (lines{"joined"}));
 }

@@ -100,22 +100,25 @@ TEST(Tokens, ACancelOnTheExecutorsOwnThreadEndsTheGovernedOperationButNotItsSibl
   EXPECT_EQ(log.lines, (lines{"governed hook", "governed done: yes", "the body goes on"}));
 }
 
-// The source may live in the frame of the task its cancel() ends: that task is resumed, ends and
-// is freed inside cancel(), which must not touch the source or its state afterwards.
-TEST(Tokens, ASourceInTheFrameOfTheTaskItsCancelEndsMayBeFreedInsideCancel) {
+namespace {
+// A spawned task (freed as soon as it ends) holds a Source in its frame and waits under its
+// token; another task stops the source through a pointer: the owner is resumed, ends and is freed
+// inside that call, which must not touch the source or its state afterwards. Returns the log.
+template <class Source, class TokenOf, class Stop>
+lines stop_a_source_freed_inside_the_stop(TokenOf token_of, Stop stop) {
   quell::test::log log;
   quell::event never;
-  cancel_source* shared = nullptr;
+  Source* shared = nullptr;
   auto owner = [&]() -> task<> {
-    cancel_source src;  // e.g. a connection's own source, published so that an admin can stop it
+    Source src;  // e.g. a connection's own source, published so that an admin can stop it
     shared = &src;
-    co_await with_cancellation(src.token(), never.wait());
+    co_await with_cancellation(token_of(src), never.wait());
     log.print("never");
   };
   auto admin = [&]() -> task<> {
     co_await quell::yield();
-    const bool did = shared->cancel();  // the owner's frame, and `*shared`, are gone when it returns
-    log.print(did ? "cancel returned true" : "?");
+    const bool did = stop(*shared);  // the owner's frame, and `*shared`, are gone when it returns
+    log.print(did ? "stop returned true" : "?");
   };
   auto body = [&]() -> task<> {
     co_await quell::with_scope([&](quell::scope& s) -> task<> {
@@ -124,33 +127,21 @@ TEST(Tokens, ASourceInTheFrameOfTheTaskItsCancelEndsMayBeFreedInsideCancel) {
     });
   };
   executor(body()).run();
-  EXPECT_EQ(log.lines, (lines{"cancel returned true"}));
+  return log.lines;
+}
+}  // namespace
+
+TEST(Tokens, ASourceInTheFrameOfTheTaskItsCancelEndsMayBeFreedInsideCancel) {
+  const lines got = stop_a_source_freed_inside_the_stop<cancel_source>([](cancel_source& s) { return s.token(); },
+                                                                       [](cancel_source& s) { return s.cancel(); });
+  EXPECT_EQ(got, (lines{"stop returned true"}));
 }
 
-// The same with a std::stop_source in the frame of the task its request_stop() ends.
+// libstdc++'s request_stop copes with a callback destroyed while it runs.
 TEST(Tokens, AStdStopSourceInTheFrameOfTheTaskItsRequestEndsMayBeFreedInsideTheRequest) {
-  quell::test::log log;
-  quell::event never;
-  std::stop_source* shared = nullptr;
-  auto owner = [&]() -> task<> {
-    std::stop_source src;
-    shared = &src;
-    co_await with_cancellation(src.get_token(), never.wait());
-    log.print("never");
-  };
-  auto admin = [&]() -> task<> {
-    co_await quell::yield();
-    const bool did = shared->request_stop();  // the owner's frame, and `*shared`, are gone when it returns
-    log.print(did ? "request_stop returned true" : "?");
-  };
-  auto body = [&]() -> task<> {
-    co_await quell::with_scope([&](quell::scope& s) -> task<> {
-      s.spawn(owner());
-      co_await admin();
-    });
-  };
-  executor(body()).run();
-  EXPECT_EQ(log.lines, (lines{"request_stop returned true"}));
+  const lines got = stop_a_source_freed_inside_the_stop<std::stop_source>(
+      [](std::stop_source& s) { return s.get_token(); }, [](std::stop_source& s) { return s.request_stop(); });
+  EXPECT_EQ(got, (lines{"stop returned true"}));
 }
 
 TEST(Tokens, AnAlreadyCancelledTokenNeverStartsTheOperation) {
