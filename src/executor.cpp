@@ -65,7 +65,7 @@ bool executor_core::turn() {
     started_ = true;
     if (root_.start_erased(this, &root_done, req_.level != cancel_level::none ? &req_ : nullptr)) done_ = true;
   }
-  sched_.timers().fire_due([&](std::coroutine_handle<> h) { sched_.post(h); });
+  sched_.timers().fire_due([&](std::coroutine_handle<> h) { sched_.post_completed(h); });
   sched_.run_batch(batch);
   sched_.drain_ready();
   return done_;

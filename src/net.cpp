@@ -100,6 +100,16 @@ void keep(io_object* o, const char* p, std::size_t n) {
   const auto* b = reinterpret_cast<const std::byte*>(p);
   o->stash.insert(o->stash.end(), b, b + n);
 }
+// Bytes a read took and its waiter discards: first in line again.
+void put_back(io_object* o, const char* p, std::size_t n) {
+  const auto* b = reinterpret_cast<const std::byte*>(p);
+  if (o->stash_pos >= n) {
+    o->stash_pos -= n;
+    std::memcpy(o->stash.data() + o->stash_pos, b, n);
+  } else {
+    o->stash.insert(o->stash.begin() + static_cast<std::ptrdiff_t>(o->stash_pos), b, b + n);
+  }
+}
 }  // namespace
 
 bool read_some_op::await_ready() {
@@ -126,6 +136,23 @@ bool read_some_op::on_cancel() noexcept {
     object->stash_eof = true;
   } else if (res < 0 && res != -ECANCELED && res != -EINTR) {
     return false;  // it failed anyway: deliver the error
+  }
+  return true;
+}
+
+bool read_some_op::give_back() noexcept {
+  if (from_stash > 0) {
+    put_back(object, buf.data(), from_stash);
+  } else if (ready_eof) {
+    object->stash_eof = true;
+  } else if (buf.empty()) {
+    // took nothing
+  } else if (res > 0) {
+    put_back(object, buf.data(), static_cast<std::size_t>(res));
+  } else if (res == 0) {
+    object->stash_eof = true;
+  } else {
+    return false;  // an error: the discarding combinator keeps it
   }
   return true;
 }
@@ -164,11 +191,17 @@ bool read_exact_op::on_cqe(int r) noexcept {
 }
 
 bool read_exact_op::on_cancel() noexcept {
-  if (got == buf.size()) return false;  // complete: completion wins
-  if (res < 0 && res != -ECANCELED && res != -EINTR) return false;
-  // Keep what arrived so far, in order, in front of anything stashed later.
+  if (got < buf.size() && res < 0 && res != -ECANCELED && res != -EINTR) return false;  // failed anyway
+  // Keep what arrived, all of it even if the read is complete, in order, in front of anything
+  // stashed later: a cancelled read did not happen, and its bytes are the next read's.
   keep(object, buf.data(), got);
   if (eof) object->stash_eof = true;
+  return true;
+}
+
+bool read_exact_op::give_back() noexcept {
+  if (got != buf.size()) return false;  // end of stream or an error: await_resume keeps the bytes
+  put_back(object, buf.data(), got);
   return true;
 }
 
@@ -242,6 +275,13 @@ bool accept_op::on_cancel() noexcept {
   return res == -ECANCELED || res == -EINTR;
 }
 
+bool accept_op::give_back() noexcept {
+  const int fd = stashed_fd >= 0 ? std::exchange(stashed_fd, -1) : res;
+  if (fd < 0) return false;
+  object->stash_fds.insert(object->stash_fds.begin(), fd);
+  return true;
+}
+
 tcp_stream accept_op::await_resume() {
   if (stashed_fd >= 0) return tcp_stream(std::exchange(stashed_fd, -1));
   if (res < 0) throw_io_error(res, "accept");
@@ -298,8 +338,9 @@ datagram_op::datagram_op(datagram_op&& o) noexcept : io_leaf(std::move(o)), send
 
 bool datagram_op::await_ready() {
   if (!send && !object->stash_datagrams.empty()) {
-    const std::string d = std::move(object->stash_datagrams.front());
+    taken = std::move(object->stash_datagrams.front());
     object->stash_datagrams.erase(object->stash_datagrams.begin());
+    const std::string& d = taken;
     socklen_t len;
     std::memcpy(&len, d.data(), sizeof len);
     std::memcpy(peer.data(), d.data() + sizeof len, len);
@@ -330,21 +371,38 @@ void datagram_op::prep(io_uring_sqe* sqe) noexcept {
   }
 }
 
+// A received datagram as the stash keeps it: sender address length, address, payload.
+std::string datagram_op::record() const {
+  const auto* m = reinterpret_cast<const msg_storage*>(hdr);
+  const socklen_t len = m->msg.msg_namelen;
+  const std::size_t payload = std::min(static_cast<std::size_t>(res), buf.size());
+  std::string d(sizeof len + len + payload, '\0');
+  std::memcpy(d.data(), &len, sizeof len);
+  std::memcpy(d.data() + sizeof len, peer.data(), len);
+  std::memcpy(d.data() + sizeof len + len, buf.data(), payload);
+  return d;
+}
+
 bool datagram_op::on_cancel() noexcept {
   if (res >= 0 && !send) {
-    // Received anyway: keep the datagram (sender, payload) for the next recv_from.
-    const auto* m = reinterpret_cast<const msg_storage*>(hdr);
-    const socklen_t len = m->msg.msg_namelen;
-    const std::size_t payload = std::min(static_cast<std::size_t>(res), buf.size());
-    std::string d(sizeof len + len + payload, '\0');
-    std::memcpy(d.data(), &len, sizeof len);
-    std::memcpy(d.data() + sizeof len, peer.data(), len);
-    std::memcpy(d.data() + sizeof len + len, buf.data(), payload);
-    object->stash_datagrams.push_back(std::move(d));
+    object->stash_datagrams.push_back(record());  // received anyway: the next recv_from gets it
     return true;
   }
   if (res >= 0) return false;  // a datagram that went out was sent
   return res == -ECANCELED || res == -EINTR;
+}
+
+bool datagram_op::give_back() noexcept {
+  if (send) return false;
+  auto& q = object->stash_datagrams;
+  if (stashed) {
+    q.insert(q.begin(), std::move(taken));
+  } else if (res >= 0) {
+    q.insert(q.begin(), record());
+  } else {
+    return false;
+  }
+  return true;
 }
 
 datagram datagram_op::await_resume() {

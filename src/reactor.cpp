@@ -245,7 +245,7 @@ void reactor::finish(io_op* op, int res) noexcept {
   --ops_;
   std::coroutine_handle<> w = op->waiter;
   untrack(op);
-  post(w);
+  post_completed(w);
 }
 
 std::size_t reactor::poll(bool wait, std::optional<time_point> until) {

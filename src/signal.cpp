@@ -41,6 +41,16 @@ bool signal_wait_op::on_cancel() noexcept {
   return res < 0 && (res == -ECANCELED || res == -EINTR);
 }
 
+bool signal_wait_op::give_back() noexcept {
+  int signo = stashed;
+  if (!signo && res == static_cast<int>(sizeof(signalfd_siginfo))) {
+    signo = static_cast<int>(reinterpret_cast<const signalfd_siginfo*>(info)->ssi_signo);
+  }
+  if (!signo) return false;
+  object->stash_signals.insert(object->stash_signals.begin(), signo);
+  return true;
+}
+
 int signal_wait_op::await_resume() {
   if (stashed) return stashed;
   if (res < 0) throw_io_error(res, "signal_set::wait");

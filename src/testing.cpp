@@ -8,8 +8,9 @@ namespace quell::testing {
 
 std::string sweep_point::describe() const {
   if (at == 0) return "reference run";
-  return std::string(level == cancel_level::forced ? "forced" : "graceful") + " cancel at suspension point " +
-         std::to_string(at) + " of " + std::to_string(of);
+  return std::string(level == cancel_level::forced ? "forced" : "graceful") +
+         (window ? " cancel in completion window " : " cancel at suspension point ") + std::to_string(at) + " of " +
+         std::to_string(of);
 }
 
 namespace {
@@ -25,17 +26,17 @@ struct canceller : detail::resume_target {
   }
 };
 
-std::uint64_t run_once(const std::function<task<>(virtual_clock&)>& make,
-                       const std::function<void(const sweep_point&)>& check, sweep_point point,
-                       const sweep_options& options) {
+// Returns the run's probe: how many suspension points and completions it had.
+detail::scheduler::suspension_probe run_once(const std::function<task<>(virtual_clock&)>& make,
+                                             const std::function<void(const sweep_point&)>& check, sweep_point point,
+                                             const sweep_options& options) {
   virtual_clock clock;
   clock.set_io_grace(options.io_grace);
   detail::scheduler::suspension_probe probe;
   canceller c;
   c.level = point.level;
-  probe.fire_at = point.at;
+  (point.window ? probe.fire_at_completion : probe.fire_at) = point.at;
   probe.action = c.handle();
-  std::uint64_t suspensions = 0;
   {
     executor<void> ex{make(clock), clock};
     c.core = &ex.core();
@@ -56,7 +57,6 @@ std::uint64_t run_once(const std::function<task<>(virtual_clock&)>& make,
                           ex.core().sched().describe_live());
     }
     ex.core().sched().probe = nullptr;
-    suspensions = probe.count;
   }
   try {
     check(point);
@@ -67,7 +67,7 @@ std::uint64_t run_once(const std::function<task<>(virtual_clock&)>& make,
   } catch (...) {
     throw sweep_failure(point.describe() + ": the check threw a non-standard exception");
   }
-  return suspensions;
+  return probe;
 }
 
 }  // namespace
@@ -76,19 +76,25 @@ sweep_report cancel_sweep(const std::function<task<>(virtual_clock&)>& make,
                           const std::function<void(const sweep_point&)>& check, sweep_options options) {
   sweep_report report;
   sweep_point reference;
-  report.points = run_once(make, check, reference, options);
+  const auto counted = run_once(make, check, reference, options);
+  report.points = counted.count;
+  report.completions = options.completion_windows ? counted.completions : 0;
   report.runs = 1;
-  for (cancel_level level : {cancel_level::graceful, cancel_level::forced}) {
-    if ((level == cancel_level::graceful && !options.graceful) || (level == cancel_level::forced && !options.forced)) {
-      continue;
-    }
-    for (std::uint64_t k = 1; k <= report.points; ++k) {
-      sweep_point p;
-      p.at = k;
-      p.of = report.points;
-      p.level = level;
-      run_once(make, check, p, options);
-      ++report.runs;
+  for (bool window : {false, true}) {
+    const std::uint64_t of = window ? report.completions : report.points;
+    for (cancel_level level : {cancel_level::graceful, cancel_level::forced}) {
+      if ((level == cancel_level::graceful && !options.graceful) || (level == cancel_level::forced && !options.forced)) {
+        continue;
+      }
+      for (std::uint64_t k = 1; k <= of; ++k) {
+        sweep_point p;
+        p.at = k;
+        p.of = of;
+        p.window = window;
+        p.level = level;
+        run_once(make, check, p, options);
+        ++report.runs;
+      }
     }
   }
   return report;

@@ -740,7 +740,8 @@ TEST(JobBackend, CancelledAtEverySuspensionPointNothingIsLeftAndEveryCancelIsAcc
         if (!service.drained()) throw std::logic_error("the service still runs a job or holds a connection");
       },
       {.io_grace = 2s});  // virtual time never has to move here: this only bounds each wait for I/O
-  std::printf("[ sweep    ] job_backend::run twice: %llu suspension points, %llu runs\n",
-              static_cast<unsigned long long>(report.points), static_cast<unsigned long long>(report.runs));
+  std::printf("[ sweep    ] job_backend::run twice: %llu suspension points, %llu completion windows, %llu runs\n",
+              static_cast<unsigned long long>(report.points), static_cast<unsigned long long>(report.completions),
+              static_cast<unsigned long long>(report.runs));
   EXPECT_GT(report.points, 4u);
 }

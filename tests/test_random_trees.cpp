@@ -20,7 +20,7 @@ using namespace quell::test::trees;
 
 TEST(RandomTrees, EveryTreeCancelledAtEverySuspensionPointKeepsTheModelsRules) {
   constexpr int seeds = 10000;
-  std::uint64_t runs = 0, points = 0;
+  std::uint64_t runs = 0, points = 0, windows = 0;
   for (int seed = 1; seed <= seeds; ++seed) {
     std::mt19937 rng(static_cast<unsigned>(seed));
     const node tree = generate([&] { return static_cast<unsigned>(rng()); }, 0);
@@ -28,14 +28,16 @@ TEST(RandomTrees, EveryTreeCancelledAtEverySuspensionPointKeepsTheModelsRules) {
       auto report = sweep_tree(tree);
       runs += report.runs;
       points += report.points;
+      windows += report.completions;
     } catch (const quell::testing::sweep_failure& e) {
       ADD_FAILURE() << "seed " << seed << ", tree " << tree.describe() << "\n"
                     << e.what() << "\nshrunk to: " << shrink(tree).describe();
       break;
     }
   }
-  std::printf("[ trees    ] %d seeds, %llu suspension points, %llu runs\n", seeds,
-              static_cast<unsigned long long>(points), static_cast<unsigned long long>(runs));
+  std::printf("[ trees    ] %d seeds, %llu suspension points, %llu completion windows, %llu runs\n", seeds,
+              static_cast<unsigned long long>(points), static_cast<unsigned long long>(windows),
+              static_cast<unsigned long long>(runs));
 }
 
 TEST(RandomTrees, TheShrinkerKeepsAFailureAndDropsWhatDoesNotMatter) {

@@ -2,6 +2,7 @@
 // primitives: every run cancelled at every suspension point, gracefully and forcibly, must leave
 // nothing behind. One deliberately broken scenario shows that the sweep catches a leak.
 #include <gtest/gtest.h>
+#include <sys/ioctl.h>
 
 #include <algorithm>
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "quell/quell.hpp"
@@ -30,7 +32,8 @@ namespace {
 
 // How much each sweep covered, in the test log (the closing notes quote it).
 void print(const char* what, const quell::testing::sweep_report& r) {
-  std::printf("[ sweep    ] %s: %llu suspension points, %llu runs\n", what, static_cast<unsigned long long>(r.points),
+  std::printf("[ sweep    ] %s: %llu suspension points, %llu completion windows, %llu runs\n", what,
+              static_cast<unsigned long long>(r.points), static_cast<unsigned long long>(r.completions),
               static_cast<unsigned long long>(r.runs));
 }
 
@@ -84,7 +87,8 @@ TEST(Sweep, AScopeOfRequestsHoldingPermitsUntilTheirAsyncCleanupLeavesNothingBeh
           throw std::logic_error("the reference run should fail with c's error");
       });
   EXPECT_GT(report.points, 5u);
-  EXPECT_EQ(report.runs, 1 + 2 * report.points);
+  EXPECT_GT(report.completions, 5u);
+  EXPECT_EQ(report.runs, 1 + 2 * report.points + 2 * report.completions);
   print("scope of requests", report);
 }
 
@@ -346,4 +350,57 @@ TEST(Sweep, TheReferenceScenariosWithHooksRunEachStartedHookExactlyOnce) {
         [&](const sweep_point&) { l->expect_balanced(); });
     print(name, report);
   }
+}
+
+TEST(Sweep, AStreamReaderCancelledAnywhereLeavesEveryByteItDidNotConsumeInTheStream) {
+  // The reader waits for each chunk beside a heartbeat in a join, and records what a read returned
+  // as soon as it returned (a join that ends cancelled drops its branches' values, as a task's
+  // locals are dropped with it). Cancelled anywhere, including in a read's completion window, every
+  // byte sent was recorded or is still in the stream: in its buffer or in the kernel.
+  struct state {
+    quell::tcp_stream a, b;
+    std::string sent, got;
+  };
+  std::unique_ptr<state> st;
+  quell::testing::sweep_options opts;
+  opts.io_grace = 10ms;  // real sockets on a virtual clock: let the kernel answer before time moves
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        st = std::make_unique<state>();
+        return [](state& s) -> task<> {
+          auto l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+          std::tie(s.a, s.b) = co_await quell::join(l.accept(), quell::tcp_stream::connect(l.local_address()));
+          auto writer = [&s]() -> task<> {
+            for (const char* c : {"one;", "two;", "three;"}) {
+              co_await sleep_for(1ms);
+              co_await s.b.write_all(c);
+              s.sent += c;
+            }
+          };
+          auto reader = [&s]() -> task<> {
+            while (s.got.size() < std::string("one;two;three;").size()) {
+              auto read = [&s]() -> task<> {
+                char buf[16];
+                const std::size_t n = co_await s.a.read_some(buf);
+                s.got.append(buf, n);
+              };
+              co_await quell::join(read(), sleep_for(5ms));
+            }
+          };
+          co_await quell::join(writer(), reader());
+        }(*st);
+      },
+      [&](const sweep_point&) {
+        if (!st->a.is_open()) return;  // cancelled before it connected
+        int in_kernel = 0;
+        ::ioctl(st->a.native_handle(), FIONREAD, &in_kernel);
+        const std::size_t left = st->a.buffered() + static_cast<std::size_t>(in_kernel);
+        if (st->got.size() + left != st->sent.size() || st->sent.compare(0, st->got.size(), st->got) != 0) {
+          throw std::logic_error("sent \"" + st->sent + "\", read \"" + st->got + "\", " + std::to_string(left) +
+                                 " bytes left in the stream");
+        }
+      },
+      opts);
+  EXPECT_GT(report.completions, 6u);
+  print("stream reader", report);
 }

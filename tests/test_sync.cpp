@@ -163,23 +163,50 @@ TEST(Semaphore, CancellingAHeadWaiterThatBlocksOthersGrantsThemAtOnce) {
   EXPECT_EQ(small.run().units(), 1u);
 }
 
-TEST(Semaphore, AWaiterGrantedInTheSameTurnItIsCancelledReceivesThePermit) {
+TEST(Semaphore, AWaiterGrantedAndCancelledBeforeItResumedGivesTheUnitsToTheNextWaiter) {
   quell::test::log log;
   quell::semaphore sem{1};
   auto held = sem.try_acquire();
-  auto waiter = [&]() -> task<> {
+  auto first = [&]() -> task<> {
     quell::permit p = co_await sem.acquire();
-    log.print("granted, holding " + std::to_string(p.units()));
-    co_await yield();  // cancelled here: the permit is released with the frame
-    log.print("not reached");
+    log.print("first granted");  // must not run: it was cancelled before it resumed
   };
-  executor ex{waiter()};
-  ex.poll_once();
-  held->release();  // granted: resumes in the run queue
-  ex.cancel();      // the cancellation arrives before it resumed
-  EXPECT_TRUE(ex.done());
-  EXPECT_EQ(log.lines, (lines{"granted, holding 1"}));
+  auto second = [&]() -> task<> {
+    quell::permit p = co_await sem.acquire();
+    log.print("second granted, available " + std::to_string(sem.available()));
+  };
+  executor a{first()};
+  executor b{second()};
+  a.poll_once();
+  b.poll_once();
+  held->release();  // granted to `first`: it resumes in its executor's run queue
+  EXPECT_EQ(sem.available(), 0u);
+  a.cancel();  // the cancellation arrives before it resumed: the units go on to `second`
+  EXPECT_TRUE(a.done());
+  EXPECT_TRUE(b.poll_once());
+  EXPECT_EQ(log.lines, (lines{"second granted, available 0"}));
   EXPECT_EQ(sem.available(), 1u);  // not lost, not granted twice
+}
+
+TEST(Semaphore, ARaceThatCancelsAGrantedAcquireBeforeItResumedTakesNoPermit) {
+  quell::semaphore sem{1};
+  auto held = sem.try_acquire();
+  bool ran_on = false;
+  auto body = [&]() -> task<> {
+    auto acquiring = [&]() -> task<> {
+      quell::permit p = co_await sem.acquire();
+      ran_on = true;
+      co_await yield();
+    };
+    auto releasing = [&]() -> task<> {
+      co_await yield();  // the acquire is queued by now
+      held->release();   // grants it (its resumption is queued), then this branch wins at once
+    };
+    co_await race(acquiring(), releasing());
+    EXPECT_FALSE(ran_on);
+    EXPECT_EQ(sem.available(), 1u);
+  };
+  quell::block_on(body());
 }
 
 TEST(Semaphore, APermitMovedIntoACleanupHookIsReleasedWhenTheHookEnds) {
@@ -274,7 +301,7 @@ TEST(Mutex, ATaskCancelledWhileWaitingForTheLockTakesNothing) {
   EXPECT_TRUE(m.try_lock());
 }
 
-TEST(Mutex, ATaskGrantedTheLockInTheSameTurnItIsCancelledGetsItAndReleasesIt) {
+TEST(Mutex, ATaskHandedTheLockButCancelledBeforeItResumedTakesNothing) {
   quell::test::log log;
   quell::mutex m;
   auto g = m.try_lock();
@@ -285,10 +312,11 @@ TEST(Mutex, ATaskGrantedTheLockInTheSameTurnItIsCancelledGetsItAndReleasesIt) {
   };
   executor ex{waiter()};
   ex.poll_once();
-  g->release();  // granted, not yet resumed
+  g->release();  // handed over, not yet resumed
+  EXPECT_TRUE(m.locked());
   ex.cancel();
   EXPECT_TRUE(ex.done());
-  EXPECT_EQ(log.lines, (lines{"got the lock"}));
+  EXPECT_EQ(log.lines, lines{});
   EXPECT_FALSE(m.locked());
 }
 
@@ -351,7 +379,7 @@ TEST(Event, AWaiterCancelledBeforeSetIsRemovedAndOthersStillWake) {
   EXPECT_EQ(log.lines, (lines{"impatient gave up", "patient woke"}));
 }
 
-TEST(Event, AWaiterWokenInTheSameTurnItIsCancelledReturnsNormally) {
+TEST(Event, AWaiterWokenButCancelledBeforeItResumedEndsCancelledAndTheEventStaysSet) {
   quell::test::log log;
   quell::event e;
   auto waiter = [&]() -> task<> {
@@ -363,7 +391,8 @@ TEST(Event, AWaiterWokenInTheSameTurnItIsCancelledReturnsNormally) {
   e.set();
   ex.cancel();
   EXPECT_TRUE(ex.done());
-  EXPECT_EQ(log.lines, (lines{"woke"}));
+  EXPECT_EQ(log.lines, lines{});
+  EXPECT_TRUE(e.is_set());
 }
 
 // ---- channel -----------------------------------------------------------------------------------

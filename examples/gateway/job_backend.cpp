@@ -165,6 +165,9 @@ task<std::string> job_backend::run(std::chrono::milliseconds work) {
   }
   connection& c = *l.conn;
   const std::uint64_t id = ++c.next_id;
+  // Nothing sent on it yet: if run() ends before the SUBMIT goes out (cancelled right after a
+  // connect that completed anyway, say), the connection goes back to the pool as it came.
+  l.clean = true;
 
   // What the reader and the cancel hook share.
   struct {
@@ -181,6 +184,7 @@ task<std::string> job_backend::run(std::chrono::milliseconds work) {
     set_on_exit done{q.reader_done};
     {
       set_on_exit wire{q.on_wire};
+      l.clean = false;  // from here on, something may be left to come on the connection
       const std::string submit = "SUBMIT " + std::to_string(id) + " " + std::to_string(work.count()) + "\n";
       try {
         co_await c.sock.write_all(submit);

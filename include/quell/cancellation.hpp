@@ -33,6 +33,8 @@
 //   bool await_cancel(std::coroutine_handle<> h) noexcept;
 //   bool await_must_resume() const noexcept;
 //
+//   bool await_give_back() noexcept;                 // optional
+//
 // await_early_cancel and await_cancel may instead take a trailing `const quell::cancel_request&` to see the level and
 // the reason; the two-argument `await_cancel` is also called a second time if a forced request follows a graceful one
 // (that is how combinators forward the escalation; a leaf rarely needs it).
@@ -55,6 +57,15 @@
 //               during the call); then await_must_resume() decides as above: true means it
 //               completed anyway and the result is delivered (completion wins).
 //
+// Done, but its waiter will not use the result: await_give_back()?
+//        true : the awaiter put what it produced back where the next operation finds it (bytes
+//               into the stream's buffer, a connection into the listener's queue, a value into
+//               the channel); await_resume() is not called.
+//        false (or member absent): await_resume() is called and its value dropped (an exception
+//               it throws is kept). That is how a race discards a loser that completed anyway.
+//    A combinator asks this only of an operation it drives itself; a result that already went
+//    through a task or another combinator cannot be put back.
+//
 // await_must_resume() is asked every time h is resumed, not only after a request. A leaf that was
 // never asked to cancel normally answers true; answering false without a request makes the
 // cancellation start at the leaf and travel *up* (that is how a child task that ended cancelled
@@ -75,10 +86,19 @@
 // Races, and how each one ends:
 //   - cancel requested before the operation started: await_early_cancel decides; the default
 //     (member absent) is "cancelled, never started", so nothing of the operation runs;
-//   - the leaf completed, then the cancel arrives: the request is ignored by the leaf (it is done)
-//     and stays pending for the task's next suspension point;
+//   - the leaf completed and resumed h, then the cancel arrives: the request does not reach the
+//     leaf (it is done) and stays pending for the task's next suspension point;
+//   - the leaf completed and queued h's resumption, and the cancel arrives before h ran (the
+//     completion window): await_cancel is called although the work is done. A leaf whose result
+//     the next call can take (a read's bytes, an accepted connection, a datagram, a signal, a
+//     channel value, a permit) keeps it there and answers await_must_resume() == false: it did
+//     not happen, and nothing is lost if the waiter is a combinator that would discard it. A leaf
+//     whose result cannot be kept (a write that went out, a connect) answers true: completion
+//     wins. (Answering "completed anyway" for a result the next call could have taken would let
+//     a combinator drop it: the bug this rule exists for.)
 //   - the cancel arrives, then the leaf completes before it could stop: the leaf resumes h and
-//     answers await_must_resume() == true; the result is delivered (completion wins);
+//     answers await_must_resume() == true; the result is delivered (completion wins), or, by the
+//     rule of the completion window above, kept for the next call with the answer false;
 //   - the cancel arrives and the leaf stops: await_cancel returns true, or the leaf resumes h and
 //     answers false.
 //
@@ -200,6 +220,18 @@ bool protocol_cancel(A& a, std::coroutine_handle<> h, const cancel_request& r, b
     return repeat ? false : a.await_cancel(h);
   } else {
     return false;  // unaware: it will finish by itself and its result is delivered
+  }
+}
+
+// Whether a finished operation put its unused result back (see await_give_back above).
+template <class A>
+bool protocol_give_back(A& a) noexcept {
+  if constexpr (requires {
+                  { a.await_give_back() } -> std::same_as<bool>;
+                }) {
+    return a.await_give_back();
+  } else {
+    return false;
   }
 }
 

@@ -20,8 +20,9 @@
 //   - A receive cancelled while waiting consumes nothing. A receive that had been handed a value
 //     but not yet resumed when its cancellation arrived gives the value back (first in line for
 //     the next receive) and ends cancelled: a value is never left in a receive whose result a
-//     combinator would discard (a race loser), so nothing a sender sent is dropped. (For a T whose
-//     move constructor may throw, the receive instead completes with the value.)
+//     combinator would discard (a race loser), so nothing a sender sent is dropped. A receive
+//     that took a value at once and whose result a race discards gives it back the same way.
+//     (For a T whose move constructor may throw, the receive instead completes with the value.)
 //   - If moving a value into the channel throws, that send throws the exception and the channel
 //     stays usable; a receive that made room for it keeps the value it took.
 //
@@ -116,23 +117,34 @@ class channel {
     void await_suspend(std::coroutine_handle<> h) noexcept { wait_in(c_.receivers_, h); }
     bool await_cancel(std::coroutine_handle<>) noexcept {
       if (withdraw()) return true;  // still queued: it takes nothing
-      if constexpr (std::is_nothrow_move_constructible_v<T>) {
-        if (value_) {  // handed a value it has not seen yet: the value goes back, unconsumed
-          c_.give_back(std::move(*value_));
-          value_.reset();
-          returned_ = true;
-        }
+      if (!value_) {
+        gave_back();  // the end of the stream: the next receive sees it as well
+      } else if constexpr (std::is_nothrow_move_constructible_v<T>) {
+        give_back_value();  // handed a value it has not seen yet: the value goes back, unconsumed
       }
       return false;  // its resumption is already queued; await_must_resume decides
     }
-    bool await_must_resume() const noexcept { return granted() && !returned_; }
+    // A value it received and whose waiter discards it (a race's loser that got it at once).
+    bool await_give_back() noexcept {
+      if constexpr (std::is_nothrow_move_constructible_v<T>) {
+        if (value_) {
+          give_back_value();
+          return true;
+        }
+      }
+      return false;
+    }
     std::optional<T> await_resume() { return std::move(value_); }
 
    private:
     friend class channel;
+    void give_back_value() noexcept {
+      c_.give_back(std::move(*value_));
+      value_.reset();
+      gave_back();
+    }
     channel& c_;
     std::optional<T> value_;
-    bool returned_ = false;
   };
 
   // `v` is moved from only when the value enters the channel (see the contract above).

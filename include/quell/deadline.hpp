@@ -18,7 +18,10 @@
 // Races, and how each ends:
 //   - the operation finishes first: its value or exception is delivered; the timer is removed.
 //   - the deadline passes and the operation still completes (it completed anyway, before the
-//     cancel could land): its result is delivered (completion wins), not timed_out.
+//     cancel could land): its result is delivered (completion wins), not timed_out. A leaf that
+//     can keep its result for the next call (a socket read, a permit) keeps it instead and ends
+//     cancelled, so the combinator times out and nothing is lost (quell/cancellation.hpp, the
+//     completion window).
 //   - the deadline has already passed when the combinator starts: the operation is not started
 //     (a pending cancel skips it) unless it insists on starting (await_early_cancel); either way
 //     the result is timed out.

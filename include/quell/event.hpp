@@ -6,9 +6,10 @@
 //   ready.reset();
 //
 // Waiters woken by set() resume later in the same turn, in the order they started waiting.
-// Cancellation: a waiter cancelled before set() takes nothing and is simply removed; a waiter
-// woken by set() in the same turn its cancellation arrived returns normally (completion wins).
-// reset() does not un-wake waiters that set() already woke.
+// Cancellation: a waiter cancelled before set() is simply removed; a waiter woken by set() that
+// is cancelled before it resumed (the same turn) ends cancelled too, since a wake-up consumes
+// nothing: the event stays set for the next wait. reset() does not un-wake waiters that set()
+// already woke.
 //
 // Single-executor: an event and its waiters belong to one executor's thread; no locks. The
 // event must outlive its waiters.
@@ -35,7 +36,11 @@ class event {
     explicit wait_awaiter(event& e) noexcept : e_(e) {}
     bool await_ready() const noexcept { return e_.set_; }
     void await_suspend(std::coroutine_handle<> h) noexcept { wait_in(e_.waiters_, h); }
-    bool await_cancel(std::coroutine_handle<>) noexcept { return withdraw(); }
+    bool await_cancel(std::coroutine_handle<>) noexcept {
+      if (withdraw()) return true;
+      gave_back();  // woken, not resumed yet: nothing was consumed
+      return false;
+    }
     void await_resume() const noexcept {}
 
    private:

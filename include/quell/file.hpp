@@ -9,9 +9,12 @@
 // Cancellation follows the two-phase rule of every I/O leaf (quell/net.hpp): an operation that
 // never reached the kernel ends at once; one in the kernel ends when the kernel lets go of it.
 // Regular-file reads and writes usually cannot be stopped once the kernel runs them; they then
-// complete anyway and their result is delivered (completion wins), so the bytes moved are never
-// lost. An open that completed anyway delivers the file (if its waiter discards it, e.g. as the
-// loser of a race, the file is closed). close() waits for pending operations as sockets do.
+// complete anyway and their result is delivered (completion wins), also when the cancel arrives
+// after the kernel finished but before the waiter resumed. A positional read loses nothing if its
+// waiter discards it (the bytes are still in the file at that offset); a write or fsync that
+// happened is reported. An open that completed anyway delivers the file (if its waiter discards
+// it, e.g. as the loser of a race, the file is closed). close() waits for pending operations as
+// sockets do.
 // Errors are std::system_error with the errno and the path ("open /nope: No such file or
 // directory").
 #pragma once

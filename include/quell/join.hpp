@@ -11,7 +11,12 @@
 //     while being cancelled, or by its cleanup) are attached to it (quell/errors.hpp), not lost.
 //   - If join itself is cancelled, the request goes to every operation still running; join waits
 //     for all of them. If they all completed anyway, join delivers the tuple; otherwise it ends
-//     cancelled (values that some operations produced are discarded).
+//     cancelled. An operation that the request met after its result was known (a read whose
+//     bytes were reaped, a granted permit) keeps that result for the next call and ends
+//     cancelled, as every quell leaf does. An operation that had *completed* before the request
+//     came has delivered its result to join; join's result is all or nothing, so that value is
+//     discarded with the join, as a task's locals are discarded with a cancelled task (to keep
+//     every outcome, await the operations separately, or use join_settled, DESIGN.md section 8).
 //   - An operation that ends cancelled on its own (without join being cancelled) means the tuple
 //     can never be complete: the others are cancelled too and join ends cancelled.
 //   - A join that never started starts nothing.

@@ -7,9 +7,8 @@
 //   }  // unlocked here (or g.unlock())
 //
 // It is a semaphore of one unit, and its guard a permit: the same cancellation rules hold. A task
-// cancelled while waiting for the lock takes nothing and the lock goes to the next waiter; a task
-// granted the lock in the same turn it was cancelled gets the guard and releases it when its
-// frame is destroyed. Not recursive: locking again from the task that holds it waits forever
+// cancelled while waiting for the lock takes nothing and the lock goes to the next waiter, also
+// when the lock had been handed to it in the same turn but it had not resumed yet. Not recursive: locking again from the task that holds it waits forever
 // (and the executor reports it as stuck).
 //
 // Single-executor, like semaphore.

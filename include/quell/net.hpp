@@ -11,14 +11,28 @@
 // cancelled before it reached the kernel, it ends at once without a system call; cancelled in
 // the kernel, it ends when the kernel has let go of it (its buffer is untouched from then on).
 //
-// Cancel-safety: "cancelled" means "it did not happen", so nothing received is dropped:
-//   - bytes a cancelled read_some/read_exact received anyway stay in the stream and are returned
-//     first by the next read (read_exact also keeps the part it had already received);
-//   - a connection a cancelled accept received anyway is returned by the next accept;
-//   - a datagram a cancelled recv_from received anyway is returned by the next recv_from;
-//   - a cancelled write_all stores how many bytes went out in `*written` (if given): the prefix
-//     of the data the peer may have received. A write_all that finished while its cancel was in
-//     flight completes normally (completion wins), as does a connect that connected.
+// Cancel-safety: "cancelled" means "it did not happen", so nothing received is dropped. A cancel
+// can meet an operation in three places: before it reached the kernel, in the kernel, or after
+// the kernel finished it but before its waiter resumed (the completion window: the result was
+// reaped in the same step as the work that now cancels it). Each operation's rule, for the
+// second and third (the first simply never happened):
+//   - read_some, read_exact: whatever they received (bytes, the end of the stream) stays in the
+//     stream and is returned first by the next read, and the read ends cancelled; read_exact
+//     keeps all it received, even a complete buffer. A read that failed anyway (ECONNRESET)
+//     delivers its error.
+//   - accept: a connection it received anyway is returned by the next accept; it ends cancelled.
+//   - recv_from: a datagram it received anyway is returned by the next recv_from; it ends
+//     cancelled.
+//   - write_all: a cancelled write stores how many bytes went out in `*written` (if given): the
+//     prefix of the data the peer may have received. One that finished anyway completes normally
+//     (completion wins: what went out cannot be taken back).
+//   - connect: one that connected anyway delivers the stream (completion wins); a waiter that
+//     discards it (a race's loser) closes it.
+//   - send_to: a datagram that went out anyway is reported sent.
+// A read, accept or recv_from that completed at once (from what the stream or listener kept) or
+// completed normally, but whose result the waiting combinator discards (a race's loser), puts it
+// back in front of the queue as well (the leaf protocol's await_give_back), so a race of such
+// operations drops nothing either.
 //
 // close() cancels the socket's pending operations (IORING_ASYNC_CANCEL_FD), waits until the kernel
 // has finished each of them, then releases the descriptor, so a reused fd number never sees an
@@ -106,6 +120,7 @@ struct read_some_op : io_leaf<read_some_op> {
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int) noexcept { return true; }
   bool on_cancel() noexcept;
+  bool give_back() noexcept;
   std::size_t await_resume();
 
   std::span<char> buf;
@@ -119,6 +134,7 @@ struct read_exact_op : io_leaf<read_exact_op> {
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int res) noexcept;
   bool on_cancel() noexcept;
+  bool give_back() noexcept;
   void await_resume();
 
   std::span<char> buf;
@@ -145,6 +161,7 @@ struct accept_op : io_leaf<accept_op> {
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int) noexcept { return true; }
   bool on_cancel() noexcept;
+  bool give_back() noexcept;
   tcp_stream await_resume();
 
   int stashed_fd = -1;
@@ -178,7 +195,9 @@ struct datagram_op : io_leaf<datagram_op> {
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int) noexcept { return true; }
   bool on_cancel() noexcept;
+  bool give_back() noexcept;
   datagram await_resume();
+  std::string record() const;
 
   bool send;
   std::span<char> buf;
@@ -186,6 +205,7 @@ struct datagram_op : io_leaf<datagram_op> {
   alignas(8) unsigned char hdr[80];  // struct msghdr + struct iovec, kept in the frame
   std::size_t from_stash = 0;
   bool stashed = false;
+  std::string taken;  // the stash's record, when served from it (given back whole)
 };
 
 }  // namespace detail

@@ -14,9 +14,10 @@
 //     call, and ends cancelled.
 //   - Cancelled in the kernel: an ASYNC_CANCEL is sent and the leaf ends when the kernel has let
 //     go of the request; it ends cancelled.
-//   - The descriptor became ready before the cancel landed: the events are delivered (completion
-//     wins) and the task's next suspension point is cancelled. Readiness is level-triggered, so
-//     a cancelled wait loses nothing either way: the data is still in the socket.
+//   - The descriptor became ready before the cancel landed (in the kernel, or after the events
+//     were reaped but before the waiter resumed): the events are delivered (completion wins) and
+//     the task's next suspension point is cancelled. Readiness is level-triggered, so a cancelled
+//     or discarded wait loses nothing either way: the data is still in the socket.
 //   - A descriptor that is not open: std::system_error (EBADF); nothing else is affected.
 // The caller keeps the descriptor open while a wait on it is in flight (cancel and await the wait
 // before closing it): quell does not own it and cannot know when it is closed.

@@ -11,9 +11,15 @@
 // its argument's index.
 //
 // Races inside the race:
-//   - The first to finish wins. A loser that *completes anyway* while being cancelled does not
-//     change the winner; its value is discarded (use cancel-safe leaves where a late value
-//     matters: quell's I/O leaves keep such data for the next read).
+//   - The first to finish wins. A loser that *completes anyway* while being cancelled, or that
+//     completes at once when it is started after the winner, does not change the winner; its
+//     value is discarded. What a leaf received is not lost that way: quell's leaves that a next
+//     call can take from (socket reads, accept, recv_from, signal waits, channel receives,
+//     semaphore and mutex waits) end cancelled instead when the cancel meets them after their
+//     result was known, and a loser race drives itself is asked to put an unused result back
+//     (the leaf protocol's await_give_back: bytes back in front of the stream, a connection back
+//     in the listener's queue, a value back in the channel). A value a loser *task* computed
+//     cannot be put back: it is discarded (any_of keeps it, DESIGN.md section 8).
 //   - An exception beats a value: if any operation throws (the winner, or a loser while being
 //     cancelled), race throws the first exception after all have finished; later exceptions are
 //     attached to it (quell/errors.hpp).

@@ -12,10 +12,12 @@
 // (it could never be granted). Waiters are served first come, first served: a waiter for n units at the head of the
 // queue holds back later waiters until n units are free (no starvation of large requests).
 //
-// Cancellation: a waiter cancelled while queued takes nothing, and the units it was waiting for
-// go to the next waiter. A waiter granted its permit in the same turn its cancellation arrived
-// receives the permit (completion wins): the units are neither lost nor granted twice; the task
-// is cancelled at its next suspension point, and the permit is released when its frame goes.
+// Cancellation: a cancelled waiter takes nothing. Cancelled while queued, it leaves the queue
+// and the units it was waiting for go to the next waiter. Cancelled after it was granted its
+// units but before it resumed (the grant and the cancel in the same turn), it gives the units
+// back, to the next waiter, and ends cancelled: a permit is never held by a task that will not
+// use it (its async cleanup may take long), nor lost in a race's discarded loser, nor granted
+// twice.
 //
 // Single-executor: a semaphore and all its waiters belong to one executor's thread; there are no
 // locks on any path. The semaphore must outlive its permits and waiters.
@@ -94,9 +96,13 @@ class semaphore {
     }
     void await_suspend(std::coroutine_handle<> h) noexcept { wait_in(sem_.waiters_, h); }
     bool await_cancel(std::coroutine_handle<>) noexcept {
-      if (!withdraw()) return false;
-      sem_.grant_waiters();  // it may have been holding back smaller requests behind it
-      return true;
+      if (withdraw()) {
+        sem_.grant_waiters();  // it may have been holding back smaller requests behind it
+        return true;
+      }
+      gave_back();  // granted, not resumed yet: the units go to the next waiter
+      sem_.release(units_);
+      return false;
     }
     permit await_resume() noexcept { return permit(&sem_, units_); }
 

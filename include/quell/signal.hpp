@@ -6,7 +6,8 @@
 // A signal_set blocks its signals for the calling thread (create it before starting other
 // threads, so they inherit the mask) and receives them through a signalfd read on io_uring. The
 // destructor restores the previous mask. wait() is an I/O leaf like any other: a wait cancelled
-// in the kernel that received a signal anyway keeps it for the next wait().
+// in the kernel, or after the kernel delivered a signal but before the waiter resumed, keeps the
+// signal for the next wait() and ends cancelled; so does a wait whose result a race discards.
 //
 //   int main() { return quell::run_main(serve()); }
 //
@@ -38,6 +39,7 @@ struct signal_wait_op : io_leaf<signal_wait_op> {
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int) noexcept { return true; }
   bool on_cancel() noexcept;
+  bool give_back() noexcept;
   int await_resume();
 
   alignas(8) unsigned char info[128];  // struct signalfd_siginfo

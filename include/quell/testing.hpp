@@ -20,6 +20,14 @@
 // the cancel is delivered right after that task has suspended (from the run queue, within the
 // same turn). Memory leaks are left to LeakSanitizer (run the sweep in an ASan build).
 //
+// Completion windows (on by default): the reference run also counts completions M, the times a
+// leaf's result became known and its waiter's resumption was queued (an I/O operation reaped, a
+// semaphore, mutex, event or channel wait granted, a timer fired). The sweep then runs the
+// scenario M more times per level with the cancel delivered *in* the k-th window: after the
+// result is known, before the waiter has seen it. That is where a leaf that reports "completed
+// anyway" for a result a combinator then discards loses data; an invariant that counts what was
+// produced against what was consumed catches it.
+//
 // ledger: records what a scenario acquires and releases (permits, connections, "cleanup ran"),
 // and fails if something is released twice, released without being held, or still held.
 //
@@ -48,18 +56,21 @@ struct sweep_point {
   enum class ended : std::uint8_t { value, error, cancelled };
 
   std::uint64_t at = 0;  // 0: the reference run, not cancelled
-  std::uint64_t of = 0;  // suspension points of the reference run
+  std::uint64_t of = 0;  // suspension points (or completions) of the reference run
+  bool window = false;   // `at` counts completion windows, not suspension points
   cancel_level level = cancel_level::none;
   ended outcome = ended::value;
   std::exception_ptr error;  // when outcome == error
 
-  // "reference run", or "forced cancel at suspension point 3 of 7"
+  // "reference run", "forced cancel at suspension point 3 of 7", or "graceful cancel in
+  // completion window 2 of 5"
   std::string describe() const;
 };
 
 struct sweep_report {
-  std::uint64_t points = 0;  // suspension points of the reference run
-  std::uint64_t runs = 0;    // runs made, the reference included
+  std::uint64_t points = 0;       // suspension points of the reference run
+  std::uint64_t completions = 0;  // completion windows of the reference run
+  std::uint64_t runs = 0;         // runs made, the reference included
 };
 
 class sweep_failure : public std::runtime_error {
@@ -70,6 +81,7 @@ class sweep_failure : public std::runtime_error {
 struct sweep_options {
   bool graceful = true;
   bool forced = true;
+  bool completion_windows = true;  // also cancel in each completion window (see above)
   duration io_grace = duration::zero();  // see virtual_clock::set_io_grace (real sockets in the scenario)
 };
 

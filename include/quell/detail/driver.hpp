@@ -200,8 +200,11 @@ class driver : public driver_base {
   }
 
   // Consumes the result, keeping only an exception (for hooks and losers whose values are unused).
+  // An awaitable that can put its result back where the next operation finds it does so instead
+  // (await_give_back): a race's loser is then not lost, only undone.
   std::exception_ptr discard_result() noexcept {
     if (cancelled) return nullptr;
+    if (!(rare && rare->error) && protocol_give_back(aw_)) return nullptr;
     try {
       (void)result();
     } catch (...) {

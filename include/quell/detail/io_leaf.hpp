@@ -5,19 +5,29 @@
 //   D::prep(io_uring_sqe*)        fill the SQE (compiled code; liburing stays out of headers)
 //   D::on_cqe(int res) -> bool    a CQE arrived; true when finished (must be true once
 //                                 cancel_sent is set), false to submit again
-//   D::on_cancel() -> bool        the operation ended after a cancel request; res is its last
-//                                 result. Return true for "cancelled" (after keeping anything it
-//                                 received in the io_object's stash), false to deliver the result
-//                                 (completion wins)
+//   D::on_cancel() -> bool        a cancel request reached the operation and it has ended; res is
+//                                 its last result. Return true for "cancelled" (after keeping
+//                                 anything it received in the io_object's stash, for the next
+//                                 call), false to deliver the result (completion wins). Called at
+//                                 most once, whichever way the cancel met the operation (below)
+//   D::give_back() -> bool        optional: the operation finished but its waiter discards the
+//                                 result (a race's loser): put it back in the stash, in front, and
+//                                 return true; false if there is nothing to put back (an error)
 //   D::await_resume()             the result, or throws std::system_error
 //
 // -EINTR and -EAGAIN are retried (submitted again) by the state machine itself.
 //
 // Cancel: queued (never reached the kernel) → unlinked, cancelled synchronously, no system call.
-// In flight → ASYNC_CANCEL is queued and the waiter is resumed by the op's own final CQE.
+// In flight → ASYNC_CANCEL is queued and the waiter is resumed by the op's own final CQE, which
+// says whether the kernel stopped it or it completed anyway; on_cancel decides what that means.
+// Done, its waiter queued but not resumed yet (the completion window: the reactor reaped the CQE
+// in the same step as other work that now cancels it) → on_cancel decides the same way, with no
+// system call, and the queued resumption delivers the outcome. Without this a read that lost a
+// race by one turn would report "completed anyway" and the race would drop its bytes.
 #pragma once
 
 #include <cerrno>
+#include <concepts>
 #include <coroutine>
 #include <system_error>
 
@@ -43,15 +53,31 @@ class io_leaf : public io_op {
     r.submit(this);
   }
   bool await_cancel(std::coroutine_handle<>) noexcept {
-    if (state != phase::queued && state != phase::in_flight) return false;
-    if (owner_->cancel(this)) {
-      cancelled_ = static_cast<D*>(this)->on_cancel();
-      if (!cancelled_) post(waiter);  // it had finished its work before the queued rest
-      return cancelled_;
+    switch (state) {
+      case phase::queued:
+      case phase::in_flight:
+        if (!owner_->cancel(this)) return false;  // in the kernel: its final CQE decides
+        cancelled_ = static_cast<D*>(this)->on_cancel();
+        if (!cancelled_) post(waiter);  // it had finished its work before the queued rest
+        return cancelled_;
+      case phase::done:
+        cancelled_ = static_cast<D*>(this)->on_cancel();  // the completion window
+        return false;                                      // its resumption is already queued
+      case phase::idle:
+        break;
     }
     return false;
   }
   bool await_must_resume() const noexcept { return !cancelled_; }
+  bool await_give_back() noexcept {
+    if constexpr (requires(D& d) {
+                    { d.give_back() } -> std::same_as<bool>;
+                  }) {
+      return static_cast<D*>(this)->give_back();
+    } else {
+      return false;
+    }
+  }
 
  protected:
   explicit io_leaf(io_object* obj) noexcept : io_op(&prep_thunk, &cqe_thunk) { object = obj; }

@@ -140,13 +140,26 @@ class scheduler {
   bool has_live_tasks() const noexcept;
 
   // Tests only (quell/testing.hpp): counts suspension points; at the `fire_at`-th one, `action`
-  // is queued to run right after the code that suspended has returned to the executor.
+  // is queued to run right after the code that suspended has returned to the executor. It also
+  // counts completions (an I/O operation's result reaped, a wait granted, a timer fired: every
+  // leaf that queues its waiter's resumption once its result is known, through post_completed);
+  // at the `fire_at_completion`-th one, `action` is queued *in front of* that resumption, so it
+  // runs in the completion window: the result is known, the waiter has not seen it yet.
   struct suspension_probe {
     std::uint64_t count = 0;
     std::uint64_t fire_at = 0;  // 0: never
+    std::uint64_t completions = 0;
+    std::uint64_t fire_at_completion = 0;  // 0: never
     std::coroutine_handle<> action;
   };
   suspension_probe* probe = nullptr;
+
+  // Queues the resumption of a waiter whose operation has just produced its result.
+  void post_completed(std::coroutine_handle<> h) {
+    if (probe) [[unlikely]]
+      probe_completion();
+    post(h);
+  }
 
   executor_core* core = nullptr;  // the executor this scheduler belongs to
   // One line per live task: where it was created and whether it is being cancelled.
@@ -156,6 +169,9 @@ class scheduler {
   reactor& make_io();
   void probe_hit() noexcept {
     if (++probe->count == probe->fire_at) post(probe->action);
+  }
+  void probe_completion() noexcept {
+    if (++probe->completions == probe->fire_at_completion) post(probe->action);
   }
 
   void grow();
@@ -191,6 +207,16 @@ inline void post(std::coroutine_handle<> h) {
   thread_state& t = this_thread();
   if (t.current) {
     t.current->post(h);
+  } else {
+    resume(h);
+  }
+}
+
+// The same, for a waiter whose operation has just produced its result (see post_completed).
+inline void post_completed(std::coroutine_handle<> h) {
+  thread_state& t = this_thread();
+  if (t.current) {
+    t.current->post_completed(h);
   } else {
     resume(h);
   }

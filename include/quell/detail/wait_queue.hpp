@@ -7,8 +7,12 @@
 // in a destructor, in the middle of someone else's code).
 //
 // Cancelling a queued waiter removes it: it takes nothing. Cancelling a granted waiter that has
-// not resumed yet changes nothing: it resumes with what it was granted (completion wins), so a
-// resource is never lost and never granted twice.
+// not resumed yet (the completion window) gives back what it was granted when that can be given
+// back (a semaphore's units go to the next waiter, a channel value is first in line again, an
+// event's wake-up needs nothing) and the waiter ends cancelled: a cancelled waiter takes nothing,
+// and a combinator that would have discarded its result (a race's loser) drops nothing. What
+// cannot be given back (a send whose value is already in a channel) completes (completion wins).
+// Either way a resource is never lost and never granted twice.
 #pragma once
 
 #include <coroutine>
@@ -28,7 +32,7 @@ class queued_waiter : public list_node {
   bool granted() const noexcept { return granted_; }
 
   // Standard members every primitive's awaiter shares.
-  bool await_must_resume() const noexcept { return granted_; }
+  bool await_must_resume() const noexcept { return granted_ && !returned_; }
 
  protected:
   void wait_in(node_list& q, std::coroutine_handle<> h) noexcept {
@@ -42,18 +46,21 @@ class queued_waiter : public list_node {
     granted_ = true;
     unlink();
     if (sched_) {
-      sched_->post(h_);
+      sched_->post_completed(h_);
     } else {
       detail::resume(h_);
     }
   }
   // For await_cancel: true if the waiter left the queue empty-handed (cancelled synchronously),
-  // false if it was already granted and will resume with the resource.
+  // false if it was already granted and its resumption is queued.
   bool withdraw() noexcept {
     if (granted_) return false;
     unlink();
     return true;
   }
+  // For await_cancel, after withdraw() returned false: what was granted has been given back, so
+  // the queued resumption ends the wait cancelled.
+  void gave_back() noexcept { returned_ = true; }
   void mark_granted_without_waiting() noexcept {
     if (linked() || granted_) awaited_twice();
     granted_ = true;
@@ -68,6 +75,7 @@ class queued_waiter : public list_node {
   std::coroutine_handle<> h_;
   scheduler* sched_ = nullptr;
   bool granted_ = false;
+  bool returned_ = false;
 };
 
 }  // namespace quell::detail
