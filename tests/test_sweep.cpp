@@ -2,7 +2,10 @@
 // primitives: every run cancelled at every suspension point, gracefully and forcibly, must leave
 // nothing behind. One deliberately broken scenario shows that the sweep catches a leak.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -403,4 +406,101 @@ TEST(Sweep, AStreamReaderCancelledAnywhereLeavesEveryByteItDidNotConsumeInTheStr
       opts);
   EXPECT_GT(report.completions, 6u);
   print("stream reader", report);
+}
+
+TEST(Sweep, ConnectionsDatagramsAndSignalsAreEachDeliveredOnceOrLeftForTheNextCallWhereverItIsCancelled) {
+  // A producer makes two connections, sends two datagrams and queues two signals, a step apart;
+  // three consumers each wait for their two beside a heartbeat (a join that a cancel can end
+  // while a wait's result is reaped and not yet seen). Afterwards what is left is drained through
+  // a fresh executor: every item was taken exactly once or is still waiting for the next call.
+  const int sig = SIGRTMIN + 4;
+  struct state {
+    quell::tcp_listener l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+    quell::udp_socket rx = quell::udp_socket::bind(quell::address::parse("127.0.0.1", 0));
+    quell::udp_socket tx = quell::udp_socket::bind(quell::address::parse("127.0.0.1", 0));
+    quell::signal_set sigs;
+    std::vector<int> clients;
+    int made = 0, sent = 0, raised = 0, accepted = 0, received = 0, caught = 0;
+    explicit state(int s) : sigs{s} {}
+    ~state() {
+      for (int c : clients) ::close(c);
+    }
+  };
+  std::unique_ptr<state> st;
+  quell::testing::sweep_options opts;
+  opts.io_grace = 5ms;  // real sockets on a virtual clock: let the kernel answer before time moves
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        st.reset();  // the previous run's signal mask is restored before this one blocks it again
+        st = std::make_unique<state>(sig);
+        return [](state& s, int signo) -> task<> {
+          auto producer = [&s, signo]() -> task<> {
+            const quell::address to = s.l.local_address();
+            for (int i = 0; i < 2; ++i) {
+              co_await sleep_for(1ms);
+              const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+              if (::connect(c, to.data(), to.size()) == 0) ++s.made;
+              s.clients.push_back(c);
+              co_await s.tx.send_to("datagram", s.rx.local_address());
+              ++s.sent;
+              if (::sigqueue(::getpid(), signo, sigval{i}) == 0) ++s.raised;
+            }
+          };
+          auto acceptor = [&s]() -> task<> {
+            for (int i = 0; i < 2; ++i) {
+              auto one = [&s]() -> task<> {
+                quell::tcp_stream c = co_await s.l.accept();
+                ++s.accepted;
+                co_await c.close();
+              };
+              co_await quell::join(one(), sleep_for(5ms));
+            }
+          };
+          auto receiver = [&s]() -> task<> {
+            for (int i = 0; i < 2; ++i) {
+              auto one = [&s]() -> task<> {
+                char buf[16];
+                (void)co_await s.rx.recv_from(buf);
+                ++s.received;
+              };
+              co_await quell::join(one(), sleep_for(5ms));
+            }
+          };
+          auto catcher = [&s]() -> task<> {
+            for (int i = 0; i < 2; ++i) {
+              auto one = [&s]() -> task<> {
+                (void)co_await s.sigs.wait();
+                ++s.caught;
+              };
+              co_await quell::join(one(), sleep_for(5ms));
+            }
+          };
+          co_await quell::join(producer(), acceptor(), receiver(), catcher());
+        }(*st, sig);
+      },
+      [&](const sweep_point&) {
+        // Drain what is left, from the stash first, then the kernel.
+        quell::virtual_clock clock;
+        clock.set_io_grace(1ms);  // what is left is in the kernel already
+        auto drain = [](state& s) -> task<> {
+          while (auto c = co_await quell::move_on_after(1s, s.l.accept())) {
+            ++s.accepted;
+            co_await c->close();
+          }
+          char buf[16];
+          while (co_await quell::move_on_after(1s, s.rx.recv_from(buf))) ++s.received;
+          while (co_await quell::move_on_after(1s, s.sigs.wait())) ++s.caught;
+        };
+        quell::executor<void> ex{drain(*st), clock};
+        ex.run();
+        if (st->accepted != st->made || st->received != st->sent || st->caught != st->raised) {
+          throw std::logic_error("connections " + std::to_string(st->accepted) + " of " + std::to_string(st->made) +
+                                 ", datagrams " + std::to_string(st->received) + " of " + std::to_string(st->sent) +
+                                 ", signals " + std::to_string(st->caught) + " of " + std::to_string(st->raised));
+        }
+      },
+      opts);
+  st.reset();
+  EXPECT_GT(report.completions, 6u);
+  print("connections, datagrams, signals", report);
 }
