@@ -302,8 +302,9 @@ void connect_op::await_suspend(std::coroutine_handle<> h) {
 void connect_op::prep(io_uring_sqe* sqe) noexcept { io_uring_prep_connect(sqe, object->fd, peer.data(), peer.size()); }
 
 bool connect_op::on_cancel() noexcept {
-  // Connected anyway: deliver the stream (completion wins); the caller may close it.
-  return res != 0;
+  // Connected anyway: deliver the stream (completion wins); the caller may close it. Failed
+  // anyway (refused, unreachable): deliver the error, as every leaf does.
+  return res == -ECANCELED || res == -EINTR;
 }
 
 tcp_stream connect_op::await_resume() {

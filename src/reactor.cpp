@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -121,6 +122,8 @@ bool reactor::cancel(io_op* op) noexcept {
     case io_op::phase::in_flight:
       if (!op->cancel_sent) {
         op->cancel_sent = true;
+        if (!held_.empty() && answer_held(op)) [[unlikely]]
+          return false;
         pending_cancels_.push_back(user_data(op));
       }
       return false;
@@ -176,10 +179,29 @@ io_uring_sqe* reactor::get_sqe_when_full() noexcept {
   return sqe;
 }
 
+// A cancel aimed at an operation the fault injector holds (tests only): the injector says how
+// the "kernel" answers, and that is the operation's final completion, reaped by the next poll.
+bool reactor::answer_held(io_op* op) noexcept {
+  auto it = std::find(held_.begin(), held_.end(), op);
+  if (it == held_.end()) return false;
+  held_.erase(it);
+  faked_.emplace_back(op, faults_ ? faults_->answer_cancel(*op) : -ECANCELED);
+  return true;
+}
+
+std::size_t reactor::completions_waiting() const noexcept { return io_uring_cq_ready(&ring_->r); }
+
 // flush() for one op while a fault injector is installed (tests only): out of line, so that the
 // common loop stays small.
 void reactor::flush_with_faults(io_op* op) noexcept {
   const fault_injector::decision d = faults_->on_submit(*op);
+  if (d.hold_until_cancel) {
+    io_uring_sqe scratch{};
+    op->prep(op, &scratch);  // the operation's own state (a msghdr, say) as the kernel would see it
+    op->state = io_op::phase::in_flight;
+    held_.push_back(op);
+    return;
+  }
   if (d.fake_result != 0) {
     op->state = io_op::phase::in_flight;
     faked_.emplace_back(op, d.fake_result);  // completed by poll(), as if by a CQE

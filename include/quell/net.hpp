@@ -18,8 +18,7 @@
 // second and third (the first simply never happened):
 //   - read_some, read_exact: whatever they received (bytes, the end of the stream) stays in the
 //     stream and is returned first by the next read, and the read ends cancelled; read_exact
-//     keeps all it received, even a complete buffer. A read that failed anyway (ECONNRESET)
-//     delivers its error.
+//     keeps all it received, even a complete buffer.
 //   - accept: a connection it received anyway is returned by the next accept; it ends cancelled.
 //   - recv_from: a datagram it received anyway is returned by the next recv_from; it ends
 //     cancelled.
@@ -29,6 +28,8 @@
 //   - connect: one that connected anyway delivers the stream (completion wins); a waiter that
 //     discards it (a race's loser) closes it.
 //   - send_to: a datagram that went out anyway is reported sent.
+//   - every one of them: an operation that failed anyway (a real error such as ECONNRESET or
+//     ECONNREFUSED, not the cancel's own ECANCELED) delivers that error (completion wins).
 // A read, accept or recv_from that completed at once (from what the stream or listener kept) or
 // completed normally, but whose result the waiting combinator discards (a race's loser), puts it
 // back in front of the queue as well (the leaf protocol's await_give_back), so a race of such

@@ -37,7 +37,8 @@ struct poll_op : io_leaf<poll_op> {
   bool await_ready();
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int) noexcept { return true; }
-  bool on_cancel() noexcept { return res <= 0; }  // events already reported: completion wins
+  // Events (or an error) already reported: completion wins.
+  bool on_cancel() noexcept { return res == -ECANCELED || res == -EINTR; }
   unsigned await_resume();
 
   int fd;

@@ -17,6 +17,7 @@
 // I/O operation, so executors that do no I/O never touch io_uring.
 #pragma once
 
+#include <cerrno>
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
@@ -88,19 +89,28 @@ struct io_object {
   void release() noexcept;  // closes the fd (if still open) and frees this at zero
 };
 
-// Testing: fault injection (tests/test_faults.cpp). Every operation about to become an SQE is
-// shown to the injector, which may (a) complete it at once with a fake result instead (-EINTR,
-// -EAGAIN, -ENOMEM, -ECANCELED, ...): the kernel never sees that submission, so nothing real is
-// consumed or lost; (b) cap its length, so the kernel legitimately does less (a short read or
-// write); (c) make the submission queue behave as if it were full (submit what is there first).
+// Testing: fault injection (tests/test_faults.cpp, tests/test_cancel_decisions.cpp). Every
+// operation about to become an SQE is shown to the injector, which may (a) complete it at once
+// with a fake result instead (-EINTR, -EAGAIN, -ENOMEM, -ECANCELED, ...): the kernel never sees
+// that submission, so nothing real is consumed or lost; (b) cap its length, so the kernel
+// legitimately does less (a short read or write); (c) make the submission queue behave as if it
+// were full (submit what is there first); (d) hold it "in the kernel" until a cancel is aimed at
+// it, and then answer that cancel with the final result the injector chooses (answer_cancel):
+// -ECANCELED (the kernel stopped it), a value (it completed anyway: the injector writes what the
+// kernel would have, e.g. bytes into the caller's buffer) or a real error (it failed anyway).
+// That makes each branch of a leaf's cancel decision certain instead of a race with the kernel.
+// A held operation ends only through its own cancel (not through close(), which asks the kernel).
 struct fault_injector {
   struct decision {
     int fake_result = 0;   // nonzero: complete with this instead of submitting
     unsigned max_len = 0;  // nonzero: at most this many bytes (reads and writes)
     bool sq_full = false;
+    bool hold_until_cancel = false;  // (d) above
   };
   virtual ~fault_injector() = default;
   virtual decision on_submit(const io_op& op) noexcept = 0;
+  // A held operation's cancel arrived: its final result.
+  virtual int answer_cancel(io_op&) noexcept { return -ECANCELED; }
 };
 
 static_assert(alignof(io_op) >= 2, "the reactor's slot table tags free entries with the low bit");
@@ -144,6 +154,8 @@ class reactor {
 
   // Testing: see fault_injector. Null turns it off.
   void inject_faults(fault_injector* f) noexcept { faults_ = f; }
+  // Testing: completions the kernel has posted that poll() has not reaped (see hold_completions).
+  std::size_t completions_waiting() const noexcept;
 
   // Setup flags the ring was created with (for tests and diagnostics).
   unsigned setup_flags() const noexcept { return flags_; }
@@ -159,6 +171,7 @@ class reactor {
   io_uring_sqe* get_sqe() noexcept;
   [[gnu::noinline, gnu::cold]] io_uring_sqe* get_sqe_when_full() noexcept;
   [[gnu::noinline, gnu::cold]] void flush_with_faults(io_op* op) noexcept;
+  [[gnu::noinline, gnu::cold]] bool answer_held(io_op* op) noexcept;
   void finish(io_op* op, int res) noexcept;
   void take_slot(io_op* op) noexcept;
   [[gnu::noinline, gnu::cold]] std::uint32_t add_slot() noexcept;
@@ -176,6 +189,7 @@ class reactor {
   std::vector<std::uint64_t> pending_cancels_;  // user_data to cancel, in submission order
   std::vector<int> pending_fd_cancels_;
   std::vector<std::pair<io_op*, int>> faked_;  // fault injection: completions without the kernel
+  std::vector<io_op*> held_;                    // fault injection: "in the kernel" until cancelled
   fault_injector* faults_ = nullptr;
   std::size_t ops_ = 0;
   unsigned flags_ = 0;
