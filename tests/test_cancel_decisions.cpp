@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -141,6 +142,13 @@ std::function<void(io_op&)> writes(char* buf, std::string text) {
 
 auto ignore = [](auto&&...) {};
 
+// The call after a cancel that kept something: it must find it at once. Bounded, so that a lost
+// result fails the test instead of hanging it.
+template <class Op>
+auto within(Op&& op) {
+  return quell::timeout(std::chrono::seconds(5), std::forward<Op>(op));
+}
+
 }  // namespace
 
 // ---- read_some -----------------------------------------------------------------------------------
@@ -164,7 +172,7 @@ TEST(CancelDecision, AReadThatReceivedAnywayEndsCancelledAndTheNextReadReturnsTh
     EXPECT_EQ(s.how, ended::cancelled);
     EXPECT_EQ(a.buffered(), 5u);
     char again[16];
-    const std::size_t n = co_await a.read_some(again);
+    const std::size_t n = co_await within(a.read_some(again));
     EXPECT_EQ(std::string(again, n), "hello");
   };
   quell::block_on(body());
@@ -176,7 +184,7 @@ TEST(CancelDecision, AReadThatSawTheEndOfTheStreamAnywayLeavesItForTheNextRead) 
     char buf[16];
     seen s = co_await cancel_held(a.read_some(buf), 0, nullptr, ignore);
     EXPECT_EQ(s.how, ended::cancelled);
-    EXPECT_EQ(co_await a.read_some(buf), 0u);  // without a byte from the peer: the kept end
+    EXPECT_EQ(co_await within(a.read_some(buf)), 0u);  // without a byte from the peer: the kept end
   };
   quell::block_on(body());
 }
@@ -202,7 +210,7 @@ TEST(CancelDecision, RealKernelAReadWhoseBytesArrivedBeforeItsCancelKeepsThemFor
     EXPECT_EQ(s.how, ended::cancelled);
     EXPECT_FALSE(ran_on);
     EXPECT_EQ(a.buffered(), 7u);  // the kernel had delivered them: kept by the stream, not the socket
-    const std::size_t n = co_await a.read_some(buf);
+    const std::size_t n = co_await within(a.read_some(buf));
     EXPECT_EQ(std::string(buf, n), "waiting");
   };
   quell::block_on(body());
@@ -229,7 +237,7 @@ TEST(CancelDecision, AReadExactThatFilledItsBufferAnywayKeepsAllOfItForTheNextRe
     EXPECT_EQ(s.how, ended::cancelled);
     EXPECT_EQ(a.buffered(), 8u);
     std::string again(8, '\0');
-    co_await a.read_exact(again);
+    co_await within(a.read_exact(again));
     EXPECT_EQ(again, "complete");
   };
   quell::block_on(body());
@@ -244,7 +252,7 @@ TEST(CancelDecision, AReadExactThatGotPartOfItsBufferAnywayKeepsThatPart) {
     EXPECT_EQ(a.buffered(), 3u);
     co_await b.write_all("tial");
     std::string again(7, '\0');
-    co_await a.read_exact(again);
+    co_await within(a.read_exact(again));
     EXPECT_EQ(again, "partial");
   };
   quell::block_on(body());
@@ -341,7 +349,7 @@ TEST(CancelDecision, AnAcceptThatGotAConnectionAnywayEndsCancelledAndTheNextAcce
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     seen s = co_await cancel_held(l.accept(), sv[0], nullptr, ignore);
     EXPECT_EQ(s.how, ended::cancelled);
-    tcp_stream next = co_await l.accept();  // from what the cancelled accept kept
+    tcp_stream next = co_await within(l.accept());  // from what the cancelled accept kept
     EXPECT_EQ(next.native_handle(), sv[0]);
     co_await next.close();
     ::close(sv[1]);
@@ -432,7 +440,7 @@ TEST(CancelDecision, AReceiveThatGotADatagramAnywayEndsCancelledAndTheNextReceiv
     seen s = co_await cancel_held(rx.recv_from(buf), 5, arrived, ignore);
     EXPECT_EQ(s.how, ended::cancelled);
     char again[16];
-    quell::datagram d = co_await rx.recv_from(again);
+    quell::datagram d = co_await within(rx.recv_from(again));
     EXPECT_EQ(std::string(again, d.size), "dgram");
     EXPECT_EQ(d.peer.to_string(), "127.0.0.1:4242");
   };
@@ -476,7 +484,7 @@ TEST(CancelDecision, RealKernelADatagramReceivedBeforeTheCancelIsReturnedByTheNe
     seen s = co_await cancel_completed_in_kernel(rx.recv_from(buf), ignore);
     EXPECT_EQ(s.how, ended::cancelled);
     char again[16];
-    quell::datagram d = co_await rx.recv_from(again);
+    quell::datagram d = co_await within(rx.recv_from(again));
     EXPECT_EQ(std::string(again, d.size), "early");
     EXPECT_EQ(d.peer.port(), tx.local_address().port());
   };
@@ -576,7 +584,7 @@ TEST(CancelDecision, ASignalWaitStoppedByTheKernelEndsCancelledOneThatGotASignal
     };
     seen got = co_await cancel_held(sigs.wait(), static_cast<int>(sizeof(signalfd_siginfo)), delivered, ignore);
     EXPECT_EQ(got.how, ended::cancelled);
-    EXPECT_EQ(co_await sigs.wait(), sig);  // from what the cancelled wait kept: nothing was sent
+    EXPECT_EQ(co_await within(sigs.wait()), sig);  // from what the cancelled wait kept: nothing was sent
     seen failed = co_await cancel_held(sigs.wait(), -EBADF, nullptr, ignore);
     EXPECT_EQ(failed.how, ended::error);
     EXPECT_EQ(failed.code, EBADF);
@@ -594,7 +602,7 @@ TEST(CancelDecision, RealKernelASignalReadBeforeItsWaitWasCancelledIsReturnedByT
     sigset_t pending;
     ::sigpending(&pending);
     EXPECT_FALSE(::sigismember(&pending, sig));  // the kernel had delivered it: the set keeps it
-    EXPECT_EQ(co_await sigs.wait(), sig);
+    EXPECT_EQ(co_await within(sigs.wait()), sig);
   };
   quell::block_on(body());
 }

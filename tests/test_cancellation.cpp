@@ -232,6 +232,24 @@ TEST(Cancellation, AForcedRequestCancelsARunningHookWhoseOwnHookThenRuns) {
   EXPECT_EQ(log.lines, (lines{"hook starts", "hook's own hook"}));
 }
 
+TEST(Cancellation, AForcedRequestThatFollowsAGracefulOneKeepsTheFirstReason) {
+  quell::test::log log;
+  auto reason = [] { return quell::this_task::cancel_reason()->describe(); };
+  auto hook = [&]() -> task<> {
+    log.print("hook: " + reason());
+    co_await on_cancel(pending(), [&] { log.print("hook's own hook: " + reason()); });
+  };
+  auto body = [&]() -> task<> {
+    co_await on_cancel(pending(), hook());
+  };
+  executor ex{body()};
+  ex.poll_once();
+  ex.cancel(quell::cancel_reason(quell::cancel_kind::requested, "first"));
+  ex.force_cancel(quell::cancel_reason(quell::cancel_kind::shutdown));
+  EXPECT_TRUE(ex.done());
+  EXPECT_EQ(log.lines, (lines{"hook: requested: first", "hook's own hook: requested: first"}));
+}
+
 TEST(Cancellation, ANeverStartedTaskRunsNothingWhenCancelled) {
   quell::test::log log;
   auto body = [&]() -> task<> {

@@ -134,6 +134,24 @@ TEST(Deadlines, NestedDeadlinesThatExpireTogetherTheOuterWins) {
   EXPECT_EQ(log.lines, lines{});
 }
 
+// Both have passed by the time the executor looks (it was busy, or asleep past them): the inner
+// deadline, due earlier, fires first, yet the outer one has passed too, so the outer one reports
+// the expiry and nothing after the inner deadline runs.
+TEST(Deadlines, WhenBothHavePassedBeforeEitherFiredTheOuterWinsAlthoughTheInnerIsEarlier) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    auto r = co_await move_on_after(20ms, inner_deadline_10ms(log));
+    log.print(r ? "outer completed" : "outer moved on");
+  };
+  executor ex{body(), clock};
+  ex.poll_once();  // both timers armed
+  clock.advance(30ms);
+  while (!ex.poll_once()) {
+  }
+  EXPECT_EQ(log.lines, lines{"outer moved on"});
+}
+
 // The same with an on_cancel between the two: the inner deadline's timer is armed first (its
 // operation waits first), yet the outer one, due at the same instant, still fires first and wins.
 TEST(Deadlines, NestedDeadlinesThatExpireTogetherTheOuterWinsAcrossAnOnCancelBetweenThem) {

@@ -473,6 +473,46 @@ TEST(Scope, AnyAwaitableMayBeSpawnedAndItsValueErrorOrCancellationReachesTheHand
                    "on_cancel child done: yes", "a branch of a spawned race failed; the scope threw it at 7ms"}));
 }
 
+TEST(Scope, ACallableReturningAnyKindOfAwaitableMayBeSpawnedAndIsKeptAliveWithItsChild) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      int base = 40;  // captured by the callables, which the scope keeps alive
+      auto a_task = s.spawn([base]() -> task<int> {
+        co_await sleep_for(1ms);
+        co_return base + 1;
+      });
+      auto a_race = s.spawn([base] { return quell::race(value_after(2ms, base + 2), value_after(1h, 0)); });
+      auto a_leaf = s.spawn([] { return sleep_for(3ms); });
+      auto a_deadline = s.spawn([base] { return quell::move_on_after(1ms, value_after(1h, base)); });
+      auto a_hook = s.spawn([&log] { return on_cancel(quell::pending(), log.hook("spawned hook")); });
+      log.print("task " + std::to_string(co_await a_task) + ", race " + std::to_string(co_await a_race));
+      co_await a_leaf;
+      log.print(std::string("deadline moved on: ") + ((co_await a_deadline).has_value() ? "no" : "yes"));
+      a_hook.cancel();
+    });
+  };
+  executor(body(), clock).run();
+  EXPECT_EQ(log.lines, (lines{"task 41, race 42", "deadline moved on: yes", "spawned hook"}));
+}
+
+TEST(Scope, CancellingTheScopeReachesEveryChildInSpawnOrderTheLastOneIncluded) {
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      for (const char* name : {"first", "second", "last"}) {
+        s.spawn(on_cancel(quell::pending(), log.hook(std::string(name) + " cancelled")));
+      }
+      s.cancel();
+      co_return;
+    });
+    log.print("scope ended");
+  };
+  quell::block_on(body());
+  EXPECT_EQ(log.lines, (lines{"first cancelled", "second cancelled", "last cancelled", "scope ended"}));
+}
+
 // Cancelling a scope visits its children once each, in spawn order, while their own hooks change
 // the list under the walk: one ends a sibling the walk has not reached, one spawns into the scope,
 // one escalates to a forced request (a second walk inside the first). Under ASan a walk that

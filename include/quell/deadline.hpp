@@ -103,7 +103,6 @@ class deadline_op : public composite {
     if (relative_) node_.deadline = add_saturating(t, delay_);
     scope_guard g(&node_);
     if (node_.deadline <= t) {
-      expired_ = true;
       const cancel_request r{cancel_level::graceful, cancel_reason(cancel_kind::deadline)};
       if (op_.start(this, &op_done, &r)) op_finished();
     } else if (op_.start(this, &op_done, nullptr)) {
@@ -157,7 +156,6 @@ class deadline_op : public composite {
       self->complete();  // it finished while this call was queued; may destroy *self
       return;
     }
-    self->expired_ = true;
     self->enter();
     self->op_.cancel(cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::deadline)});
     self->leave();  // may destroy *self
@@ -166,7 +164,9 @@ class deadline_op : public composite {
   void op_finished() noexcept {
     op_.collect(result_);
     alarm_.stop();
-    if (result_.cancelled() && req_.level == cancel_level::none && (expired_ || now() >= node_.deadline)) {
+    // The clock is monotonic: once this deadline's alarm fired (or it had passed at the start),
+    // now() is at or past it.
+    if (result_.cancelled() && req_.level == cancel_level::none && now() >= node_.deadline) {
       // This deadline cut the operation, unless an enclosing one has passed too: then that one
       // reports it (the outer wins), and this one ends cancelled on the way there.
       timed_out_ = !enclosing_cancel_due(node_.parent, now());
@@ -182,7 +182,6 @@ class deadline_op : public composite {
   cancel_request req_{cancel_level::none, {}};
   duration delay_;
   bool relative_;
-  bool expired_ = false;
   bool timed_out_ = false;
 };
 

@@ -19,7 +19,8 @@
 //
 // Cancellation: a sleep cancelled before its deadline ends at once (its timer is removed); a
 // sleep whose deadline passed in the same turn its cancellation arrived completes normally
-// (completion wins). A sleep whose deadline has already passed completes at once.
+// (completion wins; a sleep produces nothing a later call could miss, so nothing is lost either
+// way). A sleep whose deadline has already passed completes at once.
 // Timers with the same deadline fire in the order they were armed.
 #pragma once
 
