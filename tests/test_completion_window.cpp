@@ -391,6 +391,72 @@ TEST_P(CompletionWindow, AChannelValueAPermitOrAWakeUpHandedToALoserIsNotTaken) 
   EXPECT_EQ(t.ran_on, rounds - t.lost);
 }
 
+TEST_P(CompletionWindow, AConnectionADatagramAndASignalUnderADeadlineThatFiresWithThemAreNotLost) {
+  // As for the read above: on a virtual clock, each round's deadline and the producer's sleep are
+  // due at the same instant (the producer then waits i % 3 more turns), so the deadline cancels a
+  // wait whose item arrives in the same step, or a step later.
+  const int sig = SIGRTMIN + 7;
+  quell::virtual_clock clock;
+  clock.set_io_grace(1ms);  // the drain below: what is left is in the kernel already
+  auto body = [&]() -> task<> {
+    auto l = tcp_listener::bind(address::parse("127.0.0.1", 0));
+    auto rx = quell::udp_socket::bind(address::parse("127.0.0.1", 0));
+    auto tx = quell::udp_socket::bind(address::parse("127.0.0.1", 0));
+    quell::signal_set sigs{sig};
+    std::vector<int> clients;
+    int accepted = 0, received = 0, caught = 0, timed_out = 0;
+    auto count = [&](auto& r, int& n) {
+      if (r) {
+        ++n;
+      } else {
+        ++timed_out;
+      }
+    };
+    for (int i = 0; i < rounds; ++i) {
+      auto produce = [&]() -> task<> {
+        co_await quell::sleep_for(1ms);
+        co_await turns(i % 3);
+        const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        const address to = l.local_address();
+        EXPECT_EQ(::connect(c, to.data(), to.size()), 0);
+        clients.push_back(c);
+        co_await tx.send_to("d", rx.local_address());
+        ::sigqueue(::getpid(), sig, sigval{i});
+      };
+      char buf[8];
+      auto accept_one = [&]() -> task<tcp_stream> { co_return co_await l.accept(); };
+      auto recv_one = [&]() -> task<quell::datagram> { co_return co_await rx.recv_from(buf); };
+      auto wait_one = [&]() -> task<int> { co_return co_await sigs.wait(); };
+      if (in_task()) {
+        auto [c, d, s, p] = co_await quell::join(quell::move_on_after(1ms, accept_one()),
+                                                 quell::move_on_after(1ms, recv_one()),
+                                                 quell::move_on_after(1ms, wait_one()), produce());
+        count(c, accepted);
+        count(d, received);
+        count(s, caught);
+      } else {
+        auto [c, d, s, p] = co_await quell::join(quell::move_on_after(1ms, l.accept()),
+                                                 quell::move_on_after(1ms, rx.recv_from(buf)),
+                                                 quell::move_on_after(1ms, sigs.wait()), produce());
+        count(c, accepted);
+        count(d, received);
+        count(s, caught);
+      }
+    }
+    while (co_await quell::move_on_after(1s, l.accept())) ++accepted;
+    char buf[8];
+    while (co_await quell::move_on_after(1s, rx.recv_from(buf))) ++received;
+    while (co_await quell::move_on_after(1s, sigs.wait())) ++caught;
+    EXPECT_EQ(accepted, rounds);
+    EXPECT_EQ(received, rounds);
+    EXPECT_EQ(caught, rounds);
+    EXPECT_GT(timed_out, 0);
+    for (int c : clients) ::close(c);
+  };
+  quell::executor<void> ex{body(), clock};
+  ex.run();
+}
+
 // ---- a branch that completes at once after the race was decided --------------------------------
 
 TEST(CompletionWindowAtStart, BytesTakenAtOnceByARaceLoserGoBackInFrontOfTheStream) {
