@@ -28,7 +28,12 @@ void scope_core::child_finished(detail::child_base* c) noexcept {
   c->unlink();
   --running_;
   detail::start_state* const s = std::exchange(c->starter, nullptr);
-  if (!s && c->has_error()) record_error(c->error());  // before started(), start()'s caller gets it
+  if (ended_) {
+    c->retain();
+    ended_(this, c);  // queues it; never resumes a task from here
+  } else if (!s && c->has_error()) {
+    record_error(c->error());  // before started(), start()'s caller gets it
+  }
   const std::coroutine_handle<> w = std::exchange(c->waiter, {});
   // Both may resume a task at once, which may destroy the scope: a task_group it owns, joined at
   // once since nothing else runs (the task awaited this child's handle).

@@ -229,3 +229,96 @@ TEST(Join, OfThreeWhereOneFailsAfterTheOthersStartedAsyncCleanupTheErrorComesOnl
   EXPECT_EQ(log.lines, (lines{"a cleanup starts at 1ms", "b cleanup starts at 2ms", "c fails at 3ms",
                               "a cleanup done at 6ms", "b cleanup done at 12ms", "join threw \"c failed\" at 12ms"}));
 }
+
+// ---- join_settled: every outcome, nothing cancelled by a failure -------------------------------
+
+TEST(JoinSettled, EveryOutcomeIsKeptAndAFailureCancelsNoSibling) {
+  leaf_control<int> slow;
+  auto fails = []() -> task<int> {
+    co_await quell::yield();
+    throw X();
+  };
+  executor ex{quell::join_settled(fails(), slow.leaf(), returns(3), nothing())};
+  ex.poll_once();
+  ex.poll_once();  // `fails` has thrown: nothing is cancelled
+  EXPECT_EQ(slow.state, leaf_state::waiting);
+  slow.complete(2);
+  EXPECT_TRUE(ex.poll_once());
+  auto [a, b, c, d] = ex.run();
+  EXPECT_TRUE(a.has_error());
+  EXPECT_THROW(a.value(), X);
+  EXPECT_EQ(b.value(), 2);
+  EXPECT_EQ(c.value(), 3);
+  EXPECT_TRUE(d.has_value());
+  static_assert(std::is_same_v<decltype(d), quell::settled<void>>);
+}
+
+TEST(JoinSettled, AnOperationThatEndsCancelledOnItsOwnIsACancelledOutcome) {
+  quell::cancel_source src;
+  auto body = [&]() -> task<> {
+    auto stop = [&]() -> task<int> {
+      co_await quell::yield();
+      src.cancel();
+      co_return 5;
+    };
+    auto [watched, other] = co_await quell::join_settled(quell::with_cancellation(src.token(), pending<int>()), stop());
+    EXPECT_TRUE(watched.cancelled());
+    EXPECT_THROW(watched.value(), quell::cancelled_error);
+    EXPECT_EQ(other.value(), 5);
+  };
+  quell::block_on(body());
+}
+
+TEST(JoinSettled, CancelledItCancelsEveryOperationAndEndsCancelledWhenAllOfThemDid) {
+  quell::test::log log;
+  executor ex{quell::join_settled(on_cancel(pending<int>(), log.hook("a")), on_cancel(pending<int>(), log.hook("b")))};
+  ex.poll_once();
+  ex.cancel();
+  EXPECT_TRUE(ex.done());
+  EXPECT_EQ(log.lines, (lines{"a", "b"}));
+  EXPECT_THROW(ex.run(), quell::cancelled_error);
+}
+
+TEST(JoinSettled, CancelledItYieldsTheOutcomesWhenAnOperationCompletedAnyway) {
+  leaf_control<int> a(cancel_mode::async), b(cancel_mode::sync);
+  executor ex{quell::join_settled(a.leaf(), b.leaf())};
+  ex.poll_once();
+  ex.cancel();
+  a.complete(1);  // completed anyway
+  EXPECT_TRUE(ex.poll_once());
+  auto [x, y] = ex.run();
+  EXPECT_EQ(x.value(), 1);
+  EXPECT_TRUE(y.cancelled());
+}
+
+TEST(JoinSettled, TheRangeFormKeepsEveryOutcomeInOrder) {
+  auto maybe = [](int i) -> task<int> {
+    co_await quell::yield();
+    if (i % 2) throw X();
+    co_return i;
+  };
+  std::vector<task<int>> ops;
+  for (int i = 0; i < 5; ++i) ops.push_back(maybe(i));
+  auto r = quell::block_on(quell::join_settled(std::move(ops)));
+  ASSERT_EQ(r.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    if (i % 2) {
+      EXPECT_TRUE(r[i].has_error());
+    } else {
+      EXPECT_EQ(r[i].value(), i);
+    }
+  }
+  EXPECT_TRUE(quell::block_on(quell::join_settled(std::vector<task<int>>{})).empty());
+}
+
+TEST(JoinSettled, NeverStartedItStartsNothing) {
+  leaf_control<int> a;
+  auto body = [&]() -> task<> {
+    co_await quell::this_task::checkpoint();
+    co_await quell::join_settled(a.leaf());
+  };
+  executor ex{body()};
+  ex.cancel();
+  EXPECT_TRUE(ex.poll_once());
+  EXPECT_EQ(a.starts, 0);
+}

@@ -187,3 +187,116 @@ TEST(Race, AcceptsAnyAwaitableNotOnlyTasks) {
   EXPECT_TRUE(ex.poll_once());
   EXPECT_EQ(ex.run(), 6);
 }
+
+// ---- any_of: race's start, decision and waiting, keeping every value ------------------------------
+
+TEST(AnyOf, TheWinnerAndALoserThatCompletedWhileBeingCancelledAreBothKept) {
+  leaf_control<int> winner, loser(cancel_mode::async);
+  executor ex{quell::any_of(winner.leaf(), loser.leaf())};
+  ex.poll_once();
+  winner.complete(1);
+  EXPECT_FALSE(ex.poll_once());
+  EXPECT_EQ(loser.state, leaf_state::cancelling);
+  loser.complete(2);  // completed anyway
+  EXPECT_TRUE(ex.poll_once());
+  auto [a, b] = ex.run();
+  EXPECT_EQ(a, 1);
+  EXPECT_EQ(b, 2);
+}
+
+TEST(AnyOf, ALoserThatEndsCancelledLeavesItsSlotEmptyAndAVoidBranchIsABool) {
+  leaf_control<int> loser(cancel_mode::async);
+  auto void_branch = []() -> task<> { co_return; };
+  executor ex{quell::any_of(loser.leaf(), void_branch())};
+  static_assert(std::is_same_v<decltype(ex.run()), std::tuple<std::optional<int>, bool>>);
+  ex.poll_once();
+  EXPECT_EQ(loser.state, leaf_state::cancelling);
+  loser.confirm_cancel();
+  EXPECT_TRUE(ex.poll_once());
+  auto [a, b] = ex.run();
+  EXPECT_FALSE(a.has_value());
+  EXPECT_TRUE(b);
+}
+
+TEST(AnyOf, BranchesThatCompleteAtOnceAfterTheWinnerAreKeptNotDropped) {
+  auto r = quell::block_on(quell::any_of(returns(1), says("two"), quell::ready(3)));
+  EXPECT_EQ(std::get<0>(r), 1);
+  EXPECT_EQ(std::get<1>(r), "two");
+  EXPECT_EQ(std::get<2>(r), 3);
+}
+
+TEST(AnyOf, AnExceptionIsThrownOnceEveryLoserHasFinishedItsCleanup) {
+  quell::test::log log;
+  auto fails = []() -> task<int> {
+    co_await quell::yield();
+    throw X();
+  };
+  auto body = [&]() -> task<> {
+    try {
+      co_await quell::any_of(fails(), on_cancel(pending<int>(), log.hook("loser's hook")));
+    } catch (const X&) {
+      log.print("caught X");
+    }
+  };
+  quell::block_on(body());
+  EXPECT_EQ(log.lines, (lines{"loser's hook", "caught X"}));
+}
+
+TEST(AnyOf, ALosersExceptionWhileBeingCancelledBeatsTheValues) {
+  leaf_control<int> winner, loser(cancel_mode::async);
+  executor ex{quell::any_of(winner.leaf(), loser.leaf())};
+  ex.poll_once();
+  winner.complete(1);
+  ex.poll_once();
+  loser.fail(std::make_exception_ptr(X()));
+  EXPECT_TRUE(ex.poll_once());
+  EXPECT_THROW(ex.run(), X);
+}
+
+TEST(AnyOf, CancelledBeforeItStartsItStartsNothing) {
+  leaf_control<int> a, b;
+  auto body = [&]() -> task<> {
+    co_await quell::this_task::checkpoint();  // cancelled here, before any_of starts
+    co_await quell::any_of(a.leaf(), b.leaf());
+  };
+  executor ex{body()};
+  ex.cancel();
+  EXPECT_TRUE(ex.poll_once());
+  EXPECT_EQ(a.starts + b.starts, 0);
+}
+
+TEST(AnyOf, CancelledWhileRunningItEndsCancelledIfEveryBranchDidAndYieldsWhatCompletedOtherwise) {
+  {
+    leaf_control<int> a(cancel_mode::sync), b(cancel_mode::sync);
+    executor ex{quell::any_of(a.leaf(), b.leaf())};
+    ex.poll_once();
+    ex.cancel();
+    EXPECT_TRUE(ex.done());
+    EXPECT_THROW(ex.run(), quell::cancelled_error);
+  }
+  {
+    leaf_control<int> a(cancel_mode::sync), b(cancel_mode::async);
+    executor ex{quell::any_of(a.leaf(), b.leaf())};
+    ex.poll_once();
+    ex.cancel();
+    b.complete(7);  // completed anyway
+    EXPECT_TRUE(ex.poll_once());
+    auto [x, y] = ex.run();
+    EXPECT_FALSE(x.has_value());
+    EXPECT_EQ(y, 7);
+  }
+}
+
+TEST(AnyOf, ACancelAfterItCompletedReachesNothingInIt) {
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    auto r = co_await quell::any_of(returns(1), on_cancel(pending<int>(), log.hook("hook")));
+    log.print("got " + std::to_string(*std::get<0>(r)));
+    co_await pending();  // cancelled here
+  };
+  executor ex{body()};
+  ex.poll_once();
+  ex.cancel();
+  EXPECT_TRUE(ex.done());
+  EXPECT_EQ(log.lines, (lines{"hook", "got 1"}));
+}

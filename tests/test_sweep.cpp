@@ -504,3 +504,40 @@ TEST(Sweep, ConnectionsDatagramsAndSignalsAreEachDeliveredOnceOrLeftForTheNextCa
   EXPECT_GT(report.completions, 6u);
   print("connections, datagrams, signals", report);
 }
+
+TEST(Sweep, AnyOfAndJoinSettledDeliverEveryValueProducedWhereverTheyAreCancelled) {
+  // Each branch records the value it produces in a ledger just before returning it; the caller
+  // releases each value it receives. A value produced and then dropped (a late loser, a settled
+  // outcome) stays held. Every branch's frame and hook are accounted for as well.
+  std::unique_ptr<ledger> l;
+  auto report = cancel_sweep(
+      [&](quell::virtual_clock&) -> task<> {
+        l = std::make_unique<ledger>();
+        return [](ledger& lg) -> task<> {
+          auto branch = [&lg](int id, quell::duration d, bool fail) -> task<int> {
+            ledger::hold frame(lg, "frame " + std::to_string(id));
+            auto hook = [&lg, id]() -> task<> {
+              ledger::hold h(lg, "hook " + std::to_string(id));
+              co_await sleep_for(1ms);
+            };
+            co_await on_cancel(sleep_for(d), hook);
+            lg.acquire("outcome " + std::to_string(id));
+            if (fail) throw std::runtime_error("branch " + std::to_string(id));
+            co_return id;
+          };
+          auto [a, b, c] = co_await quell::any_of(branch(1, 2ms, false), branch(2, 2ms, false), branch(3, 5ms, false));
+          for (const auto& v : {a, b, c}) {
+            if (v) lg.release("outcome " + std::to_string(*v));
+          }
+          auto [x, y, z] = co_await quell::join_settled(branch(4, 1ms, false), branch(5, 2ms, true), branch(6, 3ms, false));
+          if (x.has_value()) lg.release("outcome " + std::to_string(x.value()));
+          if (y.has_error()) lg.release("outcome 5");
+          if (z.has_value()) lg.release("outcome " + std::to_string(z.value()));
+        }(*l);
+      },
+      [&](const sweep_point& p) {
+        l->expect_balanced();
+        if (p.outcome == ended::error) std::rethrow_exception(p.error);
+      });
+  print("any_of + join_settled", report);
+}

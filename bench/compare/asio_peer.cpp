@@ -1,6 +1,6 @@
 // asio_peer.cpp: the Boost.Asio 1.81 peer of the quell comparison (bench/compare/WORKLOADS.md).
 //
-// One program, one workload per call: `asio_peer <W1|W2|W3|W4|W5|W6a|W6b|W7>`, printing
+// One program, one workload per call: `asio_peer <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>`, printing
 // `RESULT <workload> <unit> <value>` lines. Asio's public API only: C++20 awaitables
 // (awaitable, co_spawn, use_awaitable, as_tuple, experimental::awaitable_operators,
 // bind_cancellation_slot, cancellation_signal), one io_context run from one thread with the
@@ -43,6 +43,7 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 
 #include <malloc.h>
 #include <sys/resource.h>
@@ -255,6 +256,59 @@ static void run_w2() {
   double ns = 0;
   run_on_io_context([&]() -> awaitable<void> { ns = co_await measure_ns_per_op(w2_batch); });
   result("W2", "ns/op", ns);
+}
+
+// ---------------------------------------------------------------------------------------------
+// W8 any_of_pending_loser: Asio has no combinator that keeps a loser's value; its nearest is the
+// race of W2 (operator||), measured again under W8's name.
+
+static void run_w8() {
+  double ns = 0;
+  run_on_io_context([&]() -> awaitable<void> { ns = co_await measure_ns_per_op(w2_batch); });
+  result("W8", "ns/op", ns);
+}
+
+// ---------------------------------------------------------------------------------------------
+// W9 task_set_next: 100,000 co_spawn'ed members, each yielding once (a post) then returning its
+// index, awaited as one ranged parallel_group with wait_for_all, which hands back the values
+// with their completion order.
+
+namespace w9 {
+constexpr std::int64_t kTasks = 100'000;
+
+static awaitable<std::int64_t> member(std::int64_t i) {
+  co_await asio::post(co_await asio::this_coro::executor, use_awaitable);
+  co_return i;
+}
+
+static double one_rep() {
+  double ns = 0;
+  run_on_io_context([&]() -> awaitable<void> {
+    auto ex = co_await asio::this_coro::executor;
+    const auto t0 = clock_type::now();
+    std::vector<decltype(asio::co_spawn(ex, member(0), asio::deferred))> ops;
+    ops.reserve(static_cast<std::size_t>(kTasks));
+    for (std::int64_t i = 0; i < kTasks; ++i) ops.push_back(asio::co_spawn(ex, member(i), asio::deferred));
+    auto [order, errors, values] = co_await asio::experimental::make_parallel_group(std::move(ops))
+                                       .async_wait(asio::experimental::wait_for_all(), use_awaitable);
+    std::int64_t sum = 0;
+    for (std::size_t k : order) sum += values[k];  // in completion order
+    const auto t1 = clock_type::now();
+    for (auto& e : errors) {
+      if (e) fail("W9", "a member failed");
+    }
+    if (static_cast<std::int64_t>(order.size()) != kTasks || sum != kTasks * (kTasks - 1) / 2)
+      fail("W9", "not every member's value was taken once");
+    ns = std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(kTasks);
+  });
+  return ns;
+}
+}  // namespace w9
+
+static void run_w9() {
+  std::vector<double> ns;
+  for (int r = 0; r < 3; ++r) ns.push_back(w9::one_rep());
+  result("W9", "ns/task", median(ns));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -587,13 +641,15 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
   if (w == "W1") run_w1();
   else if (w == "W2") run_w2();
   else if (w == "W3") run_w3();
+  else if (w == "W8") run_w8();
+  else if (w == "W9") run_w9();
   else if (w == "W4") run_w4();
   else if (w == "W5") run_w5();
   else if (w == "W6a") run_w6a();

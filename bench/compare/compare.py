@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6a", "W6b", "W7"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6a", "W6b", "W7", "W8", "W9"]
 TITLES = {
     "W1": "await_chain",
     "W2": "race_pending_loser",
@@ -30,6 +30,8 @@ TITLES = {
     "W6a": "cancel_inflight_read, same turn",
     "W6b": "cancel_inflight_read, in the kernel",
     "W7": "cancel_latency, 10,000 tasks",
+    "W8": "any_of_pending_loser (peers: their race)",
+    "W9": "task_set_next, 100,000 tasks",
 }
 HIGHER_IS_BETTER = {"msg/s"}
 
@@ -44,6 +46,10 @@ TARGETS = [
     ("W5", "msg/s", ">= 1.0x raw liburing", lambda q, r: r["limit"] >= 1.0 if "limit" in r else None),
     ("W6a", "ns/op", "<= 50 ns", lambda q, r: q <= 50),
     ("W6b", "ns/op", "<= 1.1x raw liburing", lambda q, r: r["limit"] >= 1 / 1.1 if "limit" in r else None),
+    ("W8", "ns/op", "ahead of Asio and tokio",
+     lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
+    ("W9", "ns/task", "ahead of Asio and tokio",
+     lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
 ]
 
 

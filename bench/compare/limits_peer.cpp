@@ -1,7 +1,7 @@
 // limits_peer.cpp: the limits of the comparison (bench/compare/WORKLOADS.md): what the workloads
 // cost written directly, without a runtime.
 //
-// One program, one workload per call: `limits_peer <W1|W2|W3|W4|W5|W6a|W6b|W7>`, printing
+// One program, one workload per call: `limits_peer <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>`, printing
 // `RESULT <workload> <unit> <value>` lines, same timing convention as the other peers.
 //
 //   W1   the minimal hand-written C++20 task of bench/minimal_task.hpp (symmetric transfer, plain
@@ -12,7 +12,7 @@
 //        both ends. Ported from bench/bench_io.cpp's W5_tcp_echo_raw, time-based.
 //   W6b  hand-written liburing: submit a recv on an idle connected socket, then an
 //        IORING_OP_ASYNC_CANCEL for it; wait for both CQEs. Ported from W6b_cancel_in_kernel_raw.
-//   W2, W3, W4, W6a, W7: no limit is defined (`RESULT <W> n/a no-limit`).
+//   W2, W3, W4, W6a, W7, W8, W9: no limit is defined (`RESULT <W> n/a no-limit`).
 #include <arpa/inet.h>
 #include <liburing.h>
 #include <netinet/in.h>
@@ -381,14 +381,15 @@ static void run_w6b() {
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
   if (w == "W1") run_w1();
   else if (w == "W5") run_w5();
   else if (w == "W6b") run_w6b();
-  else if (w == "W2" || w == "W3" || w == "W4" || w == "W6a" || w == "W7") no_limit(argv[1]);
+  else if (w == "W2" || w == "W3" || w == "W4" || w == "W6a" || w == "W7" || w == "W8" || w == "W9")
+    no_limit(argv[1]);
   else {
     std::fprintf(stderr, "unknown workload %s\n", argv[1]);
     return 2;

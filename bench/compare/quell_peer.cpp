@@ -1,6 +1,6 @@
 // quell_peer.cpp: the quell peer of the comparison (bench/compare/WORKLOADS.md).
 //
-// One program, one workload per call: `quell_peer <W1|W2|W3|W4|W5|W6a|W6b|W7>`, printing
+// One program, one workload per call: `quell_peer <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>`, printing
 // `RESULT <workload> <unit> <value>` lines. quell's public API, written the way its docs show it,
 // on one executor (quell::block_on) per call; W3 runs each repetition on a fresh executor.
 //
@@ -20,6 +20,9 @@
 //                            the executor's next turn, after the read was submitted (tokio's
 //                            branch is yield_now() itself; a task around yield() would add a
 //                            coroutine frame no other peer pays for).
+//   W8  any_of_pending_loser W2 with `any_of` instead of race: every branch's value is kept.
+//   W9  task_set_next        a task_set<int64_t>; 100,000 members, each `co_await yield()` then
+//                            returning its index; close(), then next() until nullopt, summing.
 //   W7  cancel_latency       a root task_group of 100 subtree tasks, each `with_scope` spawning 100
 //                            leaf tasks: even leaves `on_cancel(end.read_some(buf), hook)` on one end
 //                            of 2,500 socketpairs (5,000 ends, each read by one leaf; a connected
@@ -239,6 +242,58 @@ static quell::task<> w2_batch(std::uint64_t n) {
 }
 
 static void run_w2() { result("W2", "ns/op", quell::block_on(measure_ns_per_op("W2", w2_batch))); }
+
+// ---------------------------------------------------------------------------------------------
+// W8 any_of_pending_loser: W2 with any_of, which keeps every branch's value
+
+static quell::task<> w8_batch(std::uint64_t n) {
+  std::uint64_t hooks = 0;
+  std::int64_t sum = 0;
+  auto hook = [&hooks] { ++hooks; };  // the loser's cancellation hook
+  for (std::uint64_t i = 0; i < n; ++i) {
+    auto [won, lost] = co_await quell::any_of(quell::ready(1), quell::on_cancel(quell::pending<int>(), hook));
+    if (!won || lost) fail("W8", "the ready branch lost or the pending one produced a value");
+    sum += *won;
+  }
+  if (sum != static_cast<std::int64_t>(n)) fail("W8", "sum of ready values != N");
+  if (hooks != n) fail("W8", "hook count != N");
+}
+
+static void run_w8() { result("W8", "ns/op", quell::block_on(measure_ns_per_op("W8", w8_batch))); }
+
+// ---------------------------------------------------------------------------------------------
+// W9 task_set_next: 100,000 members, each yielding once then returning its index; every result
+// taken with next(), in completion order
+
+namespace w9 {
+constexpr std::int64_t kTasks = 100'000;
+
+static quell::task<std::int64_t> member(std::int64_t i) {
+  co_await quell::yield();
+  co_return i;
+}
+
+static quell::task<double> one_rep() {
+  quell::task_set<std::int64_t> set;
+  const auto t0 = clock_type::now();
+  for (std::int64_t i = 0; i < kTasks; ++i) set.spawn(member(i));
+  set.close();
+  std::int64_t sum = 0, n = 0;
+  while (auto v = co_await set.next()) {
+    sum += *v;
+    ++n;
+  }
+  const auto t1 = clock_type::now();
+  if (n != kTasks || sum != kTasks * (kTasks - 1) / 2) fail("W9", "not every member's value was taken once");
+  co_return std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(kTasks);
+}
+}  // namespace w9
+
+static void run_w9() {
+  std::vector<double> ns;
+  for (int r = 0; r < 3; ++r) ns.push_back(quell::block_on(w9::one_rep()));
+  result("W9", "ns/task", median(ns));
+}
 
 // ---------------------------------------------------------------------------------------------
 // W3 spawn_cancel
@@ -568,13 +623,15 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
   try {
     if (w == "W1") run_w1();
     else if (w == "W2") run_w2();
+  else if (w == "W8") run_w8();
+  else if (w == "W9") run_w9();
     else if (w == "W3") run_w3();
     else if (w == "W4") run_w4();
     else if (w == "W5") run_w5();

@@ -20,6 +20,19 @@
 //   - An operation that ends cancelled on its own (without join being cancelled) means the tuple
 //     can never be complete: the others are cancelled too and join ends cancelled.
 //   - A join that never started starts nothing.
+//
+// join_settled(a, b, ...) and join_settled(std::vector<A>): every operation runs to its end and
+// nothing is dropped. It yields a std::tuple (a std::vector) of quell::settled<T>, one per
+// operation in argument order, each holding how that operation ended: its value, its exception,
+// or cancelled. It never throws, and a failure cancels nothing: the caller decides. If
+// join_settled itself is cancelled, the request goes to every operation still running and it
+// waits for all of them; it ends cancelled if every operation did, and yields the outcomes
+// otherwise (those that completed anyway keep their values). An operation that ends cancelled on
+// its own (a token it watches fired) is just that outcome.
+//
+//   auto [a, b] = co_await quell::join_settled(fetch("a"), fetch("b"));
+//   if (a.has_value()) use(a.value());
+//   else if (a.has_error()) log(a.error());
 #pragma once
 
 #include <coroutine>
@@ -38,14 +51,75 @@
 #include "quell/errors.hpp"
 
 namespace quell {
+
+// How one operation of join_settled ended: with a value, with an exception, or cancelled.
+// (A void operation's value is std::monostate.)
+template <class T>
+class settled {
+  static_assert(!std::is_reference_v<T>, "quell::settled holds values, not references");
+  using value_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+ public:
+  settled() noexcept = default;  // cancelled
+  static settled of_value(value_t v) { return settled(std::in_place_index<1>, std::move(v)); }
+  static settled of_error(std::exception_ptr e) noexcept { return settled(std::in_place_index<2>, std::move(e)); }
+
+  bool has_value() const noexcept { return v_.index() == 1; }
+  bool has_error() const noexcept { return v_.index() == 2; }
+  bool cancelled() const noexcept { return v_.index() == 0; }
+
+  // The value; rethrows the exception, or throws quell::cancelled_error, if there is none.
+  value_t& value() & {
+    check();
+    return std::get<1>(v_);
+  }
+  value_t&& value() && {
+    check();
+    return std::get<1>(std::move(v_));
+  }
+  // The exception, or null.
+  std::exception_ptr error() const noexcept { return has_error() ? std::get<2>(v_) : nullptr; }
+
+ private:
+  template <std::size_t I, class X>
+  settled(std::in_place_index_t<I> i, X&& x) : v_(i, std::forward<X>(x)) {}
+  void check() const {
+    if (has_error()) std::rethrow_exception(std::get<2>(v_));
+    if (cancelled()) throw cancelled_error("quell: this operation of join_settled ended cancelled");
+  }
+  std::variant<std::monostate, value_t, std::exception_ptr> v_;
+};
+
 namespace detail {
 
 template <class T>
 using join_value_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 
-// Everything both forms share: starting, cancelling, and what happens when one operation ends.
-// Derived provides start_all() and cancel_all(request).
-template <class Derived>
+// What join and join_settled deliver for one operation, and the policy that tells them apart:
+// join stops at the first failure, join_settled keeps every outcome.
+template <bool Settled, class T>
+using join_element_t = std::conditional_t<Settled, settled<T>, join_value_t<T>>;
+
+template <bool Settled, class T>
+join_element_t<Settled, T> take_element(outcome<T>& o) {
+  if constexpr (Settled) {
+    if (o.has_error()) return settled<T>::of_error(o.error());
+    if (o.cancelled()) return settled<T>();
+    if constexpr (std::is_void_v<T>) {
+      return settled<T>::of_value(std::monostate{});
+    } else {
+      return settled<T>::of_value(o.take());
+    }
+  } else if constexpr (std::is_void_v<T>) {
+    return std::monostate{};
+  } else {
+    return o.take();
+  }
+}
+
+// Everything both forms (tuple, vector) of join and join_settled share: starting, cancelling,
+// and what happens when one operation ends. Derived provides start_all() and cancel_all(request).
+template <class Derived, bool Settled>
 class join_base : public composite {
  public:
   bool await_early_cancel() const noexcept { return true; }
@@ -67,7 +141,13 @@ class join_base : public composite {
     return false;
   }
 
-  bool await_must_resume() const noexcept { return error_ || !incomplete_; }
+  bool await_must_resume() const noexcept {
+    if constexpr (Settled) {
+      return req_.level == cancel_level::none || completed_;  // cancelled only if all ended so
+    } else {
+      return error_ || !incomplete_;
+    }
+  }
 
  protected:
   explicit join_base(std::size_t n) noexcept : remaining_(n) {}
@@ -78,6 +158,11 @@ class join_base : public composite {
   void finished_one(D& d, outcome<T>& slot) noexcept {
     d.collect(slot);
     --remaining_;
+    if constexpr (Settled) {
+      if (!slot.cancelled()) completed_ = true;
+      if (remaining_ == 0) complete();  // may destroy *this
+      return;
+    }
     if (slot.has_error()) {
       std::exception_ptr e = slot.error();
       slot.reset();
@@ -114,18 +199,19 @@ class join_base : public composite {
   std::exception_ptr error_;
   cancel_request req_{cancel_level::none, {}};
   bool incomplete_ = false;  // some operation ended cancelled
+  bool completed_ = false;   // join_settled: some operation ended with a value or an exception
   bool starting_ = false;
   bool siblings_cancelled_ = false;
 };
 
-template <class... Aws>
-class join_op : public join_base<join_op<Aws...>> {
-  using base = join_base<join_op<Aws...>>;
+template <bool Settled, class... Aws>
+class join_op : public join_base<join_op<Settled, Aws...>, Settled> {
+  using base = join_base<join_op<Settled, Aws...>, Settled>;
   friend base;
   using results = std::tuple<outcome<typename driver<Aws>::result_type>...>;
 
  public:
-  using value_type = std::tuple<join_value_t<typename driver<Aws>::result_type>...>;
+  using value_type = std::tuple<join_element_t<Settled, typename driver<Aws>::result_type>...>;
 
   template <class... Xs>
   explicit join_op(Xs&&... xs) : base(sizeof...(Aws)), branches_(std::forward<Xs>(xs)...) {}
@@ -157,29 +243,21 @@ class join_op : public join_base<join_op<Aws...>> {
   }
   template <std::size_t... I>
   value_type build(std::index_sequence<I...>) {
-    return value_type(take_value(std::get<I>(results_))...);
-  }
-  template <class T>
-  static join_value_t<T> take_value(outcome<T>& o) {
-    if constexpr (std::is_void_v<T>) {
-      return std::monostate{};
-    } else {
-      return o.take();
-    }
+    return value_type(take_element<Settled>(std::get<I>(results_))...);
   }
 
   std::tuple<driver<Aws>...> branches_;
   results results_;
 };
 
-template <class Aw>
-class join_range_op : public join_base<join_range_op<Aw>> {
-  using base = join_base<join_range_op<Aw>>;
+template <bool Settled, class Aw>
+class join_range_op : public join_base<join_range_op<Settled, Aw>, Settled> {
+  using base = join_base<join_range_op<Settled, Aw>, Settled>;
   friend base;
   using R = typename driver<Aw>::result_type;
 
  public:
-  using value_type = std::vector<join_value_t<R>>;
+  using value_type = std::vector<join_element_t<Settled, R>>;
 
   template <class Range>
   explicit join_range_op(Range&& ops) : base(0) {
@@ -197,13 +275,7 @@ class join_range_op : public join_base<join_range_op<Aw>> {
     this->rethrow_if_error();
     value_type out;
     out.reserve(results_.size());
-    for (auto& o : results_) {
-      if constexpr (std::is_void_v<R>) {
-        out.emplace_back();
-      } else {
-        out.push_back(o.take());
-      }
-    }
+    for (auto& o : results_) out.push_back(take_element<Settled>(o));
     return out;
   }
 
@@ -238,13 +310,26 @@ template <class... Ops>
   requires(sizeof...(Ops) >= 1)
 auto join(Ops&&... ops) {
   // clang-format on
-  return detail::join_op<detail::awaiter_t<Ops>...>(std::forward<Ops>(ops)...);
+  return detail::join_op<false, detail::awaiter_t<Ops>...>(std::forward<Ops>(ops)...);
 }
 
 // The range form: every element is moved from `ops` into the join.
 template <class A>
 auto join(std::vector<A> ops) {
-  return detail::join_range_op<detail::awaiter_t<A>>(std::move(ops));
+  return detail::join_range_op<false, detail::awaiter_t<A>>(std::move(ops));
+}
+
+// clang-format off
+template <class... Ops>
+  requires(sizeof...(Ops) >= 1)
+auto join_settled(Ops&&... ops) {
+  // clang-format on
+  return detail::join_op<true, detail::awaiter_t<Ops>...>(std::forward<Ops>(ops)...);
+}
+
+template <class A>
+auto join_settled(std::vector<A> ops) {
+  return detail::join_range_op<true, detail::awaiter_t<A>>(std::move(ops));
 }
 
 }  // namespace quell

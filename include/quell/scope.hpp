@@ -141,7 +141,7 @@ struct made_from {
 template <class Fn, class Status>
 struct started_from {
   Fn fn;
-  Status status;
+  Status status{};
   decltype(auto) make() { return fn(status); }
 };
 
@@ -153,7 +153,7 @@ struct child final : child_of<typename driver<Aw>::result_type> {
   template <class X>
   explicit child(X&& x) : d(std::forward<X>(x)) {}
   template <class Fn>
-  child(std::in_place_t, Fn&& fn) : extra{std::forward<Fn>(fn), {}}, d(extra.make()) {}
+  child(std::in_place_t, Fn&& fn) : extra{std::forward<Fn>(fn)}, d(extra.make()) {}
 
   bool launch(const cancel_request* pre) noexcept override;
   void cancel(const cancel_request& r) noexcept override { d.cancel(r); }
@@ -425,6 +425,10 @@ class scope_core {
   cancel_request req_{cancel_level::none, {}};
   std::exception_ptr error_;
   bool closed_ = false;
+  // task_set: each child's end is handed to the owner (with a reference to the child) instead of
+  // its exception becoming the scope's error; the owner delivers outcomes one by one.
+  using ended_fn = void (*)(scope_core*, detail::child_base*) noexcept;
+  ended_fn ended_ = nullptr;
 
  private:
   template <class, class>

@@ -28,15 +28,15 @@ using quell::testing::ledger;
 
 
 struct node {
-  enum kind { ready, sleep, never, throws, race, join, scope, hook, shield, deadline, cleanup } k;
+  enum kind { ready, sleep, never, throws, race, join, scope, hook, shield, deadline, cleanup, any_of, join_settled } k;
   explicit node(kind kk) noexcept : k(kk) {}
   int value = 0;
   quell::duration d{};
   std::vector<node> kids;
 
   std::string describe() const {
-    static const char* names[] = {"ready", "sleep", "never",  "throws",   "race",   "join",
-                                  "scope", "hook",  "shield", "deadline", "cleanup"};
+    static const char* names[] = {"ready",  "sleep",    "never",   "throws", "race",        "join",  "scope",
+                                  "hook",   "shield",   "deadline", "cleanup", "any_of", "join_settled"};
     std::string s = names[k];
     if (d != quell::duration{})
       s += "(" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + "ms)";
@@ -52,7 +52,7 @@ struct node {
 // `next()` yields the choices (a seeded generator, or the fuzzer's bytes).
 node generate(const std::function<unsigned()>& rng, int depth) {
   auto ms = [&](unsigned max) { return std::chrono::milliseconds(1 + rng() % max); };
-  const int leafy = depth >= 4 ? 4 : 11;
+  const int leafy = depth >= 4 ? 4 : 13;
   node n{static_cast<node::kind>(rng() % static_cast<unsigned>(leafy))};
   switch (n.k) {
     case node::ready:
@@ -67,6 +67,8 @@ node generate(const std::function<unsigned()>& rng, int depth) {
     case node::race:
     case node::join:
     case node::scope:
+    case node::any_of:
+    case node::join_settled:
       n.kids = {generate(rng, depth + 1), generate(rng, depth + 1)};
       break;
     case node::hook:
@@ -124,6 +126,14 @@ task<int> build_body(const node& n, run_state& st) {
       int a = 0, b = 0;
       std::tie(a, b) = co_await quell::join(build(n.kids[0], st), build(n.kids[1], st));
       co_return a + b;
+    }
+    case node::any_of: {
+      auto [a, b] = co_await quell::any_of(build(n.kids[0], st), build(n.kids[1], st));
+      co_return a.value_or(0) + b.value_or(0);
+    }
+    case node::join_settled: {
+      auto [a, b] = co_await quell::join_settled(build(n.kids[0], st), build(n.kids[1], st));
+      co_return (a.has_value() ? a.value() : 0) + (b.has_value() ? b.value() : 0);
     }
     case node::scope:
       co_return co_await quell::with_scope([&](quell::scope& s) -> task<int> {
@@ -199,14 +209,17 @@ task<int> build(const node& n, run_state& st) {
 }
 
 bool cancel_source(const node& n) {
-  return n.k == node::race || n.k == node::join || n.k == node::scope || n.k == node::deadline;
+  return n.k == node::race || n.k == node::join || n.k == node::scope || n.k == node::deadline ||
+         n.k == node::any_of;  // join_settled cancels nothing of its own
 }
 
 // The model's rules that a finished run must show (DESIGN.md section 1 and on_cancel's row):
 //  - every started node ended exactly one way;
 //  - completion wins: a value that reached on_cancel, shield, defer or a deadline is delivered by
 //    it, join delivers when both branches returned, race delivers one of the returned values when
-//    no branch threw, and the root sees the tree's value;
+//    no branch threw, any_of delivers every returned value when no branch threw, join_settled
+//    never throws and delivers every returned value once a branch returned or threw, and the
+//    root sees the tree's value;
 //  - a hook runs when its started operation throws or is cancelled, and never for an operation
 //    that never started or already returned a value;
 //  - outside-in: a hook reached by a cancel that can only have come through an enclosing hook's
@@ -240,6 +253,18 @@ void verify_node(const node& n, run_state& st, std::vector<std::string>& bad) {
           bad.push_back(name + ": a branch returned and none threw, but race did not deliver a returned value");
       }
       break;
+    case node::any_of:
+    case node::join_settled: {
+      const bool threw = kid(0).how == outcome::threw || kid(1).how == outcome::threw;
+      const bool returned = kid(0).how == outcome::returned || kid(1).how == outcome::returned;
+      const int sum = (kid(0).how == outcome::returned ? kid(0).value : 0) +
+                      (kid(1).how == outcome::returned ? kid(1).value : 0);
+      if (n.k == node::join_settled && me.how == outcome::threw) bad.push_back(name + " threw");
+      const bool must_deliver = n.k == node::any_of ? returned && !threw : returned || threw;
+      if (must_deliver && (me.how != outcome::returned || me.value != sum))
+        bad.push_back(name + ": every returned value (sum " + std::to_string(sum) + ") was not delivered");
+      break;
+    }
     default:
       break;
   }

@@ -210,6 +210,35 @@ async fn w2_batch(n: u64) -> Res<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// W9 task_set_next: a JoinSet of 100,000 tasks, each yielding once then returning its index;
+// every result taken with join_next(), in completion order. (W8 is W2's select! again: tokio has
+// no combinator that keeps a loser's value.)
+
+const W9_TASKS: u64 = 100_000;
+
+async fn w9_rep() -> Res<f64> {
+    let mut set = JoinSet::new();
+    let t0 = Instant::now();
+    for i in 0..W9_TASKS {
+        set.spawn(async move {
+            yield_now().await;
+            black_box(i)
+        });
+    }
+    let mut sum: u64 = 0;
+    let mut n: u64 = 0;
+    while let Some(r) = set.join_next().await {
+        sum += r.map_err(|e| format!("W9: task failed: {e}"))?;
+        n += 1;
+    }
+    let dt = t0.elapsed();
+    check(n == W9_TASKS && sum == W9_TASKS * (W9_TASKS - 1) / 2, || {
+        format!("W9: {n} results summing to {sum}")
+    })?;
+    Ok(dt.as_nanos() as f64 / W9_TASKS as f64)
+}
+
+// ---------------------------------------------------------------------------------------------
 // W3 spawn_cancel
 
 const W3_TASKS: usize = 100_000;
@@ -540,6 +569,11 @@ fn run(workload: &str) -> Res<Vec<(&'static str, f64)>> {
             vec![("ns/task", median(ns)), ("bytes/task", median(bytes))]
         }
         "W4" => vec![("ns/op", bench(&rt, w4_batch)?)],
+        "W8" => vec![("ns/op", bench(&rt, w2_batch)?)],
+        "W9" => {
+            let reps = (0..3).map(|_| rt.block_on(w9_rep())).collect::<Res<Vec<_>>>()?;
+            vec![("ns/task", median(reps))]
+        }
         "W5" => vec![("msg/s", rt.block_on(w5())?)],
         "W6a" => vec![("ns/op", w6(&rt, true)?)],
         "W6b" => vec![("ns/op", w6(&rt, false)?)],
@@ -547,14 +581,14 @@ fn run(workload: &str) -> Res<Vec<(&'static str, f64)>> {
             let reps = (0..3).map(|_| rt.block_on(w7_rep())).collect::<Res<Vec<_>>>()?;
             vec![("µs", median(reps))]
         }
-        _ => return Err(format!("unknown workload {workload:?} (W1 W2 W3 W4 W5 W6a W6b W7)")),
+        _ => return Err(format!("unknown workload {workload:?} (W1 W2 W3 W4 W5 W6a W6b W7 W8 W9)")),
     })
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 2 {
-        eprintln!("usage: {} <W1|W2|W3|W4|W5|W6a|W6b|W7>", args[0]);
+        eprintln!("usage: {} <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>", args[0]);
         exit(2);
     }
     raise_nofile_limit();
