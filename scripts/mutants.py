@@ -240,7 +240,10 @@ def main():
             continue  # deleted in the work tree
         dst = os.path.join(src, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.copy2(os.path.join(top, rel), dst)
+        # copy, not copy2: a fresh mtime, so that ninja rebuilds whatever the scratch build of an
+        # earlier run compiled from other sources (ccache makes the unchanged ones free). With the
+        # work tree's mtimes, objects newer than them were kept: stale code, wrong verdicts.
+        shutil.copy(os.path.join(top, rel), dst)
 
     env = dict(os.environ, CCACHE_DIR=os.path.join(top, "build", "ccache"), CCACHE_NOHASHDIR="1",
                CCACHE_BASEDIR=src)

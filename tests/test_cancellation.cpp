@@ -250,6 +250,25 @@ TEST(Cancellation, AForcedRequestThatFollowsAGracefulOneKeepsTheFirstReason) {
   EXPECT_EQ(log.lines, (lines{"hook: requested: first", "hook's own hook: requested: first"}));
 }
 
+TEST(Cancellation, AForcedRequestThatReachesAnOperationAfterAGracefulOneFromElsewhereKeepsTheFirstReason) {
+  // The race cancels its loser gracefully (race decided); later the executor's forced request
+  // (shutdown) reaches the same on_cancel through the race. The hook's own hook, started by the
+  // forced one, still reads the first reason.
+  quell::test::log log;
+  auto reason = [] { return quell::this_task::cancel_reason()->describe(); };
+  auto hook = [&]() -> task<> {
+    log.print("hook: " + reason());
+    auto own = [&] { log.print("hook's own hook: " + reason()); };
+    co_await on_cancel(pending(), own);
+  };
+  executor ex{quell::race(quell::ready(1), on_cancel(pending<int>(), hook()))};
+  ex.poll_once();
+  ex.force_cancel(quell::cancel_reason(quell::cancel_kind::shutdown));
+  EXPECT_TRUE(ex.done());
+  const std::string decided = quell::cancel_reason(quell::cancel_kind::race_decided).describe();
+  EXPECT_EQ(log.lines, (lines{"hook: " + decided, "hook's own hook: " + decided}));
+}
+
 TEST(Cancellation, ANeverStartedTaskRunsNothingWhenCancelled) {
   quell::test::log log;
   auto body = [&]() -> task<> {
