@@ -87,9 +87,11 @@ task<int> run() {
       }
     };
     s.spawn(acceptor());
-    first = co_await client(l.local_address(), {"hello", "lines"}, false);
-    second = co_await client(l.local_address(), {"from", "a generator"}, false);
-    co_await client(l.local_address(), {"whole"}, true);
+    // Named first: g++ 12 rejects a braced list inside a co_await ("array used as initializer").
+    std::vector<std::string> a{"hello", "lines"}, b{"from", "a generator"}, c{"whole"};
+    first = co_await client(l.local_address(), a, false);
+    second = co_await client(l.local_address(), b, false);
+    co_await client(l.local_address(), c, true);
   };
   co_await quell::with_scope(body);
   std::printf("first client got: %s", first.c_str());
