@@ -164,8 +164,8 @@ MUTANTS = [
      "cancelling a consumer waiting in next() does not reach the producer"),
     # ---- scopes, tasks, cleanup
     ("scope-walk", "src/scope.cpp",
-     "    if (c->finished) continue;  // another walk's marker",
-     "    if (c->finished || c->next == &end) continue;  // another walk's marker",
+     "  while (cursor.next != &end) {",
+     "  while (cursor.next->next != &end) {",
      "cancelling a scope skips its last child"),
     ("task-forced-reaches-cleanup", "include/quell/task.hpp",
      "        if (p->cleanup) p->cleanup->request(p->request);  // its cleanups may be running",
