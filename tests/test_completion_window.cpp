@@ -198,7 +198,8 @@ TEST_P(CompletionWindow, AReadUnderADeadlineThatFiresWithTheDataLosesNoByte) {
   // deadline cancels a read whose bytes the writer's send delivers in the same kernel step.
   quell::virtual_clock clock;
   auto body = [&]() -> task<> {
-    auto [a, b] = co_await connected_pair();
+    tcp_stream a, b;  // not a structured binding: the lambdas below capture them (clang 14)
+    std::tie(a, b) = co_await connected_pair();
     std::string sent, got;
     int timed_out = 0;
     for (int i = 0; i < rounds; ++i) {
