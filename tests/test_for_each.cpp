@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
-#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,6 +22,20 @@ using quell::virtual_clock;
 using quell::testing::ledger;
 
 namespace {
+// A range that makes its values on the fly, like std::views::iota (which clang 14 cannot compile
+// against libstdc++ 12).
+struct counting {
+  struct iterator {
+    int i;
+    int operator*() const { return i; }
+    iterator& operator++() { ++i; return *this; }
+    bool operator!=(const iterator& o) const { return i != o.i; }
+  };
+  int first, last;
+  counting(int f, int l) : first(f), last(l) {}
+  iterator begin() const { return {first}; }
+  iterator end() const { return {last}; }
+};
 struct boom : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -103,7 +116,7 @@ TEST(ForEach, CancellingTheCallerCancelsEveryItemInFlightAndStartsNoNewOne) {
       auto hook = [&cancelled, i] { cancelled.push_back(i); };
       co_await quell::on_cancel(quell::pending(), hook);
     };
-    co_await quell::for_each(std::views::iota(0, 100), 4, item);
+    co_await quell::for_each(counting(0, 100), 4, item);
   };
   {
     executor ex{body()};
@@ -125,7 +138,7 @@ TEST(ForEach, ItemsOfAViewMadeOnTheFlyAreCopiedAndElementsOfAContainerAreReferre
       co_await quell::yield();
       sum += i;  // this item's own copy: the view made the value and let it go
     };
-    co_await quell::for_each(std::views::iota(1, 5), 2, add);
+    co_await quell::for_each(counting(1, 5), 2, add);
     // A container's elements are handed over as references (a std::string& parameter binds to
     // nothing else), valid until for_each ends.
     std::vector<std::string> names{"a", "b", "c"};

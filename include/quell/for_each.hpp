@@ -21,7 +21,7 @@
 #pragma once
 
 #include <cstddef>
-#include <ranges>
+#include <iterator>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -46,7 +46,8 @@ task<> for_each_item(Fn& fn, Item item, permit slot) {
 template <class Range, class Fn>
 task<> for_each(Range range, std::size_t limit, Fn fn) {
   if (limit == 0) throw std::invalid_argument("quell::for_each: a limit of 0 would never start an item");
-  using ref = std::ranges::range_reference_t<Range>;
+  // Not std::ranges::range_reference_t: clang 14 rejects libstdc++ 12's range concepts.
+  using ref = decltype(*std::begin(std::declval<Range&>()));
   using item_t = std::conditional_t<std::is_lvalue_reference_v<ref>, ref, std::remove_cvref_t<ref>>;
   semaphore slots{limit};
   auto body = [&](scope& s) -> task<> {
