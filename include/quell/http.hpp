@@ -1,6 +1,7 @@
 // quell::http: an HTTP/1.1 server (and a small client) on quell's sockets, in which a client that
-// goes away cancels the handler working for it. CMake target quell::http (library quell_http);
-// parsing is Debian's libhttp-parser (libhttp-parser-dev), not hand-written.
+// goes away cancels the handler working for it. CMake target quell::http (library quell_http).
+// Its parser is strict per RFC 9112 where a lenient one would let two readers disagree on where
+// a message ends (request smuggling): see FRAMING below.
 //
 //   quell::http::server srv{quell::address::parse("127.0.0.1", 8080),
 //                           [](quell::http::request& req) -> quell::task<quell::http::response> {
@@ -23,14 +24,24 @@
 //   - the request line and headers not complete within header_timeout of their first byte (a
 //     client sending one byte per second), or the body not complete within body_timeout of the
 //     headers: 408;
-//   - anything libhttp-parser rejects (a malformed request line, an invalid chunk size, an
-//     invalid header, random bytes): 400; an HTTP major version other than 1: 505.
+//   - anything FRAMING rejects: 400 (a transfer coding other than chunked: 501); an HTTP major
+//     version other than 1: 505. An HTTP/0.9 request line ("GET /") is refused as soon as it ends.
 //   - A keep-alive connection with no request for idle_timeout is closed without a response.
 //   - Writing a response that the client does not read for write_timeout: the connection is
 //     closed.
 //   - Before closing a connection after a response, the server stops writing and discards what
 //     the client still sends for up to linger_timeout (nginx's lingering close), so that the
 //     client reads the response rather than a reset.
+//
+// FRAMING (server and client alike; the client throws protocol_error where the server answers
+// 400). Rejected: a bare LF or bare CR as a line ending, a NUL or other control byte in a line;
+// a request line other than `method SP target SP HTTP/d.d` (double spaces, tabs, a space after the
+// version, a non-ASCII target, a target in a form its method does not allow); a header name with
+// a non-token byte (whitespace before the colon included); a line folded onto the previous one
+// (obs-fold); an HTTP/1.1 request without exactly one valid Host; Transfer-Encoding together with
+// Content-Length, in HTTP/1.0, or other than exactly "chunked"; a Content-Length that is not one
+// number (equal repeats are one); a chunk size that is not hex, or chunk data not followed by CRLF.
+// Each rule and the smuggling attack it stops is a test in tests/test_http_strict.cpp.
 //
 // THE HANDLER AND ITS CLIENT (who cancels whom). While a handler runs, its connection is watched
 // (an io_uring poll for POLLRDHUP, which consumes nothing, so a pipelined request stays in the
@@ -143,8 +154,7 @@ class protocol_error : public std::runtime_error {
 };
 
 struct server_options {
-  // Request line + headers. libhttp-parser stops at 80 KiB whatever this says (its limit is
-  // process-wide, so quell leaves it alone): larger values act as 80 KiB.
+  // Request line + headers (and a chunked body's trailers), every byte counted.
   std::size_t max_header_bytes = 16 * 1024;
   std::size_t max_body_bytes = 1024 * 1024;
   duration header_timeout = std::chrono::seconds(10);

@@ -1,12 +1,30 @@
-// The one place quell::http talks to libhttp-parser: a message (request or response) parser that
-// stops after one complete message, so pipelined bytes stay with the caller, and that enforces
-// the header and body limits while it reads.
+// quell::http's message parser (request or response): incremental, stops after one complete
+// message so that pipelined bytes stay with the caller, enforces the header and body limits while
+// it reads, and is strict where RFC 9112 lets a lenient reader disagree with its neighbours about
+// where a message ends (request smuggling, response splitting). Each rejection names its rule.
+//
+// What is rejected (400 unless said otherwise), and why:
+//   - a line ending in a bare LF, a bare CR anywhere, a NUL or another control byte in the start
+//     line or a field line (RFC 9112 2.2, 5.5): two readers would split the lines differently;
+//   - a request line that is not exactly `method SP target SP HTTP/d.d` (3): no HTTP/0.9, no
+//     double spaces, no whitespace inside the target; an HTTP major version other than 1: 505;
+//   - a field name with anything but token characters, whitespace before the colon included
+//     (5.1), and a line folded onto the previous one (obs-fold, 5.2);
+//   - an HTTP/1.1 request without exactly one Host, or with more than one (3.2);
+//   - Transfer-Encoding together with Content-Length, Transfer-Encoding in an HTTP/1.0 message,
+//     or a coding list other than exactly "chunked" (6.1, 6.3): a request whose final coding is
+//     chunked after another coding gets 501 (no other coding is implemented);
+//   - a Content-Length that is not digits, or two that differ (6.3, RFC 9110 8.6);
+//   - a chunk size that is not hex digits (optionally followed by extensions), and chunk data not
+//     followed by exactly CRLF (7.1); trailer lines are checked like header lines, then dropped.
+// Empty lines (CRLF) before a request line are skipped (2.2). A response status line may omit the
+// space after the status code (nothing is framed by the reason phrase).
 #pragma once
 
-#include <http_parser.h>
-
 #include <cstddef>
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "quell/http.hpp"
@@ -33,14 +51,14 @@ class message_parser {
   // A message began: something other than the empty lines a client may send between requests.
   bool started() const noexcept { return started_; }
   bool headers_complete() const noexcept { return headers_done_; }
-  bool complete() const noexcept { return complete_; }
+  bool complete() const noexcept { return state_ == state::done; }
   bool failed() const noexcept { return error_status_ != 0; }
-  // The status to answer a failed request with (400, 413, 431, 505), and what went wrong.
+  // The status to answer a failed request with (400, 413, 431, 501, 505), and what went wrong.
   int error_status() const noexcept { return error_status_; }
   const std::string& error_text() const noexcept { return error_text_; }
 
   bool keep_alive() const noexcept { return keep_alive_; }
-  bool upgrade() const noexcept { return p_.upgrade != 0; }
+  bool upgrade() const noexcept { return upgrade_; }
   bool expects_continue() const noexcept;
 
   // The parsed message (valid once complete; a request's or a response's fields).
@@ -49,22 +67,22 @@ class message_parser {
   int status = 0, version_major = 0, version_minor = 0;
 
  private:
-  static int on_message_begin(http_parser* p);
-  static int on_url(http_parser* p, const char* at, std::size_t n);
-  static int on_header_field(http_parser* p, const char* at, std::size_t n);
-  static int on_header_value(http_parser* p, const char* at, std::size_t n);
-  static int on_headers_complete(http_parser* p);
-  static int on_body(http_parser* p, const char* at, std::size_t n);
-  static int on_message_complete(http_parser* p);
-  int fail(int status, const char* text) noexcept;
-  bool count_header_bytes(std::size_t n) noexcept;
+  enum class state { start, head, length_body, chunk_size, chunk_data, chunk_end, trailers, until_close, done };
+  bool line_state() const noexcept;
+  void on_line(std::string_view line) noexcept;
+  void start_line(std::string_view line) noexcept;
+  bool field_line(std::string_view line, bool keep) noexcept;
+  void end_of_head() noexcept;
+  void chunk_size_line(std::string_view line) noexcept;
+  void fail(int status, const char* text) noexcept;
 
-  http_parser p_;
   kind kind_;
+  state state_ = state::start;
   std::size_t max_header_, max_body_;
   std::size_t header_bytes_ = 0;
-  bool in_value_ = false;
-  bool started_ = false, headers_done_ = false, complete_ = false, keep_alive_ = false, no_body_ = false;
+  std::uint64_t left_ = 0;  // body bytes or chunk bytes still to come
+  std::string line_;        // the line being collected
+  bool started_ = false, headers_done_ = false, keep_alive_ = false, no_body_ = false, upgrade_ = false;
   int error_status_ = 0;
   std::string error_text_;
 };
