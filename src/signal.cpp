@@ -6,6 +6,7 @@
 #include <sys/signalfd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -112,10 +113,18 @@ struct signal_watch final : detail::service {
       escalate.deadline = core.sched().timers().clock().now() + grace;
       core.sched().timers().arm(&escalate);
       core.add_service(this);  // listen for the second one
-    } else {
+    } else if (count == 2) {
       escalate.disarm();
       forced = true;
       core.cancel(cancel_level::forced, cancel_reason(cancel_kind::signal, signal_name(signo) + " again"));
+      core.add_service(this);  // a third one ends the process
+    } else {
+      // The forced cancellation has not finished (an operation the kernel cannot interrupt, a
+      // leaf that does not answer): the user asked three times; nothing more is waited for.
+      std::fprintf(stderr, "quell: run_main: %s a third time: exiting now, without waiting for cleanup\n",
+                   signal_name(signo).c_str());
+      std::fflush(nullptr);
+      std::_Exit(128 + first);
     }
   }
   void on_stop() noexcept override { escalate.disarm(); }

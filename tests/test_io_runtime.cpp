@@ -177,6 +177,49 @@ TEST(Signals, ASecondSigintForcesACleanupThatWouldNotEnd) {
   EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT);
 }
 
+TEST(Signals, AThirdSigintExitsAtOnceWhenTheForcedCancellationCannotFinish) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    // A leaf that never completes and answers every cancel "not yet" (an operation the kernel
+    // cannot interrupt): the forced cancellation can never finish.
+    struct deaf {
+      int fd;
+      bool await_ready() const noexcept { return false; }
+      void await_suspend(std::coroutine_handle<>) const noexcept {}
+      bool await_cancel(std::coroutine_handle<>) const noexcept {
+        say(fd, "a cancel reached the leaf\n");
+        return false;
+      }
+      bool await_must_resume() const noexcept { return true; }
+      void await_resume() const noexcept {}
+    };
+    auto body = [&]() -> task<int> {
+      say(p[1], "ready\n");
+      co_await on_cancel(quell::pending(), [&]() -> task<> {
+        say(p[1], "cleanup started\n");
+        co_await deaf{p[1]};
+      }());
+      co_return 3;
+    };
+    ::_exit(quell::run_main(body(), 1h));
+  }
+  ::close(p[1]);
+  read_until(p[0], "ready\n");
+  ::kill(pid, SIGINT);
+  read_until(p[0], "cleanup started\n");
+  ::kill(pid, SIGINT);
+  read_until(p[0], "a cancel reached the leaf\n");
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(p[0]);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT);
+}
+
 TEST(Signals, TheGracePeriodForcesACleanupThatWouldNotEnd) {
   const int rc = in_child([] {
     auto body = []() -> task<int> {

@@ -553,3 +553,38 @@ TEST(Scope, CancellingVisitsEachChildOnceInOrderWhileHooksEndSiblingsSpawnAndEsc
   EXPECT_EQ(log.lines, (lines{"hook 0", "hook 1", "hook 3", "hook 2", "hook 4", "hook 5", "late child's cleanup"}));
   for (auto& c : h) EXPECT_TRUE(!c.valid() || c.done());
 }
+
+TEST(Scope, ForceCancelReachesAChildsRunningCleanupAndShieldsWhereCancelDoesNot) {
+  // A child whose cleanup would wait an hour, and a child inside a shield: a graceful cancel
+  // (through the handle or the scope) leaves both waiting; a forced one ends both at once.
+  virtual_clock clock;
+  quell::test::log log;
+  auto cleanup_child = [&]() -> task<> {
+    co_await on_cancel(quell::pending(), [&]() -> task<> {
+      co_await on_cancel(sleep_for(1h), log.hook("cleanup cancelled"));
+    }());
+  };
+  auto shielded_child = [&]() -> task<> {
+    co_await quell::shield(on_cancel(sleep_for(1h), log.hook("shield reached")));
+  };
+  auto body = [&]() -> task<> {
+    co_await with_scope([&](scope& s) -> task<> {
+      auto a = s.spawn(cleanup_child);
+      auto b = s.spawn(shielded_child);
+      co_await sleep_for(1s);
+      a.cancel();
+      s.cancel();
+      co_await quell::shield(sleep_for(1min));
+      log.print("after a graceful cancel: " + std::to_string(s.running()) + " running");
+      a.force_cancel();
+      co_await quell::shield(sleep_for(1s));
+      log.print("after forcing a: " + std::to_string(s.running()) + " running");
+      s.force_cancel(quell::cancel_reason(quell::cancel_kind::shutdown));
+    });
+  };
+  executor ex{body(), clock};
+  ex.run();
+  EXPECT_EQ(log.lines, (lines{"after a graceful cancel: 2 running", "cleanup cancelled", "after forcing a: 1 running",
+                               "shield reached"}));
+  EXPECT_LT(clock.now().time_since_epoch(), 2h);
+}

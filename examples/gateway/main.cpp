@@ -6,13 +6,16 @@
 //
 // The embedded backend is a job service on a loopback port in the same process (job_service.hpp).
 // SIGINT/SIGTERM start a graceful shutdown (stop accepting, let requests finish for --grace
-// seconds, then cancel them and wait for their backend cancels); a second signal cancels at once.
+// seconds, then cancel them and wait for their backend cancels; exit status 0); a second signal
+// forces it (requests and their cleanup cancelled at once, unconfirmed backend connections closed;
+// exit status 128 + the first signal's number: 130 for SIGINT); a third exits at once.
 #include <signal.h>
 #include <unistd.h>
 
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -131,18 +134,33 @@ std::unique_ptr<gateway::backend> make_backend(const config& c, gateway::job_ser
   usage("--backend wants 'embedded' or a postgres:// URI, not '" + c.backend + "'");
 }
 
-// Waits for SIGINT/SIGTERM: the first starts the server's graceful shutdown, the second cancels it.
+// What the signals did to a run: 0 while none came; the first signal's number once a second one
+// forced the shutdown (the exit status is then 128 + it, the shell's convention).
+struct shutdown_state {
+  int forced_by = 0;
+};
+
+// Waits for SIGINT/SIGTERM: the first starts the server's graceful shutdown; the second forces it
+// (every request is cancelled, and so is its cleanup: a backend cancel still waiting for its
+// acknowledgement is abandoned and its connection closed); the third exits at once.
 task<void> watch_signals(quell::signal_set& sigs, http::server& srv, quell::spawn_handle<void>& server_task,
-                         quell::duration grace) {
-  int signo = co_await sigs.wait();
-  std::printf("%s: graceful shutdown (no new connections; %.1f s for requests in flight)\n",
-              signo == SIGINT ? "SIGINT" : "SIGTERM", std::chrono::duration<double>(grace).count());
+                         quell::duration grace, shutdown_state& state) {
+  const int first = co_await sigs.wait();
+  const char* name = first == SIGINT ? "SIGINT" : "SIGTERM";
+  std::printf("%s: graceful shutdown (no new connections; %.1f s for requests in flight)\n", name,
+              std::chrono::duration<double>(grace).count());
   std::fflush(stdout);
   srv.shutdown(grace);
   co_await sigs.wait();
-  std::printf("second signal: cancelling every request now\n");
+  std::printf("second signal: forced shutdown: cancelling every request and its cleanup now "
+              "(a third signal exits at once)\n");
   std::fflush(stdout);
-  server_task.cancel(quell::cancel_reason(quell::cancel_kind::signal));
+  state.forced_by = first;
+  server_task.force_cancel(quell::cancel_reason(quell::cancel_kind::signal, std::string(name) + " again"));
+  co_await sigs.wait();
+  std::printf("third signal: exiting now\n");
+  std::fflush(stdout);
+  std::_Exit(128 + first);
 }
 
 task<int> serve(const config& c, quell::signal_set& sigs) {
@@ -166,16 +184,28 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
   std::fflush(stdout);
 
   quell::spawn_handle<void> server_task;
+  shutdown_state state;
+  quell::event server_ended;
+  auto run_server = [&]() -> task<void> {
+    struct set_at_end {
+      quell::event& e;
+      ~set_at_end() { e.set(); }
+    } ended{server_ended};
+    co_await srv.run();
+  };
   auto all = [&](quell::scope& s) -> task<void> {
     if (svc) s.spawn([&] { return svc->serve(); });
-    server_task = s.spawn(srv.run());
-    s.spawn(watch_signals(sigs, srv, server_task, seconds(c.grace)));
-    co_await server_task;
+    server_task = s.spawn(run_server);
+    s.spawn(watch_signals(sigs, srv, server_task, seconds(c.grace), state));
+    // Not `co_await server_task`: after a forced shutdown the server ends cancelled, which is how
+    // this program is meant to end, not a cancellation to pass up.
+    co_await server_ended.wait();
     s.cancel(quell::cancel_reason(quell::cancel_kind::shutdown));  // the job service, the signal watcher
   };
   co_await quell::with_scope(all);
-  std::printf("stopped: %s\n", app.stats_json().c_str());
-  co_return 0;
+  std::printf("stopped%s: %s\n", state.forced_by ? " (forced)" : "", app.stats_json().c_str());
+  std::fflush(stdout);
+  co_return state.forced_by ? 128 + state.forced_by : 0;
 }
 
 // ---- the demo: the gateway and a scripted client on real sockets, in one process ----
@@ -224,7 +254,7 @@ class demo {
     auto all = [&](quell::scope& s) -> task<void> {
       s.spawn([&] { return svc_->serve(); });
       server_task_ = s.spawn(srv_->run());
-      s.spawn(watch_signals(sigs_, *srv_, server_task_, 5s));
+      s.spawn(watch_signals(sigs_, *srv_, server_task_, 5s, state_));
 
       say("== 1. a normal request");
       {
@@ -299,6 +329,7 @@ class demo {
   std::optional<gateway::app> app_;
   std::optional<http::server> srv_;
   quell::spawn_handle<void> server_task_;
+  shutdown_state state_;
 };
 
 }  // namespace

@@ -177,9 +177,14 @@ class executor {
     taken_ = true;
     if (root_->drv().cancelled) {
       if (core_.request().level == cancel_level::none) {
+        // What a user did to get here, and what to do instead: a cancellation that began inside
+        // the root is an expected event where it began, and a program error once it reaches here.
         throw cancelled_error(
-            "quell: the root ended cancelled without a request to it (an operation inside was cancelled from "
-            "elsewhere)");
+            "quell: the root task ended cancelled, but nothing asked the root to cancel: a cancellation "
+            "that began inside it reached the top (the task awaited a spawn_handle whose child was "
+            "cancelled, a with_cancellation whose token fired, or an operation that ended cancelled on "
+            "its own). Stop it where it began (check spawn_handle::done() instead of awaiting, use "
+            "move_on_after's optional), or cancel the root itself (executor::cancel, run_main's signals)");
       }
       throw cancelled_error("quell: the root was cancelled (" + core_.request().reason.describe() + ")");
     }

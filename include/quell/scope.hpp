@@ -322,6 +322,11 @@ class spawn_handle {
   void cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) noexcept {
     if (c_ && !c_->finished) c_->cancel(cancel_request{cancel_level::graceful, std::move(reason)});
   }
+  // The same, forced: also cancels the child's running cleanup and reaches through its shields
+  // (what a second Ctrl-C means; quell/shield.hpp).
+  void force_cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) noexcept {
+    if (c_ && !c_->finished) c_->cancel(cancel_request{cancel_level::forced, std::move(reason)});
+  }
 
   class awaiter {
    public:
@@ -384,6 +389,10 @@ class scope_core {
   // Cancels every child, present and future (graceful; the first reason is kept).
   void cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) noexcept {
     cancel_children(cancel_request{cancel_level::graceful, std::move(reason)});
+  }
+  // The same, forced: running cleanup is cancelled too, and shields do not hold it back.
+  void force_cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) noexcept {
+    cancel_children(cancel_request{cancel_level::forced, std::move(reason)});
   }
   // Children that have not finished yet.
   std::size_t running() const noexcept { return running_; }

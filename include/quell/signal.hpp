@@ -15,7 +15,10 @@
 //   - the first signal cancels the root gracefully (reason: signal, "SIGINT"): its cleanup hooks
 //     and async cleanups run;
 //   - a second signal, or the grace period running out after the first, forces the cancellation
-//     (running cleanup is cancelled too);
+//     (running cleanup is cancelled too, shields do not hold it back);
+//   - a third signal ends the process at once (std::_Exit(128 + the first signal's number)),
+//     after one line on stderr: the forced cancellation was waiting for something that does not
+//     answer, and the user has asked three times;
 //   - it returns the root's value; if the root ended cancelled because of a signal it returns 0
 //     when the cancellation stayed graceful (an orderly shutdown) and 128 + the signal number
 //     when it had to be forced (the shell's convention for "killed by"); if the root threw, it
