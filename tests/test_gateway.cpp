@@ -34,15 +34,25 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 
 // The whole gateway in one object: job service, its client, the app, the HTTP server.
 struct stack {
-  explicit stack(std::size_t permits, quell::duration cancel_timeout = 1s, std::size_t pool = 8)
+  explicit stack(std::size_t permits, quell::duration cancel_timeout = 1s, std::size_t pool = 8,
+                 const std::function<void(gateway::app_options&)>& tweak = {})
       : svc(gateway::job_service::bind()),
         backend(options(svc.local_address(), pool, cancel_timeout)),
-        app(backend, permits,
-            [this](const std::string& l) {
-              if (keep_trace) trace.push_back(l);
-              if (on_trace) on_trace(l);
-            }),
+        app(backend, app_options(permits, tweak)),
         srv(quell::address::parse("127.0.0.1", 0), app.handler()) {}
+
+  gateway::app_options app_options(std::size_t permits, const std::function<void(gateway::app_options&)>& tweak) {
+    gateway::app_options o;
+    o.permits = permits;
+    o.max_seconds = 3600;
+    o.trace = [this](const std::string& l) {
+      if (keep_trace) trace.push_back(l);
+      if (on_trace) on_trace(l);
+    };
+    o.log = [this](const std::string& l) { log.push_back(l); };
+    if (tweak) tweak(o);
+    return o;
+  }
 
   static gateway::job_backend_options options(quell::address a, std::size_t pool, quell::duration ct) {
     gateway::job_backend_options o;
@@ -84,6 +94,7 @@ struct stack {
   gateway::app app;
   http::server srv;
   std::vector<std::string> trace;
+  std::vector<std::string> log;
   bool keep_trace = true;
   std::function<void(const std::string&)> on_trace;
 };
@@ -227,6 +238,113 @@ TEST(Gateway, StatsRoutesAndBadParameters) {
     EXPECT_TRUE(contains(s.body, "\"cancels_sent\":0,\"cancels_acknowledged\":0,\"cancels_timed_out\":0")) << s.body;
     co_await c.close();
   });
+}
+
+TEST(Gateway, AFullQueueAndATooLongWaitAre503WithRetryAfterAndHoldNothing) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(1, 1s, 8, [](gateway::app_options& o) {
+    o.max_waiting = 1;
+    o.max_wait = 2s;
+    o.max_seconds = 20;
+  });
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto running = co_await http::client::connect(a);
+    auto waiting = co_await http::client::connect(a);
+    auto third = co_await http::client::connect(a);
+    auto all = [&](quell::scope& s) -> task<void> {
+      auto r1 = s.spawn(running.get("/report?seconds=10"));
+      co_await quell::sleep_for(100ms);
+      auto r2 = s.spawn(waiting.get("/report?seconds=1"));
+      co_await quell::sleep_for(100ms);
+      EXPECT_EQ(g.app.stats().waiting, 1u);
+      auto full = co_await third.get("/report?seconds=1");  // at once: the queue is full
+      EXPECT_EQ(full.status, 503);
+      EXPECT_EQ(full.header("retry-after"), "1");
+      EXPECT_TRUE(contains(full.body, "too many requests are waiting")) << full.body;
+      EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(clock.now().time_since_epoch()).count(), 200);
+      auto late = co_await r2;  // waited max_wait (2 s) behind the 10 s job
+      EXPECT_EQ(late.status, 503);
+      EXPECT_TRUE(contains(late.body, "waited too long")) << late.body;
+      EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(clock.now().time_since_epoch()).count(), 2100);
+      EXPECT_EQ((co_await r1).status, 200);
+      EXPECT_EQ((co_await third.get("/report?seconds=21")).status, 400);  // over max_seconds
+    };
+    co_await quell::with_scope(all);
+    co_await running.close();
+    co_await waiting.close();
+    co_await third.close();
+  });
+  EXPECT_EQ(g.app.stats().reports_refused, 2u);
+  EXPECT_EQ(g.app.stats().waiting, 0u);
+  EXPECT_EQ(g.app.permits_available(), 1u);
+}
+
+TEST(Gateway, OnceAdmissionStopsWaitersAndNewReportsAre503AtOnce) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(1);
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto running = co_await http::client::connect(a);
+    auto waiting = co_await http::client::connect(a);
+    auto all = [&](quell::scope& s) -> task<void> {
+      auto r1 = s.spawn(running.get("/report?seconds=1"));
+      co_await quell::sleep_for(100ms);
+      auto r2 = s.spawn(waiting.get("/report?seconds=1"));
+      co_await quell::sleep_for(100ms);
+      g.app.stop_admitting();
+      auto refused = co_await r2;
+      EXPECT_EQ(refused.status, 503);
+      EXPECT_TRUE(contains(refused.body, "shutting down")) << refused.body;
+      EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(clock.now().time_since_epoch()).count(), 200);
+      EXPECT_EQ((co_await r1).status, 200);  // what already ran finishes
+      EXPECT_EQ((co_await waiting.get("/report?seconds=1")).status, 503);
+    };
+    co_await quell::with_scope(all);
+    co_await running.close();
+    co_await waiting.close();
+  });
+}
+
+TEST(Gateway, ABackendFailureIs502WithARequestIdAndItsDetailGoesOnlyToTheLog) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  // A backend address nobody listens on: connecting fails with the address in the message.
+  quell::address nowhere;
+  {
+    auto l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+    nowhere = l.local_address();
+  }
+  gateway::job_backend_options bo;
+  bo.service = nowhere;
+  gateway::job_backend backend(bo);
+  std::vector<std::string> log;
+  gateway::app_options ao;
+  ao.permits = 1;
+  ao.log = [&](const std::string& l) { log.push_back(l); };
+  gateway::app app(backend, ao);
+  http::server srv(quell::address::parse("127.0.0.1", 0), app.handler());
+  const std::string where = nowhere.to_string();
+  auto body = [&]() -> task<void> {
+    auto all = [&](quell::scope& s) -> task<void> {
+      auto server = s.spawn(srv.run());
+      auto c = co_await http::client::connect(srv.local_address());
+      auto r = co_await c.get("/report?seconds=1");
+      EXPECT_EQ(r.status, 502);
+      EXPECT_FALSE(contains(r.body, where)) << r.body;
+      EXPECT_TRUE(contains(r.body, "\"request\":\"#1\"")) << r.body;
+      EXPECT_EQ(r.header("x-request-id"), "1");
+      co_await c.close();
+      srv.shutdown(0s);
+      co_await server;
+    };
+    co_await quell::with_scope(all);
+  };
+  quell::executor ex{body(), clock};
+  ex.run();
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_TRUE(contains(log[0], "#1")) << log[0];
+  EXPECT_TRUE(contains(log[0], where)) << log[0];
 }
 
 TEST(Gateway, BadInputGetsA4xxOrAClosedConnectionAndNeverKeepsAPermit) {

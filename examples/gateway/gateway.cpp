@@ -2,10 +2,12 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 
 #include "quell/deadline.hpp"
 #include "quell/on_cancel.hpp"
+#include "quell/race.hpp"
 #include "quell/this_task.hpp"
 
 namespace gateway {
@@ -40,19 +42,36 @@ std::string json_escape(std::string_view s) {
   return out;
 }
 
-// "2", "0.5": seconds in [0, 3600]; nullopt for anything else.
-std::optional<double> parse_seconds(const std::optional<std::string>& s) {
+// "2", "0.5": seconds in [0, max]; nullopt for anything else.
+std::optional<double> parse_seconds(const std::optional<std::string>& s, double max) {
   if (!s || s->empty()) return std::nullopt;
   double v = 0;
   auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), v);
-  if (ec != std::errc() || end != s->data() + s->size() || !(v >= 0 && v <= 3600)) return std::nullopt;
+  if (ec != std::errc() || end != s->data() + s->size() || !(v >= 0 && v <= max)) return std::nullopt;
   return v;
+}
+
+std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
 }
 
 }  // namespace
 
+app::app(backend& b, app_options options)
+    : backend_(b), options_(std::move(options)), permits_total_(options_.permits), permits_(options_.permits) {
+  if (!options_.log) options_.log = [](const std::string& line) { std::fprintf(stderr, "gateway: %s\n", line.c_str()); };
+}
+
 app::app(backend& b, std::size_t permits, std::function<void(const std::string&)> trace)
-    : backend_(b), permits_total_(permits), permits_(permits), trace_(std::move(trace)) {}
+    : app(b, [&] {
+        app_options o;
+        o.permits = permits;
+        o.max_seconds = 3600;
+        o.trace = std::move(trace);
+        return o;
+      }()) {}
 
 http::server::handler app::handler() {
   return [this](http::request& r) { return route(r); };
@@ -68,6 +87,8 @@ std::string app::stats_json() const {
   s += ",\"reports_cancelled\":" + std::to_string(stats_.reports_cancelled);
   s += ",\"reports_timed_out\":" + std::to_string(stats_.reports_timed_out);
   s += ",\"reports_failed\":" + std::to_string(stats_.reports_failed);
+  s += ",\"reports_refused\":" + std::to_string(stats_.reports_refused);
+  s += ",\"waiting\":" + std::to_string(stats_.waiting);
   s += ",\"cancels_sent\":" + std::to_string(b.cancels_sent);
   s += ",\"cancels_acknowledged\":" + std::to_string(b.cancels_acknowledged);
   s += ",\"cancels_timed_out\":" + std::to_string(b.cancels_timed_out);
@@ -90,14 +111,26 @@ task<http::response> app::route(http::request& req) {
 }
 
 task<http::response> app::report(http::request& req) {
-  const auto seconds = parse_seconds(req.query_param("seconds"));
-  if (!seconds) co_return http::response::text(400, "seconds= must be a number of seconds between 0 and 3600\n");
+  const std::string max = number_text(options_.max_seconds);
+  const auto seconds = parse_seconds(req.query_param("seconds"), options_.max_seconds);
+  if (!seconds) co_return http::response::text(400, "seconds= must be a number of seconds between 0 and " + max + "\n");
   std::optional<double> deadline;
   if (req.query_param("timeout")) {
-    deadline = parse_seconds(req.query_param("timeout"));
+    deadline = parse_seconds(req.query_param("timeout"), 3600);
     if (!deadline) co_return http::response::text(400, "timeout= must be a number of seconds between 0 and 3600\n");
   }
-  const std::string tag = "#" + std::to_string(next_id_++);
+  const std::uint64_t id = next_id_++;
+  const std::string tag = "#" + std::to_string(id);
+  auto refuse = [&](const char* why, bool retry) {
+    ++stats_.reports_refused;
+    trace(tag + " answered 503: " + why);
+    auto r = http::response::json(503, std::string("{\"error\":\"") + why + "\",\"request\":\"" + tag + "\"}\n");
+    if (retry) r.headers.push_back({"Retry-After", "1"});
+    r.headers.push_back({"X-Request-Id", std::to_string(id)});
+    return r;
+  };
+  if (closing_.is_set()) co_return refuse("the gateway is shutting down", false);
+  if (stats_.waiting >= options_.max_waiting) co_return refuse("too many requests are waiting for a permit", true);
 
   // Declared before the permit, so destroyed after it: when this guard speaks, the permit is
   // already back. It also covers a handler that ends cancelled, whose code after its last
@@ -128,7 +161,21 @@ task<http::response> app::report(http::request& req) {
   } acct(*this, tag);
 
   trace(tag + " GET " + req.target + " from " + req.peer.to_string() + ": waiting for a permit");
-  quell::permit permit = co_await permits_.acquire();
+  std::optional<quell::permit> taken;
+  {
+    struct waiting {
+      gateway_stats& s;
+      explicit waiting(gateway_stats& s) : s(s) { ++s.waiting; }
+      ~waiting() { --s.waiting; }
+    } counted(stats_);
+    auto got = co_await quell::move_on_after(options_.max_wait, quell::race(permits_.acquire(), closing_.wait()));
+    if (got && got->index() == 0) taken = std::get<0>(std::move(*got));
+    if (!taken) {
+      acct.answered = true;
+      co_return refuse(got ? "the gateway is shutting down" : "waited too long for a permit", got.has_value() == false);
+    }
+  }
+  quell::permit permit = std::move(*taken);
   trace(tag + " permit taken (" + std::to_string(permits_.available()) + "/" + std::to_string(permits_total_) +
         " free); job of " + *req.query_param("seconds") + " s sent to the backend");
 
@@ -158,13 +205,17 @@ task<http::response> app::report(http::request& req) {
   } catch (const std::exception& e) {
     ++stats_.reports_failed;
     status = 502;
-    body = "{\"error\":\"" + json_escape(e.what()) + "\"}\n";
+    // The backend's message can name its address and port: it goes to the log, not the client.
+    options_.log(tag + " " + req.target + ": backend error: " + e.what());
+    body = "{\"error\":\"the backend failed; see the gateway's log\",\"request\":\"" + tag + "\"}\n";
   }
   acct.answered = true;
   permit.release();
   trace(tag + " answered " + std::to_string(status) + "; permit released (" + std::to_string(permits_.available()) +
         "/" + std::to_string(permits_total_) + " free)");
-  co_return http::response::json(status, std::move(body));
+  auto response = http::response::json(status, std::move(body));
+  response.headers.push_back({"X-Request-Id", std::to_string(id)});
+  co_return response;
 }
 
 }  // namespace gateway

@@ -15,9 +15,19 @@
 // cleanup, no blocking destructor: the accounting is exact at every moment.
 //
 // A deadline (timeout=) cuts the job the same way and answers 504 once the backend has
-// confirmed. A backend failure answers 502.
+// confirmed. A backend failure answers 502 with a generic message and the request's id (the
+// X-Request-Id header, "#N" in the log); the backend's own message, which may name its host and
+// port, goes to the log only.
+//
+// ADMISSION (app_options). A request waits for a permit only if fewer than max_waiting already
+// do, and for at most max_wait; otherwise it is answered 503 with Retry-After at once (a queue
+// that grows without bound holds every waiter's request and connection). seconds= above
+// max_seconds is a 400. Once stop_admitting() is called (the server's shutdown began), waiters
+// and new reports are answered 503 at once: they would not start within the grace period anyway,
+// and a 503 tells their clients to go elsewhere rather than closing on them.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -35,12 +45,29 @@ struct gateway_stats {
   std::uint64_t reports_cancelled = 0;  // ended cancelled (client gone, shutdown)
   std::uint64_t reports_timed_out = 0;  // answered 504
   std::uint64_t reports_failed = 0;     // answered 502
+  std::uint64_t reports_refused = 0;    // answered 503: queue full, waited too long, shutting down
+  std::uint64_t waiting = 0;            // waiting for a permit now
+};
+
+struct app_options {
+  std::size_t permits = 4;
+  std::size_t max_waiting = 64;                          // requests queued for a permit, at most
+  quell::duration max_wait = std::chrono::seconds(30);  // the longest wait for a permit
+  double max_seconds = 60;                               // the longest job a request may ask for
+  // One line per step of each report (what the demo prints); optional.
+  std::function<void(const std::string&)> trace;
+  // Errors with their detail (a backend's message); default: stderr.
+  std::function<void(const std::string&)> log;
 };
 
 class app {
  public:
+  app(backend& b, app_options options);
   // `trace` (optional) receives one line per step of each report: what the demo prints.
   app(backend& b, std::size_t permits, std::function<void(const std::string&)> trace = {});
+
+  // From now on, requests waiting for a permit and new reports are answered 503.
+  void stop_admitting() { closing_.set(); }
 
   quell::http::server::handler handler();
   std::string stats_json() const;
@@ -60,12 +87,14 @@ class app {
   }
 
   backend& backend_;
+  app_options options_;
   std::size_t permits_total_;
   quell::semaphore permits_;
   gateway_stats stats_;
   std::uint64_t next_id_ = 1;
   quell::event idle_{true};
-  std::function<void(const std::string&)> trace_;
+  quell::event closing_;
+  std::function<void(const std::string&)>& trace_ = options_.trace;
 };
 
 }  // namespace gateway

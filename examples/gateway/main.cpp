@@ -2,6 +2,8 @@
 //
 //   quell_gateway [--listen=127.0.0.1:8080] [--permits=4] [--backend=embedded | postgres://...]
 //                 [--pool=8] [--cancel-timeout=1] [--grace=5] [--ignore-cancels] [--trace]
+//                 [--max-waiting=64] [--max-wait=30] [--max-seconds=60] [--max-connections=10000]
+//                 [--idle-timeout=60] [--header-timeout=10] [--body-timeout=30] [--max-body-memory=64]
 //   quell_gateway --demo
 //
 // The embedded backend is a job service on a loopback port in the same process (job_service.hpp).
@@ -46,6 +48,12 @@ struct config {
   bool ignore_cancels = false;
   bool trace = false;
   bool demo = false;
+  std::size_t max_waiting = 64;
+  double max_wait = 30;
+  double max_seconds = 60;
+  std::size_t max_connections = 10000;
+  double idle_timeout = 60, header_timeout = 10, body_timeout = 30;
+  double max_body_memory_mib = 64;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -53,7 +61,9 @@ struct config {
                "quell_gateway: %s\n"
                "usage: quell_gateway [--listen=HOST:PORT] [--permits=K] [--backend=embedded|postgres://...]\n"
                "                     [--pool=N] [--cancel-timeout=SECONDS] [--grace=SECONDS] [--ignore-cancels]\n"
-               "                     [--trace] | --demo\n",
+               "                     [--max-waiting=N] [--max-wait=SECONDS] [--max-seconds=SECONDS]\n"
+               "                     [--max-connections=N] [--idle-timeout=SECONDS] [--header-timeout=SECONDS]\n"
+               "                     [--body-timeout=SECONDS] [--max-body-memory=MIB] [--trace] | --demo\n",
                why.c_str());
   std::exit(2);
 }
@@ -90,6 +100,22 @@ config parse(int argc, char** argv) {
       c.trace = true;
     else if (key == "--demo")
       c.demo = true;
+    else if (key == "--max-waiting")
+      c.max_waiting = static_cast<std::size_t>(number(key, val, 0, 1000000));
+    else if (key == "--max-wait")
+      c.max_wait = number(key, val, 0, 3600);
+    else if (key == "--max-seconds")
+      c.max_seconds = number(key, val, 0, 3600);
+    else if (key == "--max-connections")
+      c.max_connections = static_cast<std::size_t>(number(key, val, 1, 10000000));
+    else if (key == "--idle-timeout")
+      c.idle_timeout = number(key, val, 0.001, 86400);
+    else if (key == "--header-timeout")
+      c.header_timeout = number(key, val, 0.001, 3600);
+    else if (key == "--body-timeout")
+      c.body_timeout = number(key, val, 0.001, 3600);
+    else if (key == "--max-body-memory")
+      c.max_body_memory_mib = number(key, val, 1, 1024 * 1024);
     else
       usage("unknown option '" + a + "'");
   }
@@ -143,13 +169,15 @@ struct shutdown_state {
 // Waits for SIGINT/SIGTERM: the first starts the server's graceful shutdown; the second forces it
 // (every request is cancelled, and so is its cleanup: a backend cancel still waiting for its
 // acknowledgement is abandoned and its connection closed); the third exits at once.
-task<void> watch_signals(quell::signal_set& sigs, http::server& srv, quell::spawn_handle<void>& server_task,
-                         quell::duration grace, shutdown_state& state) {
+task<void> watch_signals(quell::signal_set& sigs, http::server& srv, gateway::app& app,
+                         quell::spawn_handle<void>& server_task, quell::duration grace, shutdown_state& state) {
   const int first = co_await sigs.wait();
   const char* name = first == SIGINT ? "SIGINT" : "SIGTERM";
-  std::printf("%s: graceful shutdown (no new connections; %.1f s for requests in flight)\n", name,
-              std::chrono::duration<double>(grace).count());
+  std::printf("%s: graceful shutdown (no new connections; %.1f s for requests in flight; "
+              "requests waiting for a permit are answered 503)\n",
+              name, std::chrono::duration<double>(grace).count());
   std::fflush(stdout);
+  app.stop_admitting();
   srv.shutdown(grace);
   co_await sigs.wait();
   std::printf("second signal: forced shutdown: cancelling every request and its cleanup now "
@@ -177,8 +205,20 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
       std::printf("%s\n", line.c_str());
       std::fflush(stdout);
     };
-  gateway::app app(*backend, c.permits, trace);
-  http::server srv(where, app.handler());
+  gateway::app_options ao;
+  ao.permits = c.permits;
+  ao.max_waiting = c.max_waiting;
+  ao.max_wait = seconds(c.max_wait);
+  ao.max_seconds = c.max_seconds;
+  ao.trace = trace;
+  gateway::app app(*backend, ao);
+  http::server_options so;
+  so.max_connections = c.max_connections;
+  so.idle_timeout = seconds(c.idle_timeout);
+  so.header_timeout = seconds(c.header_timeout);
+  so.body_timeout = seconds(c.body_timeout);
+  so.max_buffered_body_bytes = static_cast<std::size_t>(c.max_body_memory_mib * 1024 * 1024);
+  http::server srv(where, app.handler(), so);
   std::printf("quell gateway on http://%s: %zu permits, backend: %s\n", srv.local_address().to_string().c_str(),
               c.permits, backend->describe().c_str());
   std::fflush(stdout);
@@ -196,7 +236,7 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
   auto all = [&](quell::scope& s) -> task<void> {
     if (svc) s.spawn([&] { return svc->serve(); });
     server_task = s.spawn(run_server);
-    s.spawn(watch_signals(sigs, srv, server_task, seconds(c.grace), state));
+    s.spawn(watch_signals(sigs, srv, app, server_task, seconds(c.grace), state));
     // Not `co_await server_task`: after a forced shutdown the server ends cancelled, which is how
     // this program is meant to end, not a cancellation to pass up.
     co_await server_ended.wait();
@@ -254,7 +294,7 @@ class demo {
     auto all = [&](quell::scope& s) -> task<void> {
       s.spawn([&] { return svc_->serve(); });
       server_task_ = s.spawn(srv_->run());
-      s.spawn(watch_signals(sigs_, *srv_, server_task_, 5s, state_));
+      s.spawn(watch_signals(sigs_, *srv_, *app_, server_task_, 5s, state_));
 
       say("== 1. a normal request");
       {

@@ -29,6 +29,12 @@
 //   - A keep-alive connection with no request for idle_timeout is closed without a response.
 //   - Writing a response that the client does not read for write_timeout: the connection is
 //     closed.
+//   - More than max_connections open: the connection idle the longest is closed to make room;
+//     if none is idle, the new one is answered 503 (Retry-After: 1) and closed.
+//   - Out of file descriptors (EMFILE/ENFILE): an idle connection is closed and one waiting client
+//     is accepted on a descriptor kept in reserve and answered 503, so new clients learn at once
+//     instead of timing out in the backlog. Shedding is logged once per shed_log_interval.
+//   - The bodies of all requests read and not finished over max_buffered_body_bytes: 503.
 //   - Before closing a connection after a response, the server stops writing and discards what
 //     the client still sends for up to linger_timeout (nginx's lingering close), so that the
 //     client reads the response rather than a reset.
@@ -164,6 +170,16 @@ struct server_options {
   // After a response that closes the connection: how long to read and discard what the client
   // still sends, so that closing does not reset the connection under the unread response.
   duration linger_timeout = std::chrono::seconds(2);
+  // Connections open at once. A new one beyond it closes the connection idle the longest, or,
+  // when every connection is busy with a request, is answered 503 (Retry-After) and closed.
+  std::size_t max_connections = 10000;
+  // The bodies of every request read and not yet finished, together (a request's body is kept
+  // until its handler ends). A request that would exceed it is answered 503 and its connection
+  // closed, before its handler is called.
+  std::size_t max_buffered_body_bytes = 64 * 1024 * 1024;
+  // Shedding (max_connections, the body budget, no descriptors left) is logged to stderr at most
+  // once per interval.
+  duration shed_log_interval = std::chrono::seconds(10);
 };
 
 struct server_stats {
@@ -174,6 +190,8 @@ struct server_stats {
   std::uint64_t requests_rejected = 0;        // answered 4xx/5xx by the server itself, handler not called
   std::uint64_t handler_errors = 0;           // handlers that threw (answered 500)
   std::uint64_t cancelled_by_disconnect = 0;  // handlers cancelled because their client went away
+  std::uint64_t connections_refused = 0;      // answered 503 and closed at max_connections or out of descriptors
+  std::uint64_t requests_shed = 0;            // answered 503 over max_buffered_body_bytes
 };
 
 class server {

@@ -4,7 +4,11 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <system_error>
 
@@ -217,15 +221,39 @@ struct server::impl {
   server_stats stats;
   event drain;       // shutdown() was called
   event all_closed;  // draining, and the last connection has gone
+  // Connections waiting for their next request, oldest first: the ones closed to make room.
+  struct idle_connection : quell::detail::list_node {
+    event evict;
+  };
+  quell::detail::node_list idle;
+  std::size_t body_bytes_held = 0;  // bodies of requests read and not yet finished
+  int spare_fd = -1;                // kept open so that, out of descriptors, one can still be shed
+  time_point last_shed_log{};
   duration grace{};
   bool draining = false;
   bool running = false;
 
-  impl(tcp_listener l, handler h, server_options o) : listener(std::move(l)), handle(std::move(h)), opts(o) {}
+  impl(tcp_listener l, handler h, server_options o) : listener(std::move(l)), handle(std::move(h)), opts(o) {
+    spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  ~impl() {
+    if (spare_fd >= 0) ::close(spare_fd);
+  }
+
+  // Closes the connection idle the longest, if any: room for a new one. True if one was asked.
+  bool evict_oldest_idle() noexcept {
+    auto* n = static_cast<idle_connection*>(idle.pop_front());
+    if (!n) return false;
+    n->evict.set();
+    return true;
+  }
+  void shed_log(const char* what);
+  void shed_without_descriptors();
 
   task<void> run();
   task<void> accept_loop(scope& s);
   task<void> serve(tcp_stream conn);
+  task<void> refuse(tcp_stream conn);
   task<void> run_handler(int fd, request& req, std::optional<response>& out, bool& gone);
 
   // Counts a connection for as long as its task's frame lives (a cancelled task ends without
@@ -292,13 +320,27 @@ task<void> server::impl::accept_loop(scope& s) {
       }
     }
     if (back_off) {
-      co_await sleep_for(std::chrono::milliseconds(50));
+      // Out of descriptors (accept fails before it looks at the backlog): wait until a client is
+      // waiting, then shed for it instead of letting it time out in the backlog.
+      try {
+        co_await move_on_after(std::chrono::milliseconds(100), wait_readable(listener.native_handle()));
+      } catch (const std::system_error&) {
+      }
+      if (draining || !listener.is_open()) co_return;
+      shed_without_descriptors();
       continue;
     }
     if (!conn.is_open()) continue;
     if (draining) {
       co_await conn.close();
       co_return;
+    }
+    if (stats.connections_open >= opts.max_connections && !evict_oldest_idle()) {
+      // Full, and every connection is busy with a request: this one is told to come back.
+      ++stats.connections_refused;
+      shed_log("at max_connections: new connections are answered 503");
+      s.spawn(refuse(std::move(conn)));
+      continue;
     }
     s.spawn(serve(std::move(conn)));
   }
@@ -361,10 +403,19 @@ task<void> server::impl::serve(tcp_stream conn) {
       if (beg == end) {
         // Idle between requests: the next request's first byte, the idle timeout, or shutdown.
         if (draining) break;
+        idle_connection me;
+        idle.push_back(&me);
+        struct unlink_at_end {
+          idle_connection& n;
+          ~unlink_at_end() {
+            if (n.linked()) n.unlink();
+          }
+        } unlink{me};
         auto rd = conn.read_some(whole);
         auto dw = drain.wait();
-        auto first = co_await move_on_after(opts.idle_timeout, race(std::move(rd), std::move(dw)));
-        if (!first || first->index() == 1) break;
+        auto ev = me.evict.wait();
+        auto first = co_await move_on_after(opts.idle_timeout, race(std::move(rd), std::move(dw), std::move(ev)));
+        if (!first || first->index() != 0) break;
         std::size_t n = std::get<0>(*first);
         if (n == 0) break;
         beg = 0;
@@ -421,6 +472,25 @@ task<void> server::impl::serve(tcp_stream conn) {
         linger = sent.has_value();
         break;
       }
+
+      // The bodies of all requests read and not finished share one budget: a flood of queued
+      // requests cannot grow the process without bound (each is at most max_body_bytes).
+      if (body_bytes_held + p.body.size() > opts.max_buffered_body_bytes) {
+        ++stats.requests_rejected;
+        ++stats.requests_shed;
+        shed_log("over max_buffered_body_bytes: requests with bodies are answered 503");
+        response busy = response::text(503, "the server is busy; try again later\n");
+        busy.headers.push_back({"Retry-After", "1"});
+        auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(serialize(busy, false, false, p.version_minor)));
+        linger = sent.has_value();
+        break;
+      }
+      struct held_body {
+        impl& s;
+        std::size_t n;
+        ~held_body() { s.body_bytes_held -= n; }
+      } held{*this, p.body.size()};
+      body_bytes_held += held.n;
 
       request req;
       req.method = std::move(p.method);
@@ -486,6 +556,50 @@ task<void> server::impl::serve(tcp_stream conn) {
       co_await move_on_after(opts.linger_timeout, drain_input());
     }
   }
+  co_await conn.close();
+}
+
+void server::impl::shed_log(const char* what) {
+  // Once per interval: a flood must not turn into a flood of log lines.
+  const time_point t = now();
+  if (last_shed_log != time_point{} && t - last_shed_log < opts.shed_log_interval) return;
+  last_shed_log = t;
+  std::fprintf(stderr, "quell::http::server on %s: %s (refused so far: %llu connections, %llu requests)\n",
+               listener.is_open() ? listener.local_address().to_string().c_str() : "?", what,
+               static_cast<unsigned long long>(stats.connections_refused),
+               static_cast<unsigned long long>(stats.requests_shed));
+}
+
+void server::impl::shed_without_descriptors() {
+  // An idle keep-alive connection gives its descriptor back first; when there is none, the spare
+  // descriptor is given up for a moment to take the waiting client off the backlog and answer it
+  // 503 (it learns at once instead of timing out), as nginx and libuv users do. The listener is
+  // readable, so accept4 does not block.
+  pollfd waiting{listener.native_handle(), POLLIN, 0};
+  if (::poll(&waiting, 1, 0) != 1 || !(waiting.revents & POLLIN)) return;  // nobody to shed for
+  if (evict_oldest_idle()) {
+    shed_log("out of file descriptors: the oldest idle connection was closed for a new one");
+    return;
+  }
+  if (spare_fd < 0) return;
+  ::close(spare_fd);
+  spare_fd = -1;
+  const int fd = ::accept4(listener.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0) {
+    static constexpr char busy[] =
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    [[maybe_unused]] auto n = ::send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ::close(fd);
+    ++stats.connections_refused;
+  }
+  spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  shed_log("out of file descriptors: new connections are answered 503");
+}
+
+task<void> server::impl::refuse(tcp_stream conn) {
+  response busy = response::text(503, "too many connections; try again later\n");
+  busy.headers.push_back({"Retry-After", "1"});
+  co_await move_on_after(opts.write_timeout, conn.write_all(serialize(busy, false, false, 1)));
   co_await conn.close();
 }
 
