@@ -66,6 +66,15 @@
 // closed, or not idle (a transaction left open, PQtransactionStatus != PQTRANS_IDLE) is closed
 // instead of being returned dirty, and its slot is refilled by a later acquire(). The pool must
 // outlive its leases and acquirers.
+//   - An idle connection the server has closed meanwhile (a restart, an idle timeout, a
+//     terminated backend) is found before it is handed out: acquire() looks, without blocking,
+//     whether the server sent anything on it (an idle connection receives nothing else) and
+//     replaces it. A query is therefore never sent on a connection known to be dead; a query
+//     that fails once sent is never retried (it may have run).
+//   - While the server cannot be reached, new connections are attempted with a backoff shared
+//     by the pool (100 ms, doubling, at most pool_options::max_backoff): acquire() waits for the
+//     next attempt instead of failing at once, for at most pool_options::reconnect_window, then
+//     throws the last error. Cancelling acquire() ends the wait.
 //
 // THREADS. Everything here belongs to one executor's thread, except the cancel helper threads,
 // which own only a copy of the cancel key (PQgetCancel) and a remote_handle. A helper outlives
@@ -196,6 +205,9 @@ class connection {
   bool busy() const noexcept;  // a query is running
   // Open, not broken, no query running, no transaction open (PQTRANS_IDLE).
   bool idle() const noexcept;
+  // For an idle connection: looks, without blocking, whether the server closed it meanwhile (it
+  // sends an idle connection nothing else), reading what arrived. False: it is dead and closed.
+  bool still_alive() noexcept;
   int backend_pid() const noexcept;
   const connection_options& options() const noexcept;
 
@@ -253,9 +265,16 @@ class lease {
   permit permit_;
 };
 
+struct pool_options {
+  // How long acquire() keeps trying to open a connection while the server is unreachable.
+  duration reconnect_window = std::chrono::seconds(5);
+  // The longest pause between two attempts (the pause doubles from 100 ms).
+  duration max_backoff = std::chrono::seconds(2);
+};
+
 class pool {
  public:
-  pool(std::string conninfo, std::size_t size, connection_options options = {});
+  pool(std::string conninfo, std::size_t size, connection_options options = {}, pool_options pool = {});
   pool(const pool&) = delete;
   pool& operator=(const pool&) = delete;
   ~pool();  // closes the idle connections
@@ -275,9 +294,15 @@ class pool {
   friend class lease;
   void give_back(connection c) noexcept;
 
+  task<connection> open_with_backoff();
+
   std::string conninfo_;
   std::size_t size_;
   connection_options options_;
+  pool_options pool_options_;
+  duration backoff_{};      // zero while the server answers
+  time_point next_attempt_{};  // no connect before this while backing off
+  std::string last_error_;
   semaphore slots_;
   std::vector<connection> idle_;
   std::size_t opened_ = 0;

@@ -19,6 +19,7 @@
 #include "quell/on_cancel.hpp"
 #include "quell/poll.hpp"
 #include "quell/this_task.hpp"
+#include "quell/time.hpp"
 
 namespace quell::pg {
 
@@ -371,10 +372,24 @@ void connection::redirect_cancels_for_testing(const connection& other) {
   s_->redirected_cancel = PQgetCancel(other.s_->conn);
 }
 
+bool connection::still_alive() noexcept {
+  if (!s_ || !s_->conn || s_->broken || s_->busy) return false;
+  pollfd p{PQsocket(s_->conn), POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) == 0) return true;  // nothing arrived: as alive as can be known
+  const bool hung_up = (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  if (hung_up || !PQconsumeInput(s_->conn) || PQstatus(s_->conn) != CONNECTION_OK) {
+    s_->broken = true;
+    s_->close();
+    return false;
+  }
+  while (PGnotify* n = PQnotifies(s_->conn)) PQfreemem(n);  // LISTEN's notifications: not ours to keep
+  return true;
+}
+
 // ---- pool ----
 
-pool::pool(std::string conninfo, std::size_t size, connection_options options)
-    : conninfo_(std::move(conninfo)), size_(size), options_(options), slots_(size) {
+pool::pool(std::string conninfo, std::size_t size, connection_options options, pool_options pool)
+    : conninfo_(std::move(conninfo)), size_(size), options_(options), pool_options_(pool), slots_(size) {
   idle_.reserve(size);
 }
 
@@ -389,12 +404,38 @@ task<lease> pool::acquire() {
   while (!idle_.empty()) {
     connection c = std::move(idle_.back());
     idle_.pop_back();
-    if (c.idle()) co_return lease(this, std::move(c), std::move(slot));
+    if (c.idle() && c.still_alive()) co_return lease(this, std::move(c), std::move(slot));
     ++closed_;  // went bad while idle (server restarted it, ...): replaced below
   }
-  connection c = co_await connection::connect(conninfo_, options_);
+  connection c = co_await open_with_backoff();
   ++opened_;
   co_return lease(this, std::move(c), std::move(slot));
+}
+
+task<connection> pool::open_with_backoff() {
+  const time_point give_up = quell::detail::add_saturating(now(), pool_options_.reconnect_window);
+  for (;;) {
+    if (now() < next_attempt_) {
+      if (next_attempt_ > give_up) {
+        throw error("quell::pg: the server is unreachable (retrying every " +
+                    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(backoff_).count()) +
+                    " ms): " + last_error_);
+      }
+      co_await sleep_until(next_attempt_);
+    }
+    try {
+      connection c = co_await connection::connect(conninfo_, options_);
+      backoff_ = duration{};
+      next_attempt_ = time_point{};
+      co_return c;
+    } catch (const error& e) {
+      last_error_ = e.what();
+      const duration first = std::chrono::milliseconds(100);
+      backoff_ = backoff_ == duration{} ? first : std::min(backoff_ * 2, pool_options_.max_backoff);
+      next_attempt_ = now() + backoff_;
+      if (next_attempt_ > give_up) throw;
+    }
+  }
 }
 
 void pool::give_back(connection c) noexcept {

@@ -53,7 +53,15 @@ class cluster final : public ::testing::Environment {
   static inline std::string conninfo;
   static inline bool up = false;
 
+  // The server as an operator would treat it: stopped (fast: sessions are terminated, as in a
+  // restart), started again on the same port, or both. Blocking: call them from another thread
+  // while an executor runs.
+  static bool stop() { return self_ && run(self_->pg_ctl("-m fast -w stop")); }
+  static bool start() { return self_ && run(self_->pg_ctl("-w -t 60 start")); }
+  static bool restart() { return self_ && run(self_->pg_ctl("-m fast -w -t 60 restart")); }
+
   void SetUp() override {
+    self_ = this;
     const fs::path bin = find_bindir();
     if (bin.empty()) {
       skip_reason =
@@ -138,6 +146,12 @@ class cluster final : public ::testing::Environment {
     return best;
   }
 
+  std::string pg_ctl(const std::string& what) const {
+    return as_ + pg_ctl_ + " -D " + (dir_ / "data").string() + " -l " + (dir_ / "server.log").string() + " " + what +
+           " >/dev/null";
+  }
+
+  static inline cluster* self_ = nullptr;
   fs::path dir_;
   std::string as_;
   std::string pg_ctl_;
