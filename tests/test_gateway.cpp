@@ -35,11 +35,11 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 // The whole gateway in one object: job service, its client, the app, the HTTP server.
 struct stack {
   explicit stack(std::size_t permits, quell::duration cancel_timeout = 1s, std::size_t pool = 8,
-                 const std::function<void(gateway::app_options&)>& tweak = {})
+                 const std::function<void(gateway::app_options&)>& tweak = {}, http::server_options so = {})
       : svc(gateway::job_service::bind()),
         backend(options(svc.local_address(), pool, cancel_timeout)),
         app(backend, app_options(permits, tweak)),
-        srv(quell::address::parse("127.0.0.1", 0), app.handler()) {}
+        srv(quell::address::parse("127.0.0.1", 0), app.handler(), so) {}
 
   gateway::app_options app_options(std::size_t permits, const std::function<void(gateway::app_options&)>& tweak) {
     gateway::app_options o;
@@ -492,6 +492,144 @@ TEST(GatewaySoak, FiveThousandRequestsWithThirtyPercentDisconnectsLeaveNothingBe
         answered, abandoned, static_cast<unsigned long long>(g.backend.stats().cancels_sent),
         static_cast<unsigned long long>(g.backend.stats().cancels_acknowledged),
         static_cast<unsigned long long>(g.srv.stats().cancelled_by_disconnect));
+  }
+  EXPECT_EQ(open_fds(), fds_before);
+}
+
+TEST(GatewaySoak, HostileClientsBesideNormalOnesLeaveNothingBehind) {
+  // Everything a hostile client or an overload does, at once, beside normal clients that
+  // sometimes give up: smuggling attempts, slowloris, request bodies over the memory budget, more
+  // requests than the queue holds, more connections than the cap. Each must get an answer or a
+  // closed connection, never two answers, and nothing may be left: permits, waiters, connections,
+  // jobs, descriptors.
+  const std::size_t fds_before = open_fds();
+  constexpr std::size_t permits = 4;
+  http::server_options so;
+  so.max_connections = 48;
+  so.header_timeout = 300ms;
+  so.max_buffered_body_bytes = 64 * 1024;
+  so.shed_log_interval = 1h;
+  int normal_ok = 0, normal_busy = 0, normal_gone = 0, attacks_answered = 0, slow_cut = 0, bodies_ok = 0,
+      bodies_shed = 0;
+  const std::string smuggled = "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::vector<std::string> attacks = {
+      "GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+      "GET /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n" + smuggled,
+      "GET /hello HTTP/1.1\r\nHost: x\r\nX: y\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+      "GET /hello HTTP/1.1\nHost: x\nContent-Length: 0\n\n" + smuggled,
+      "GET /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n0\r\n\r\n" + smuggled,
+      "GET  /hello HTTP/1.1\r\nHost: x\r\n\r\n" + smuggled,
+      "GET /\r\n",
+  };
+  auto count_answers = [](const std::string& got) {
+    std::size_t n = got.rfind("HTTP/1.1 ", 0) == 0 ? 1 : 0;
+    for (auto at = got.find("\r\nHTTP/1.1 "); at != std::string::npos; at = got.find("\r\nHTTP/1.1 ", at + 1)) ++n;
+    return n;
+  };
+  {
+    stack g(permits, 1s, permits,
+            [](gateway::app_options& o) {
+              o.max_waiting = 8;
+              o.max_wait = 500ms;
+              o.max_seconds = 1;
+            },
+            so);
+    g.keep_trace = false;
+    g.run(quell::steady_clock_source::instance(), [&](quell::address a) -> task<void> {
+      auto normal = [&](int seed) -> task<void> {
+        std::mt19937 rng(static_cast<unsigned>(seed));
+        for (int i = 0; i < 20; ++i) {
+          auto c = co_await http::client::connect(a);
+          const std::string target = "/report?seconds=0.0" + std::to_string(rng() % 10);
+          auto r = co_await quell::move_on_after(std::chrono::milliseconds(rng() % 100 < 30 ? rng() % 30 : 5000),
+                                                 c.get(target));
+          if (!r) {
+            ++normal_gone;
+          } else if (r->status == 200) {
+            ++normal_ok;
+          } else {
+            EXPECT_EQ(r->status, 503) << r->body;
+            ++normal_busy;
+          }
+          co_await c.close();
+        }
+      };
+      auto attacker = [&]() -> task<void> {
+        for (const auto& bytes : attacks) {
+          std::string got = co_await exchange(a, bytes);
+          EXPECT_LE(count_answers(got), 1u) << bytes << "\n" << got;
+          EXPECT_TRUE(got.empty() || got.substr(0, 10) == "HTTP/1.1 4" || got.substr(0, 10) == "HTTP/1.1 5") << got;
+          attacks_answered += static_cast<int>(count_answers(got));
+        }
+      };
+      auto slowloris = [&]() -> task<void> {
+        auto s = co_await quell::tcp_stream::connect(a);
+        const std::string head = "GET /report?seconds=0.01 HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        std::string got;
+        try {
+          co_await s.write_all(head);
+          for (int i = 0; i < 40; ++i) {  // one byte per 50 ms: never done within header_timeout
+            co_await quell::sleep_for(50ms);
+            co_await s.write_all("a");
+          }
+        } catch (const std::system_error&) {
+        }
+        char buf[512];
+        try {
+          while (std::size_t n = co_await s.read_some(buf)) got.append(buf, n);
+        } catch (const std::system_error&) {
+        }
+        EXPECT_TRUE(got.empty() || got.substr(0, 12) == "HTTP/1.1 408") << got;
+        ++slow_cut;
+        co_await s.close();
+      };
+      auto body_holder = [&]() -> task<void> {
+        // A report with a 20 KiB body waits for a permit holding it: ten of them pass the budget.
+        const std::string req = "GET /report?seconds=0.05 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                "Content-Length: 20480\r\n\r\n" + std::string(20480, 'b');
+        std::string got = co_await exchange(a, req);
+        if (got.substr(0, 12) == "HTTP/1.1 200") {
+          ++bodies_ok;
+        } else {
+          EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 503") << got.substr(0, 200);
+          ++bodies_shed;
+        }
+      };
+      auto flood = [&]() -> task<void> {
+        // More connections than the cap, all silent: the server closes idle ones to make room.
+        std::vector<quell::tcp_stream> conns;
+        for (int i = 0; i < 60; ++i) conns.push_back(co_await quell::tcp_stream::connect(a));
+        co_await quell::sleep_for(200ms);
+        for (auto& c : conns) co_await c.close();
+      };
+      auto all = [&](quell::scope& s) -> task<void> {
+        for (int i = 0; i < 20; ++i) s.spawn([&normal, i] { return normal(i + 1); });
+        for (int i = 0; i < 5; ++i) s.spawn(attacker);
+        for (int i = 0; i < 10; ++i) s.spawn(slowloris);
+        for (int i = 0; i < 10; ++i) s.spawn(body_holder);
+        s.spawn(flood);
+        co_return;
+      };
+      co_await quell::with_scope(all);
+      co_await g.settle();
+      while (g.svc.jobs_running() != 0) co_await quell::sleep_for(1ms);
+    });
+    EXPECT_EQ(normal_ok + normal_busy + normal_gone, 20 * 20);
+    EXPECT_GT(normal_ok, 0);
+    EXPECT_EQ(attacks_answered, 5 * static_cast<int>(attacks.size()));
+    EXPECT_EQ(slow_cut, 10);
+    EXPECT_EQ(bodies_ok + bodies_shed, 10);
+    EXPECT_EQ(g.app.permits_available(), permits);
+    EXPECT_EQ(g.app.stats().in_flight, 0u);
+    EXPECT_EQ(g.app.stats().waiting, 0u);
+    EXPECT_EQ(g.svc.jobs_running(), 0u);
+    EXPECT_EQ(g.srv.stats().connections_open, 0u);
+    EXPECT_EQ(g.srv.stats().requests_in_flight, 0u);
+    std::printf("hostile soak: normal %d ok, %d busy (503), %d gave up; %d attacks answered once; %d slowloris cut; "
+                "bodies %d ok, %d refused (%llu by the body budget); %llu connections refused\n",
+                normal_ok, normal_busy, normal_gone, attacks_answered, slow_cut, bodies_ok, bodies_shed,
+                static_cast<unsigned long long>(g.srv.stats().requests_shed),
+                static_cast<unsigned long long>(g.srv.stats().connections_refused));
   }
   EXPECT_EQ(open_fds(), fds_before);
 }

@@ -166,3 +166,31 @@ int main(int argc, char** argv) {
   ::testing::AddGlobalTestEnvironment(new cluster);  // owned by gtest
   return RUN_ALL_TESTS();
 }
+
+TEST(GatewayPg, AfterAPostgresRestartWithAnIdlePoolTheNextRequestsSucceed) {
+  REQUIRE_SERVER();
+  pg_stack g(8);
+  g.run([&](quell::address a) -> task<void> {
+    auto eight = [&]() -> task<int> {
+      int ok = 0;
+      auto all = [&](quell::scope& s) -> task<void> {
+        for (int i = 0; i < 8; ++i)
+          s.spawn([&]() -> task<void> {
+            auto c = co_await http::client::connect(a);
+            auto r = co_await c.get("/report?seconds=0.2");  // all eight at once: eight connections
+            if (r.status == 200) ++ok;
+            co_await c.close();
+          });
+        co_return;
+      };
+      co_await quell::with_scope(all);
+      co_return ok;
+    };
+    EXPECT_EQ(co_await eight(), 8);
+    EXPECT_EQ(g.backend.pool().idle(), 8u);
+    EXPECT_TRUE(cluster::restart());  // blocks this thread for the restart: nothing else runs
+    EXPECT_EQ(co_await eight(), 8);   // none fails on a connection the restart closed
+  });
+  EXPECT_EQ(g.backend.pool().closed(), 8u);
+  EXPECT_EQ(g.app.stats().reports_failed, 0u);
+}
