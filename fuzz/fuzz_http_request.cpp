@@ -3,11 +3,11 @@
 // well-formed status line or a closed connection, with no handler left running, no connection
 // left open, and nothing for the sanitizers to report. Small limits make 413 and 431 reachable.
 // And at most one response per request: every request the server reads has its own request line,
-// so answers (and handler calls) never outnumber the " HTTP/" a request line needs; a parser that
-// read a body as a second request (smuggling) would answer more often than that.
+// so handler calls never outnumber the " HTTP/" a request line needs, and answers exceed them by
+// at most the one 400 that ends a connection; a parser that read a body as a second request
+// (smuggling) would call the handler more often than that.
 #include <sys/socket.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -67,7 +67,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (auto at = got.find("\r\nHTTP/1.1 "); at != std::string::npos; at = got.find("\r\nHTTP/1.1 ", at + 1))
     if (final_answer(at + 2)) ++answers;
   check(calls <= request_lines, "more handler calls than request lines");
-  check(answers <= std::max<std::size_t>(request_lines, 1), "more answers than request lines");
+  // Bytes after the last request (a body the request did not declare) may earn one 400, after
+  // which the server closes: one answer more than request lines, never two.
+  check(answers <= request_lines + 1, "more answers than request lines, plus one refusal");
   check(srv.stats().requests_in_flight == 0, "a handler is still running");
   check(srv.stats().connections_open == 0, "a connection is still open");
   return 0;
