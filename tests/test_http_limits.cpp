@@ -194,3 +194,28 @@ TEST(HttpLimits, OutOfDescriptorsAnIdleConnectionIsClosedAndANewClientIsAnswered
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "10: first request, 11: the new client was not answered, 12: idle not closed";
 }
+
+TEST(HttpLimits, ADeclaredBodyIsChargedWhenItsHeadArrivesNotWhenItIsComplete) {
+  // Slow uploads count against the budget while they are received: a second one that would pass
+  // it is refused at its head, before either body is complete.
+  quell::virtual_clock clock;
+  http::server_options o;
+  o.max_buffered_body_bytes = 1000;
+  http::server srv{loopback, [](http::request& r) -> task<http::response> {
+                     co_return http::response::text(200, std::to_string(r.body.size()) + "\n");
+                   },
+                   o};
+  serve_and(clock, srv, [&](quell::address a, quell::scope&) -> task<void> {
+    auto slow = co_await tcp_stream::connect(a);
+    co_await slow.write_all("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n" + std::string(10, 's'));
+    co_await quell::sleep_for(100ms);
+    std::string got = co_await quell::test::exchange(
+        a, "POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n");  // head only
+    EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 503") << got;
+    EXPECT_EQ(srv.stats().requests_shed, 1u);
+    auto answer = co_await ask(slow, std::string(790, 's'));
+    EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 200") << answer;
+    EXPECT_NE(answer.find("\r\n\r\n800\n"), std::string::npos) << answer;
+    co_await slow.close();
+  });
+}

@@ -264,3 +264,94 @@ TEST(HttpStrict, EveryAttackGetsExactlyOneAnswerAndTheHiddenRequestNeverRuns) {
   for (const auto& t : seen) EXPECT_NE(t, "/smuggled");
   EXPECT_EQ(srv.stats().requests_rejected, attacks().size());
 }
+
+TEST(HttpParser, NumbersPastSixtyFourBitsAreTooLargeNeverWrappedWhateverTheLimit) {
+  const std::size_t no_limit = SIZE_MAX;
+  for (const std::string bytes : {
+           "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551617\r\n\r\nx",
+           "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\nx\r\n0\r\n\r\n",
+       }) {
+    message_parser p(message_parser::kind::request, 1024, no_limit);
+    p.feed(bytes.data(), bytes.size());
+    EXPECT_TRUE(p.failed()) << bytes;
+    EXPECT_EQ(p.error_status(), 413) << bytes;
+  }
+}
+
+TEST(HttpParser, ConnectIsRefusedAndTooManyFieldsAre431) {
+  auto o = parse_request("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+  EXPECT_EQ(o.status, 501);
+  std::string many = "GET / HTTP/1.1\r\nHost: x\r\n";
+  for (int i = 0; i < 200; ++i) many += "a:\r\n";  // 800 bytes: under the byte limit
+  EXPECT_EQ(parse_request(many + "\r\n").status, 431);
+}
+
+TEST(HttpParser, AnEmptyLineSplitAcrossReadsIsStillNotARequest) {
+  message_parser p(message_parser::kind::request, 1024, 1024);
+  p.feed("\r", 1);
+  EXPECT_FALSE(p.started());
+  p.feed("\n", 1);
+  EXPECT_FALSE(p.started());
+  p.feed("G", 1);
+  EXPECT_TRUE(p.started());
+}
+
+TEST(HttpStrict, TheClientNeverTakesBytesAfterAResponseForTheNextResponse) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  auto body = [&]() -> task<void> {
+    auto listener = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+    auto both = [&](quell::scope& s) -> task<void> {
+      s.spawn([&]() -> task<void> {
+        auto conn = co_await listener.accept();
+        char buf[1024];
+        co_await conn.read_some(buf);
+        // One response, and a second nobody asked for glued to it.
+        co_await conn.write_all("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                                "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil");
+        while (co_await conn.read_some(buf) > 0) {
+        }
+        co_await conn.close();
+      });
+      auto c = co_await http::client::connect(listener.local_address());
+      auto r = co_await c.get("/");
+      EXPECT_EQ(r.body, "ok");
+      EXPECT_FALSE(c.usable());  // the extra bytes are not the next response
+      EXPECT_THROW(co_await c.get("/again"), std::logic_error);
+      co_await c.close();
+    };
+    co_await quell::with_scope(both);
+  };
+  quell::executor ex{body(), clock};
+  ex.run();
+}
+
+TEST(HttpStrict, AHandlersHeaderThatCouldReframeTheResponseIsDroppedAndABadStatusIs500) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  http::server srv{quell::address::parse("127.0.0.1", 0), [&](http::request& r) -> task<http::response> {
+                     auto out = http::response::text(r.path() == "/bad-status" ? 700 : 200, "ok\n");
+                     out.headers.push_back({"Content-Length ", "0"});
+                     out.headers.push_back({"X-Nul", std::string("a\0b", 3)});
+                     out.headers.push_back({"X-Fine", "yes"});
+                     co_return out;
+                   }};
+  auto body = [&]() -> task<void> {
+    auto both = [&](quell::scope& s) -> task<void> {
+      s.spawn(srv.run());
+      std::string got = co_await quell::test::exchange(srv.local_address(),
+                                                       "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      EXPECT_EQ(got.find("Content-Length: 0"), std::string::npos) << got;
+      EXPECT_EQ(got.find("X-Nul"), std::string::npos) << got;
+      EXPECT_NE(got.find("X-Fine: yes"), std::string::npos) << got;
+      EXPECT_NE(got.find("Content-Length: 3\r\n"), std::string::npos) << got;
+      got = co_await quell::test::exchange(srv.local_address(),
+                                           "GET /bad-status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      EXPECT_EQ(got.substr(0, 12), "HTTP/1.1 500") << got;
+      srv.shutdown(0s);
+    };
+    co_await quell::with_scope(both);
+  };
+  quell::executor ex{body(), clock};
+  ex.run();
+}

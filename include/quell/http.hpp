@@ -16,6 +16,8 @@
 // handler runs. Responses carry Content-Length (HEAD: the length, no body; 204 and 304: neither);
 // a handler's response with a 1xx status is a handler error (500). Empty lines between requests
 // are skipped. An upgrade request is answered as a plain request, then the connection is closed.
+// CONNECT is refused (501): no tunnels. A handler's header whose name is not a token or whose value
+// holds a control byte is dropped from the response.
 //
 // LIMITS (server_options), answered and then the connection closed, the handler never called:
 //   - a request line + headers larger than max_header_bytes: 431;
@@ -80,7 +82,9 @@
 // is closed (in the background) as request() ends, and that is exactly how the server on the
 // other side learns that its client went away. Later request()s throw std::logic_error. Bad
 // responses throw http::protocol_error; a method, target or header that would break the request's
-// framing (a line break, a space in the target) is a std::invalid_argument.
+// framing (a line break, a space in the target, a header name that is not a token, a control byte
+// in a value) is a std::invalid_argument. Bytes the server sent after a final response are never
+// taken for the next response: the connection is given up (usable() false) once it is returned.
 //
 // All of it runs on one executor's thread. The server must outlive run(); the request passed to
 // the handler lives until the handler's task has finished.

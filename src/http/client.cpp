@@ -1,5 +1,7 @@
 #include <strings.h>
 
+#include <cctype>
+#include <cstring>
 #include <stdexcept>
 
 #include "parser.hpp"
@@ -23,9 +25,23 @@ task<client_response> client::request(std::string method, std::string target, st
   if (has_line_break(method) || has_line_break(target) || method.find(' ') != std::string::npos ||
       target.find(' ') != std::string::npos)
     throw std::invalid_argument("quell::http::client: a method or target with a space or a line break");
+  auto token = [](std::string_view v) {
+    if (v.empty()) return false;
+    for (unsigned char c : v)
+      if (!(std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c)) || c == 0) return false;
+    return true;
+  };
+  auto field_text = [](std::string_view v) {
+    for (unsigned char c : v)
+      if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+    return true;
+  };
+  if (!token(method)) throw std::invalid_argument("quell::http::client: a method that is not a token");
+  // A name that is not a token ("Content-Length ") would slip past the framing headers added below.
   for (const auto& h : headers)
-    if (has_line_break(h.name) || has_line_break(h.value) || h.name.find(':') != std::string::npos)
-      throw std::invalid_argument("quell::http::client: a header with a line break or a ':' in its name");
+    if (!token(h.name) || !field_text(h.value))
+      throw std::invalid_argument(
+          "quell::http::client: a header whose name is not a token or whose value has a control byte");
   // Until the response is complete, the connection is in the middle of an exchange: a cancel or a
   // failure from here on leaves it unusable, and it is closed when request() ends that way (the
   // server learns that its client went away; the response can never be read in step again).
@@ -101,7 +117,9 @@ task<client_response> client::request(std::string method, std::string target, st
   r.keep_alive = p.keep_alive();
   pending_.assign(have);
   // 101 Switching Protocols: what follows is not HTTP; the connection is the caller's to use.
-  broken_ = !r.keep_alive || r.status == 101;
+  // Bytes after a final response were never asked for (this client does not pipeline): they must
+  // not be read as the next request's response (RFC 9112 6.3), so the connection is given up.
+  broken_ = !r.keep_alive || r.status == 101 || (!pending_.empty() && r.status != 101);
   co_return r;
 }
 

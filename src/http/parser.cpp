@@ -3,6 +3,7 @@
 #include <strings.h>
 
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <new>
 
@@ -12,6 +13,8 @@ namespace {
 // A chunk-size line (size and extensions) longer than this is refused: nothing legitimate needs it,
 // and the line is buffered.
 constexpr std::size_t max_chunk_line = 4096;
+// Header fields per message (nginx and Go allow about 100).
+constexpr std::size_t max_fields = 128;
 
 // tchar (RFC 9110 5.6.2), one table lookup per byte: parsing a request is mostly this and the
 // next check.
@@ -120,7 +123,9 @@ std::size_t message_parser::feed(const char* data, std::size_t n) noexcept {
         i += take;
         if (!nl) {
           line_.append(at, take);
-          if (state_ == state::start) started_ = true;  // a request line has begun
+          // A request line has begun, unless all there is so far is the CR of an empty line: then
+          // the answer would depend on where a read split "\r\n".
+          if (state_ == state::start && line_ != "\r") started_ = true;
           break;
         }
         // A line that arrived whole is read where it lies; only one cut by a read is copied.
@@ -256,11 +261,17 @@ void message_parser::start_line(std::string_view line) noexcept {
       return;
     }
     method.assign(line.substr(0, sp1));
-    // The four forms of RFC 9112 3.2: origin ("/x"), absolute ("http://h/x"), authority (CONNECT
-    // only) and asterisk (OPTIONS only).
+    if (method == "CONNECT") {
+      // A tunnel is not served: a proxy in front that saw a 2xx would switch to forwarding raw
+      // bytes, which would reach this server as requests it never inspected (RFC 9110 9.3.6).
+      fail(501, "CONNECT is not supported");
+      return;
+    }
+    // The forms of RFC 9112 3.2 left once CONNECT (authority form) is refused: origin ("/x"),
+    // absolute ("http://h/x") and asterisk (OPTIONS only).
     const bool origin = t.front() == '/';
     const bool absolute = t.find("://") != std::string_view::npos && is_token(t.substr(0, t.find("://")));
-    const bool ok = method == "CONNECT" ? !origin : t == "*" ? method == "OPTIONS" : origin || absolute;
+    const bool ok = t == "*" ? method == "OPTIONS" : origin || absolute;
     if (!ok) {
       fail(400, "a request target in none of the forms its method allows (RFC 9112 3.2)");
       return;
@@ -300,7 +311,15 @@ bool message_parser::field_line(std::string_view line, bool keep) noexcept {
     fail(400, "a control byte in a header value (RFC 9110 5.5)");
     return false;
   }
-  if (keep) headers.push_back(header{std::string(line.substr(0, colon)), std::string(value)});
+  if (keep) {
+    // Each field costs a header (two strings) however short it is: 16 KiB of "a:" lines would
+    // be 4,000 of them. Real requests carry a few dozen.
+    if (headers.size() >= max_fields) {
+      fail(431, "too many header fields");
+      return false;
+    }
+    headers.push_back(header{std::string(line.substr(0, colon)), std::string(value)});
+  }
   return true;
 }
 
@@ -374,12 +393,18 @@ void message_parser::end_of_head() noexcept {
       fail(400, "a Content-Length that is not one number (RFC 9112 6.3)");
       return;
     }
+    // Saturates instead of wrapping: 2^64 + 1 must not read as 1, whatever max_body_ is.
     std::uint64_t n = 0;
+    bool too_large = false;
     for (char c : length) {
-      if (n > max_body_) break;  // already too large; no overflow
-      n = n * 10 + static_cast<std::uint64_t>(c - '0');
+      const auto digit = static_cast<std::uint64_t>(c - '0');
+      if (n > (UINT64_MAX - digit) / 10) {
+        too_large = true;
+        break;
+      }
+      n = n * 10 + digit;
     }
-    if (n > max_body_) {
+    if (too_large || n > max_body_) {
       fail(413, "body too large");
       return;
     }
@@ -402,7 +427,10 @@ void message_parser::chunk_size_line(std::string_view line) noexcept {
     const char c = line[j];
     int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
     if (digit < 0) break;
-    if (size > max_body_) continue;  // already too large; keep scanning without overflow
+    if (size > (UINT64_MAX >> 4)) {  // would wrap: 2^64 + 1 must not read as 1
+      fail(413, "a chunk size beyond 64 bits");
+      return;
+    }
     size = size * 16 + static_cast<std::uint64_t>(digit);
   }
   if (j == 0) {

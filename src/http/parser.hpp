@@ -18,7 +18,9 @@
 //   - a chunk size that is not hex digits (optionally followed by extensions), and chunk data not
 //     followed by exactly CRLF (7.1); trailer lines are checked like header lines, then dropped.
 // Empty lines (CRLF) before a request line are skipped (2.2). A response status line may omit the
-// space after the status code (nothing is framed by the reason phrase).
+// space after the status code (nothing is framed by the reason phrase). CONNECT is refused (501):
+// quell serves no tunnels. More than 128 header fields: 431. Numbers that would pass 64 bits are
+// too large (413), never wrapped.
 #pragma once
 
 #include <cstddef>
@@ -57,6 +59,8 @@ class message_parser {
   int error_status() const noexcept { return error_status_; }
   const std::string& error_text() const noexcept { return error_text_; }
 
+  // Body bytes still to come as the head declared them (Content-Length), once headers_complete().
+  std::uint64_t declared_body() const noexcept { return state_ == state::length_body ? left_ : 0; }
   bool keep_alive() const noexcept { return keep_alive_; }
   bool upgrade() const noexcept { return upgrade_; }
   bool expects_continue() const noexcept;

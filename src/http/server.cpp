@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -174,6 +175,15 @@ bool response_closes(const response& r) noexcept {
   return c && is_token(*c, "close");
 }
 
+bool valid_field(const header& h) noexcept {
+  if (h.name.empty()) return false;
+  for (unsigned char c : h.name)
+    if (!(std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c)) || c == 0) return false;
+  for (unsigned char c : h.value)
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  return true;
+}
+
 bool has_no_body(int status) noexcept { return (status >= 100 && status < 200) || status == 204 || status == 304; }
 
 std::string serialize(const response& r, bool keep_alive, bool head, int minor) {
@@ -189,9 +199,9 @@ std::string serialize(const response& r, bool keep_alive, bool head, int minor) 
     if (n.empty() || strcasecmp(h.name.c_str(), "content-length") == 0 ||
         strcasecmp(h.name.c_str(), "transfer-encoding") == 0 || strcasecmp(h.name.c_str(), "connection") == 0)
       continue;
-    // A header must not smuggle a line break into the response.
-    if (h.name.find_first_of("\r\n:") != std::string::npos || h.value.find_first_of("\r\n") != std::string::npos)
-      continue;
+    // A header must not smuggle framing into the response: a name that is not a token
+    // ("Content-Length " would pass the check above) or a value with a control byte is dropped.
+    if (!valid_field(h)) continue;
     out += h.name;
     out += ": ";
     out += h.value;
@@ -328,6 +338,10 @@ task<void> server::impl::accept_loop(scope& s) {
       }
       if (draining || !listener.is_open()) co_return;
       shed_without_descriptors();
+      // An evicted connection frees its descriptor only once its close has gone through: give
+      // it that time rather than evicting another one for the same client (and never spin when
+      // there is nothing left to shed).
+      co_await sleep_for(std::chrono::milliseconds(10));
       continue;
     }
     if (!conn.is_open()) continue;
@@ -423,6 +437,19 @@ task<void> server::impl::serve(tcp_stream conn) {
       }
 
       p.reset();
+      // The bodies of all requests being read or handled share one budget, charged as the head
+      // declares a body and as a chunked body grows, released when the handler ends: neither a
+      // flood of queued requests nor many slow uploads can grow the process without bound.
+      struct body_charge {
+        impl& s;
+        std::size_t n = 0;
+        bool fits(std::size_t m) const noexcept { return s.body_bytes_held - n + m <= s.opts.max_buffered_body_bytes; }
+        void set(std::size_t m) noexcept {
+          s.body_bytes_held = s.body_bytes_held - n + m;
+          n = m;
+        }
+        ~body_charge() { s.body_bytes_held -= n; }
+      } held{*this};
       const time_point header_deadline = quell::detail::add_saturating(now(), opts.header_timeout);
       time_point body_deadline{};
       bool continue_sent = false, peer_closed = false, only_blank_lines = false;
@@ -433,6 +460,15 @@ task<void> server::impl::serve(tcp_stream conn) {
         if (p.failed()) {
           reject = p.error_status();
           break;
+        }
+        // The parser refuses bodies over max_body_bytes before this sum can overflow.
+        const std::size_t want = p.body.size() + static_cast<std::size_t>(p.declared_body());
+        if (want > held.n) {
+          if (!held.fits(want)) {
+            reject = 503;
+            break;
+          }
+          held.set(want);
         }
         if (p.complete()) break;
         if (!p.started()) {
@@ -466,31 +502,20 @@ task<void> server::impl::serve(tcp_stream conn) {
       if (only_blank_lines) continue;
       if (reject) {
         ++stats.requests_rejected;
-        std::string text = reject == 408 ? std::string("request timeout") : p.error_text();
-        std::string bytes = serialize(response::text(reject, text + "\n"), false, false, p.version_minor);
+        std::string text = reject == 408   ? std::string("request timeout")
+                           : reject == 503 ? std::string("the server is busy; try again later")
+                                           : p.error_text();
+        response answer = response::text(reject, text + "\n");
+        if (reject == 503) {
+          ++stats.requests_shed;
+          shed_log("over max_buffered_body_bytes: requests with bodies are answered 503");
+          answer.headers.push_back({"Retry-After", "1"});
+        }
+        std::string bytes = serialize(answer, false, false, p.version_minor);
         auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(bytes));
         linger = sent.has_value();
         break;
       }
-
-      // The bodies of all requests read and not finished share one budget: a flood of queued
-      // requests cannot grow the process without bound (each is at most max_body_bytes).
-      if (body_bytes_held + p.body.size() > opts.max_buffered_body_bytes) {
-        ++stats.requests_rejected;
-        ++stats.requests_shed;
-        shed_log("over max_buffered_body_bytes: requests with bodies are answered 503");
-        response busy = response::text(503, "the server is busy; try again later\n");
-        busy.headers.push_back({"Retry-After", "1"});
-        auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(serialize(busy, false, false, p.version_minor)));
-        linger = sent.has_value();
-        break;
-      }
-      struct held_body {
-        impl& s;
-        std::size_t n;
-        ~held_body() { s.body_bytes_held -= n; }
-      } held{*this, p.body.size()};
-      body_bytes_held += held.n;
 
       request req;
       req.method = std::move(p.method);
@@ -516,7 +541,7 @@ task<void> server::impl::serve(tcp_stream conn) {
       }
       if (threw && !gone) out = response::text(500, "internal server error\n");
       if (!out) break;  // cancelled because the client went away: nobody to answer
-      if (out->status < 200 || out->status > 999) {
+      if (out->status < 200 || out->status > 599) {
         // An interim (1xx) or invalid status as a final answer would leave the client waiting.
         ++stats.handler_errors;
         out = response::text(500, "internal server error\n");
@@ -599,7 +624,28 @@ void server::impl::shed_without_descriptors() {
 task<void> server::impl::refuse(tcp_stream conn) {
   response busy = response::text(503, "too many connections; try again later\n");
   busy.headers.push_back({"Retry-After", "1"});
-  co_await move_on_after(opts.write_timeout, conn.write_all(serialize(busy, false, false, 1)));
+  auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(serialize(busy, false, false, 1)));
+  // The client's request is probably unread: closing now would reset the connection under the
+  // 503. Stop writing, read and drop for a moment (a short lingering close: this is shedding).
+  bool ok = sent.has_value();
+  try {
+    if (ok) conn.shutdown(SHUT_WR);
+  } catch (const std::system_error&) {
+    ok = false;
+  }
+  if (ok) {
+    auto drain_input = [&]() -> task<void> {
+      char sink[4096];
+      std::size_t total = 0;
+      try {
+        while (std::size_t n = co_await conn.read_some(sink)) {
+          if ((total += n) > 64 * 1024) break;
+        }
+      } catch (const std::system_error&) {
+      }
+    };
+    co_await move_on_after(std::min<duration>(opts.linger_timeout, std::chrono::milliseconds(500)), drain_input());
+  }
   co_await conn.close();
 }
 
