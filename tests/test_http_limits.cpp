@@ -156,7 +156,22 @@ TEST(HttpLimits, BodiesOverTheBudgetAre503AndTheBudgetComesBackWhenHandlersEnd) 
   });
 }
 
+// Sanitizer runtimes need descriptors of their own: UBSan's vptr check probes memory through a
+// pipe, and at the descriptor limit it reports a valid std::system_error as "invalid vptr".
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool sanitized = true;
+#else
+constexpr bool sanitized = false;
+#endif
+#else
+constexpr bool sanitized = false;
+#endif
+
 TEST(HttpLimits, OutOfDescriptorsAnIdleConnectionIsClosedAndANewClientIsAnsweredNotLeftWaiting) {
+  if (sanitized) GTEST_SKIP() << "the sanitizers' runtime needs free descriptors (Release builds run this)";
   // In a child process whose descriptor limit is lowered, then filled to the last one.
   const pid_t pid = ::fork();
   if (pid == 0) {
