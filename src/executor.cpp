@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "quell/detail/core_group.hpp"
 #include "quell/detail/reactor.hpp"
 
 namespace quell::detail {
@@ -39,7 +40,23 @@ class inside_executor {
 };
 }  // namespace
 
-void executor_core::root_done(void* self, driver_base*) noexcept { static_cast<executor_core*>(self)->done_ = true; }
+namespace {
+// Announces to remote_handle::cancel's awaiters that the root has finished.
+void announce_finished(remote_state& st) noexcept {
+  std::lock_guard<std::mutex> lock(st.m);
+  st.root_finished = true;
+  while (list_node* n = st.finish_waiters.pop_front()) {
+    auto* w = static_cast<mailbox_waiter*>(n);
+    w->home.send(w);
+  }
+}
+}  // namespace
+
+void executor_core::root_done(void* self, driver_base*) noexcept {
+  auto* c = static_cast<executor_core*>(self);
+  c->done_ = true;
+  if (c->remote_) announce_finished(*c->remote_);
+}
 
 namespace {
 class active_call {
@@ -83,7 +100,7 @@ std::string executor_core::stuck_report() const {
   std::string s =
       "quell: nothing can make progress: the root has not finished, yet no task is ready, no "
       "timer is armed, no I/O is in flight and nothing outside can wake the executor.";
-  std::string live = sched_.describe_live();
+  std::string live = group_ ? group_->describe_waiting() : sched_.describe_live();
   if (live.empty()) {
     s += " The root awaitable itself is waiting (it is not a task).";
   } else {
@@ -120,7 +137,38 @@ void executor_core::io_step(bool block) {
   if (n == 0) clock.advance_to(timers.next_deadline());
 }
 
+bool executor_core::alone_idle() const noexcept {
+  if (!sched_.timers().empty()) return false;
+  const reactor* io = sched_.io_if_any();
+  const std::size_t own = waker_ && waker_->armed() ? 1 : 0;
+  if (io && (io->in_flight() > own || io->external_sources > 0)) return false;
+  return remote_->handles.load(std::memory_order_acquire) == 0;
+}
+
+void executor_core::go_active() noexcept {
+  if (!quiet_) return;
+  quiet_ = false;
+  group_->counts.fetch_add(core_group::one_busy, std::memory_order_acq_rel);
+}
+
+// The wait step of a runtime's core with nothing of its own to wait for (see core_group.hpp).
+bool executor_core::group_wait_step() {
+  if (!quiet_) {
+    quiet_ = true;
+    const std::uint64_t now = group_->counts.fetch_sub(core_group::one_busy, std::memory_order_acq_rel) -
+                              core_group::one_busy;
+    if (now == 0 && index_ != 0) group_->wake_core0();
+  }
+  if (index_ == 0 && group_->counts.load(std::memory_order_acquire) == 0) {
+    go_active();  // whatever runs next (the report, the destructor's cancel) is work again
+    return false;
+  }
+  io_step(true);
+  return true;
+}
+
 bool executor_core::wait_step() {
+  if (group_ && alone_idle()) return group_wait_step();
   if (io_live()) {
     io_step(true);
     return true;
@@ -158,6 +206,7 @@ void executor_core::add_service(service* s) {
 }
 
 void executor_core::stop_services() noexcept {
+  if (escalate_) escalate_->disarm();
   if (services_.empty()) return;
   enter_executor in(sched_);
   reactor& r = sched_.io();
@@ -181,12 +230,35 @@ void executor_core::stop_services() noexcept {
 
 executor_core::~executor_core() {
   stop_services();
-  if (remote_) {
-    std::lock_guard<std::mutex> lock(remote_->m);
-    ::close(remote_->efd);
-    remote_->efd = -1;
-    remote_->posted.clear();
+  escalate_.reset();
+  if (group_) {
+    leave_group();
+  } else if (remote_) {
+    core_message* left;
+    {
+      std::lock_guard<std::mutex> lock(remote_->m);
+      ::close(remote_->efd);
+      remote_->efd = -1;
+      left = remote_->take_all();
+    }
+    while (left) {
+      core_message* next = left->next;
+      if (left->drop) left->drop(left);
+      left = next;
+    }
   }
+  if (remote_ && !done_) announce_finished(*remote_);  // never started: it will not run now
+}
+
+void executor_core::escalate_after(duration grace) {
+  if (done_) return;
+  if (!escalate_) {
+    escalate_ = std::make_unique<callback_timer>(
+        [this] { cancel(cancel_level::forced, cancel_reason(cancel_kind::shutdown, "grace period expired")); });
+  }
+  escalate_->disarm();
+  escalate_->deadline = sched_.timers().clock().now() + grace;
+  sched_.timers().arm(escalate_.get());
 }
 
 void executor_core::shutdown(duration grace) {
@@ -227,7 +299,7 @@ void remote_state::wake() noexcept {
   [[maybe_unused]] ssize_t n = ::write(efd, &one, sizeof one);
 }
 
-remote_handle executor_core::remote() {
+const std::shared_ptr<remote_state>& executor_core::mailbox() {
   if (!remote_) {
     auto st = std::make_shared<remote_state>();
     st->efd = ::eventfd(0, EFD_CLOEXEC);
@@ -235,33 +307,106 @@ remote_handle executor_core::remote() {
     remote_ = st;
     waker_ = std::make_unique<waker>(*this, st);
   }
-  remote_handle h(remote_);
+  return remote_;
+}
+
+remote_handle executor_core::remote() {
+  remote_handle h(mailbox());
   if (!waker_->armed() && !waker_->stopping) add_service(waker_.get());
   return h;
 }
 
+void executor_core::join_group(core_group* g, unsigned index) {
+  group_ = g;
+  index_ = index;
+  remote_ = g->boxes[index];
+  {
+    std::lock_guard<std::mutex> lock(remote_->m);
+    remote_->root_finished = false;
+  }
+  waker_ = std::make_unique<waker>(*this, remote_);
+  g->counts.fetch_add(core_group::one_busy, std::memory_order_acq_rel);
+  g->cores[index].store(this, std::memory_order_release);
+  add_service(waker_.get());
+}
+
+void executor_core::leave_group() noexcept {
+  group_->cores[index_].store(nullptr, std::memory_order_release);
+  if (!quiet_) {
+    const std::uint64_t now =
+        group_->counts.fetch_sub(core_group::one_busy, std::memory_order_acq_rel) - core_group::one_busy;
+    if (now == 0 && index_ != 0) group_->wake_core0();
+  }
+  quiet_ = true;
+}
+
 void executor_core::on_remote() noexcept {
-  std::vector<std::function<void()>> fns;
+  core_message* msgs = remote_->take_all();
   cancel_level level;
   cancel_reason reason;
   {
     std::lock_guard<std::mutex> lock(remote_->m);
-    fns.swap(remote_->posted);
     level = std::exchange(remote_->level, cancel_level::none);
     reason = remote_->reason;
   }
+  if (group_ && (msgs || level != cancel_level::none)) go_active();
   if (level != cancel_level::none) cancel(level, std::move(reason));
-  for (auto& f : fns) {
+  std::uint64_t n = 0;
+  while (msgs) {
+    core_message* next = msgs->next;
+    msgs->run(msgs);  // may free msgs
+    msgs = next;
+    ++n;
+  }
+  if (group_) {
+    if (n) group_->counts.fetch_sub(n, std::memory_order_acq_rel);
+    add_service(waker_.get());  // a runtime's core always listens to its mailbox
+    return;
+  }
+  // Stay armed while some thread can still wake us; otherwise "stuck" must be detectable again.
+  if (remote_->handles.load() > 0 || n > 0 || !remote_->inbox_empty()) add_service(waker_.get());
+}
+
+namespace {
+// A function posted through remote_handle::post.
+struct posted_fn final : core_message {
+  explicit posted_fn(std::function<void()> f) : fn(std::move(f)) {
+    run = &run_it;
+    drop = &drop_it;
+  }
+  std::function<void()> fn;
+  static void run_it(core_message* m) noexcept {
+    std::unique_ptr<posted_fn> self(static_cast<posted_fn*>(m));
     try {
-      f();
+      self->fn();
     } catch (const std::exception& e) {
       fatal(std::string("quell: a function posted through remote_handle threw: ") + e.what());
     } catch (...) {
       fatal("quell: a function posted through remote_handle threw");
     }
   }
-  // Stay armed while some thread can still wake us; otherwise "stuck" must be detectable again.
-  if (remote_->handles.load() > 0 || !fns.empty()) add_service(waker_.get());
+  static void drop_it(core_message* m) noexcept { delete static_cast<posted_fn*>(m); }
+};
+}  // namespace
+
+home_core home_core::current() {
+  scheduler* s = tls.current;
+  if (!s || !s->core) throw std::logic_error("quell: a cross-thread wait outside an executor");
+  executor_core& c = *s->core;
+  home_core h;
+  if (c.group()) {
+    h.box_ = c.mailbox();
+  } else {
+    h.keep_ = c.remote();
+    h.box_ = c.mailbox();
+  }
+  return h;
+}
+
+void mailbox_waiter::wake(core_message* m) noexcept {
+  auto* w = static_cast<mailbox_waiter*>(m);
+  w->home = home_core();  // the wait is over: the executor need not stay awake for it
+  post_completed(w->h);
 }
 
 }  // namespace quell::detail
@@ -297,14 +442,49 @@ void remote_handle::request(cancel_level level, cancel_reason reason) const {
   }
   s_->wake();
 }
-void remote_handle::cancel(cancel_reason reason) const { request(cancel_level::graceful, std::move(reason)); }
-void remote_handle::force_cancel(cancel_reason reason) const { request(cancel_level::forced, std::move(reason)); }
+remote_handle::finished_awaiter remote_handle::cancel(cancel_reason reason) const {
+  request(cancel_level::graceful, std::move(reason));
+  return finished_awaiter(s_);
+}
+remote_handle::finished_awaiter remote_handle::force_cancel(cancel_reason reason) const {
+  request(cancel_level::forced, std::move(reason));
+  return finished_awaiter(s_);
+}
 void remote_handle::post(std::function<void()> fn) const {
   if (!s_) return;
+  auto msg = std::make_unique<detail::posted_fn>(std::move(fn));
   std::lock_guard<std::mutex> lock(s_->m);
   if (s_->efd < 0) return;
-  s_->posted.push_back(std::move(fn));
-  s_->wake();
+  if (s_->push_only(msg.release())) s_->wake();
+}
+
+bool remote_handle::finished_awaiter::await_ready() {
+  if (!s_) return true;
+  std::lock_guard<std::mutex> lock(s_->m);
+  return s_->root_finished || s_->efd < 0;
+}
+
+void remote_handle::finished_awaiter::await_suspend(std::coroutine_handle<> h) {
+  w_.h = h;
+  w_.home = detail::home_core::current();
+  if (w_.home.box() == s_.get()) {
+    w_.home = detail::home_core();
+    throw std::logic_error("quell: a task awaited its own executor's remote_handle::cancel(): it would wait for itself");
+  }
+  std::lock_guard<std::mutex> lock(s_->m);
+  if (s_->root_finished || s_->efd < 0) {
+    w_.home.send(&w_);  // finished meanwhile: resume through the mailbox like any announcement
+    return;
+  }
+  s_->finish_waiters.push_back(&w_);
+}
+
+bool remote_handle::finished_awaiter::await_cancel(std::coroutine_handle<>) noexcept {
+  std::lock_guard<std::mutex> lock(s_->m);
+  if (!w_.linked()) return false;  // the finish was announced: its message resumes us
+  w_.unlink();
+  w_.home = detail::home_core();
+  return true;
 }
 
 }  // namespace quell

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "quell/executor.hpp"
+#include "quell/runtime.hpp"
 
 namespace quell {
 
@@ -139,19 +140,19 @@ struct signal_watch final : detail::service {
   bool forced = false;
 };
 
-}  // namespace
-
-int run_main(task<int> main, duration grace) {
+// `run(setup)` runs the root on an executor, calling setup(its core) before the first turn.
+template <class Run>
+int run_main_with(duration grace, Run run) {
   try {
     signal_set sigs{SIGINT, SIGTERM};
     std::optional<signal_watch> watch;  // declared first: outlives the executor that drains it
-    executor<int> ex{std::move(main)};
-    watch.emplace(ex.core(), sigs, grace);
-    ex.core().add_service(&*watch);
     try {
-      return ex.run();
+      return run([&](detail::executor_core& core) {
+        watch.emplace(core, sigs, grace);
+        core.add_service(&*watch);
+      });
     } catch (const cancelled_error& e) {
-      if (watch->count > 0) return watch->forced ? 128 + watch->first : 0;
+      if (watch && watch->count > 0) return watch->forced ? 128 + watch->first : 0;
       std::fprintf(stderr, "%s\n", e.what());
       return 1;
     }
@@ -162,6 +163,20 @@ int run_main(task<int> main, duration grace) {
     std::fprintf(stderr, "quell: run_main: the main task failed with a non-standard exception\n");
     return 1;
   }
+}
+
+}  // namespace
+
+int run_main(task<int> main, duration grace) {
+  return run_main_with(grace, [&](auto setup) {
+    executor<int> ex{std::move(main)};
+    setup(ex.core());
+    return ex.run();
+  });
+}
+
+int run_main(runtime& rt, task<int> main, duration grace) {
+  return run_main_with(grace, [&](auto setup) { return rt.run_with(std::move(main), setup); });
 }
 
 }  // namespace quell

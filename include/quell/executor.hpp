@@ -38,6 +38,7 @@
 // turn already in progress.
 #pragma once
 
+#include <coroutine>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -56,29 +57,87 @@ namespace quell {
 
 namespace detail {
 class executor_core;
+struct core_group;
 }
 
 // A thread-safe handle to an executor (from executor::remote()): lets other threads cancel its
 // root or run a function on its thread. A blocked executor wakes at once (an eventfd read in its
 // io_uring). While any remote handle exists the executor is never "stuck": the handle may still
 // wake it. Once the executor is gone, calls do nothing. Copyable; cheap to pass around.
+//
+// cancel() and force_cancel() send the request at once. What they return may be ignored, or
+// awaited from a task on another executor: `co_await h.cancel()` resumes once the remote root has
+// finished (its cleanup included), at once if it already had. Cancelling that wait stops only
+// the waiting (synchronously, if the finish has not been announced yet; otherwise the announced
+// finish is delivered: completion wins); the remote cancellation goes on.
 class remote_handle {
  public:
+  class finished_awaiter;
+
   remote_handle() noexcept = default;
   remote_handle(const remote_handle& o) noexcept;
   remote_handle& operator=(const remote_handle& o) noexcept;
   ~remote_handle();
 
-  void cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) const;
-  void force_cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) const;
+  finished_awaiter cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) const;
+  finished_awaiter force_cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) const;
   // Runs `fn` on the executor's thread in its next turn (dropped if the executor is gone).
   void post(std::function<void()> fn) const;
 
  private:
   friend class detail::executor_core;
+  friend class runtime;
   explicit remote_handle(std::shared_ptr<detail::remote_state> s) noexcept;
   void request(cancel_level level, cancel_reason reason) const;
   std::shared_ptr<detail::remote_state> s_;
+};
+
+namespace detail {
+
+// Where a task that waits for another thread is woken: its executor's mailbox. Outside a runtime
+// it also holds a remote_handle, so the executor's waker stays armed while the wait lasts.
+class home_core {
+ public:
+  // The executor running on this thread (std::logic_error outside one).
+  static home_core current();
+  // Once pushed, the message may run and free whatever holds this home_core: the box is held here.
+  void send(core_message* m) const noexcept {
+    const std::shared_ptr<remote_state> box = box_;
+    box->push(m);
+  }
+  const remote_state* box() const noexcept { return box_.get(); }
+
+ private:
+  std::shared_ptr<remote_state> box_;
+  remote_handle keep_;
+};
+
+// A waiter woken through its home core's mailbox: the message's run posts the handle, as a
+// completion, on the waiter's own executor.
+struct mailbox_waiter : list_node, core_message {
+  mailbox_waiter() noexcept { run = &wake; }
+  std::coroutine_handle<> h;
+  home_core home;
+
+ private:
+  static void wake(core_message* m) noexcept;
+};
+
+}  // namespace detail
+
+class remote_handle::finished_awaiter {
+ public:
+  bool await_ready();
+  void await_suspend(std::coroutine_handle<> h);
+  void await_resume() const noexcept {}
+  bool await_cancel(std::coroutine_handle<>) noexcept;
+  bool await_must_resume() const noexcept { return true; }
+
+ private:
+  friend class remote_handle;
+  explicit finished_awaiter(std::shared_ptr<detail::remote_state> s) noexcept : s_(std::move(s)) {}
+  std::shared_ptr<detail::remote_state> s_;
+  detail::mailbox_waiter w_;
 };
 
 namespace detail {
@@ -99,10 +158,20 @@ class executor_core {
   // Graceful request, then forced once `grace` has passed; returns when the root has finished.
   void shutdown(duration grace);
   remote_handle remote();
+  // The mailbox other threads send to (created on first use; a runtime's core: the core's).
+  const std::shared_ptr<remote_state>& mailbox();
+  // Makes this executor core `index` of a runtime (before its first turn); see core_group.hpp.
+  void join_group(core_group* g, unsigned index);
+  core_group* group() const noexcept { return group_; }
+  unsigned core_index() const noexcept { return index_; }
+  // A forced request (reason: shutdown, "grace period expired") once `grace` has passed, unless
+  // the root finished first. On the executor's thread.
+  void escalate_after(duration grace);
   // Starts a service (see detail/service.hpp); it must outlive the root.
   void add_service(service* s);
   reactor& io() { return sched_.io(); }
   scheduler& sched() noexcept { return sched_; }
+  const scheduler& sched() const noexcept { return sched_; }
 
   bool started() const noexcept { return started_; }
   bool done() const noexcept { return done_; }
@@ -123,6 +192,10 @@ class executor_core {
   bool drive_quietly() noexcept;  // false if stuck
   void stop_services() noexcept;
   void on_remote() noexcept;
+  bool alone_idle() const noexcept;
+  bool group_wait_step();
+  void go_active() noexcept;
+  void leave_group() noexcept;
   struct waker;
   static void root_done(void* self, driver_base*) noexcept;
 
@@ -135,6 +208,10 @@ class executor_core {
   std::vector<service*> services_;
   std::shared_ptr<remote_state> remote_;
   std::unique_ptr<service> waker_;
+  std::unique_ptr<callback_timer> escalate_;
+  core_group* group_ = nullptr;
+  unsigned index_ = 0;
+  bool quiet_ = false;  // in a runtime: counted as idle (see core_group)
 };
 
 template <class T>
