@@ -30,10 +30,21 @@ core_group::core_group(unsigned n) : cores(n) {
 
 core_group::~core_group() {
   for (auto& b : boxes) {
-    std::lock_guard<std::mutex> lock(b->m);
-    ::close(b->efd);
-    b->efd = -1;
-    b->transit = nullptr;
+    core_message* left;
+    {
+      std::lock_guard<std::mutex> lock(b->m);
+      ::close(b->efd);
+      b->efd = -1;
+      b->transit = nullptr;
+      b->persistent = false;  // a remote_handle that outlives the runtime wakes under the lock
+      left = b->take_all();
+    }
+    while (left) {  // posted after the last run: never run, freed
+      core_message* next = left->next;
+      if (left->drop) left->drop(left);
+      left = next;
+    }
+    announce_finished(*b);  // nobody waits for a root that will never run
   }
 }
 
@@ -130,6 +141,11 @@ class runtime_core {
   core_group group;
 
  private:
+  cancel_request take_box_request() noexcept;
+
+ public:
+
+ private:
   struct helper {
     struct stop_message : core_message {
       helper* self = nullptr;
@@ -170,7 +186,18 @@ runtime_core::runtime_core(runtime_options o)
   helpers_.resize(n);
   for (unsigned i = 1; i < n; ++i) helpers_[i] = std::make_unique<helper>();
   for (unsigned i = 1; i < n; ++i) {
-    helpers_[i]->thread = std::thread([this, i, &ready, &errors] { core_main(i, ready, errors[i]); });
+    try {
+      helpers_[i]->thread = std::thread([this, i, &ready, &errors] { core_main(i, ready, errors[i]); });
+    } catch (...) {
+      errors[i] = std::current_exception();  // no thread: count it down for it
+      for (unsigned j = i; j < n; ++j) ready.count_down();
+      ready.wait();
+      for (unsigned j = 1; j < i; ++j) {
+        if (!errors[j]) group.boxes[j]->push(&helpers_[j]->stop);
+      }
+      for (unsigned j = 1; j < i; ++j) helpers_[j]->thread.join();
+      throw;
+    }
   }
   ready.wait();
   for (unsigned i = 1; i < n; ++i) {
@@ -179,7 +206,8 @@ runtime_core::runtime_core(runtime_options o)
         if (!errors[j]) group.boxes[j]->push(&helpers_[j]->stop);
       }
       for (unsigned j = 1; j < n; ++j) helpers_[j]->thread.join();
-      std::rethrow_exception(errors[i]);
+      std::exception_ptr e = errors[i];
+      std::rethrow_exception(e);
     }
   }
 }
@@ -223,10 +251,7 @@ void runtime_core::request(cancel_level level, cancel_reason reason) {
   }
   remote_state& box = *group.boxes[0];
   std::lock_guard<std::mutex> box_lock(box.m);
-  if (level > box.level) {
-    if (box.level == cancel_level::none) box.reason = std::move(reason);
-    box.level = level;
-  }
+  box.set_request(level, std::move(reason));
   box.wake();
 }
 
@@ -261,23 +286,40 @@ void runtime_core::attach(executor_core& core) {
     restore_affinity_ = ::pthread_getaffinity_np(::pthread_self(), sizeof saved_affinity_, &saved_affinity_) == 0;
     pin_to(cpus_[0]);
   }
+  // A request made through rt.remote() between runs is for this run, like rt.cancel()'s.
+  cancel_request early = take_box_request();
   core.join_group(&group, 0);
   std::lock_guard<std::mutex> lock(m_);
   core0_ = &core;
+  merge_request(pending_, early);
   if (pending_.level != cancel_level::none) {
     core.cancel(pending_.level, pending_.reason);  // before the first turn: the root never runs
     pending_ = cancel_request{cancel_level::none, {}};
   }
 }
 
-void runtime_core::end_run() noexcept {
-  // Whatever reached core 0 after its root had ended (a late request from another thread) is
-  // not for the next run.
+cancel_request runtime_core::take_box_request() noexcept {
   remote_state& box = *group.boxes[0];
+  cancel_request r;
   {
     std::lock_guard<std::mutex> box_lock(box.m);
-    box.level = cancel_level::none;
+    r = box.take_request();
   }
+  if (r.level != cancel_level::none) group.counts.fetch_sub(1, std::memory_order_acq_rel);
+  return r;
+}
+
+void runtime_core::end_run() noexcept {
+  {
+    // First: from here on, rt.cancel() is for the next run.
+    std::lock_guard<std::mutex> lock(m_);
+    running_ = false;
+    core0_ = nullptr;
+  }
+  // Whatever reached core 0 after its root had ended (a late request, a late post) was for the
+  // run that ended, not the next one.
+  (void)take_box_request();
+  remote_state& box = *group.boxes[0];
   std::uint64_t n = 0;
   for (core_message* m = box.take_all(); m;) {
     core_message* next = m->next;
@@ -291,8 +333,6 @@ void runtime_core::end_run() noexcept {
     restore_affinity_ = false;
   }
   std::lock_guard<std::mutex> lock(m_);
-  running_ = false;
-  core0_ = nullptr;
   ended_.notify_all();
 }
 

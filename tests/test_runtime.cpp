@@ -103,13 +103,16 @@ TEST(OnCore, CallsTheFactoryOnThatCoreAndDeliversTheValueOnTheCallersCore) {
   std::thread::id factory_thread, child_thread;
   const auto caller = std::this_thread::get_id();
   auto root = [&]() -> task<unsigned> {
+    // A coroutine lambda's captures live in the lambda object, so it is named here, where it
+    // outlives the call, not created as a temporary inside the factory.
+    auto child = [&]() -> task<unsigned> {
+      child_thread = std::this_thread::get_id();
+      co_await quell::yield();
+      co_return quell::this_core();
+    };
     auto make = [&] {
       factory_thread = std::this_thread::get_id();
-      return [&]() -> task<unsigned> {
-        child_thread = std::this_thread::get_id();
-        co_await quell::yield();
-        co_return quell::this_core();
-      }();
+      return child();
     };
     const unsigned got = co_await on(1, make);
     EXPECT_EQ(std::this_thread::get_id(), caller);  // resumed at home
@@ -573,4 +576,34 @@ TEST(RemoteHandle, CancellingTheWaitForTheRemoteFinishStopsOnlyTheWaiting) {
   EXPECT_EQ(l[0], "wait stopped");  // before the remote root ended: only the waiting stopped
   std::sort(l.begin() + 1, l.end());
   EXPECT_EQ(l, (lines{"wait stopped", "remote finished", "remote root ended"}));
+}
+
+TEST(Runtime, ACancelAskedFromAnotherCoreIsNeverMistakenForStuck) {
+  // The request waits in core 0's mailbox while both cores may look idle: it counts as a message
+  // in transit, so the run ends cancelled, never with stuck_error.
+  runtime rt{2};
+  for (int i = 0; i < 200; ++i) {
+    auto root = [&]() -> task<> {
+      auto asks = [&]() -> task<> {
+        rt.cancel();
+        co_await quell::pending();
+      };
+      auto local = []() -> task<> {
+        for (int k = 0; k < 3; ++k) co_await quell::yield();
+      };
+      auto make = [&] { return asks(); };
+      co_await quell::join(on(1, make), local());
+    };
+    EXPECT_THROW(rt.run(root()), quell::cancelled_error);
+  }
+}
+
+TEST(RemoteHandle, AwaitingTheEndOfARootThatNeverRanResumesAtOnce) {
+  auto body = []() -> task<> { co_await quell::pending(); };
+  quell::executor ex{body()};
+  quell::remote_handle h = ex.remote();
+  ex.cancel();  // before the first turn: the root never runs, and that is its end
+  EXPECT_THROW(ex.run(), quell::cancelled_error);
+  auto waiter = [&]() -> task<> { co_await h.cancel(); };
+  quell::block_on(waiter());  // the executor still exists: only the announcement can end this
 }

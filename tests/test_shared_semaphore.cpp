@@ -99,7 +99,7 @@ TEST(SharedSemaphore, AskingForMoreUnitsThanItHasIsAClearError) {
   shared_semaphore sem{2};
   auto root = [&]() -> task<std::string> {
     try {
-      co_await sem.acquire(3);
+      shared_permit never = co_await sem.acquire(3);
     } catch (const std::invalid_argument& e) {
       co_return e.what();
     }

@@ -1,11 +1,12 @@
 // asio_peer.cpp: the Boost.Asio 1.81 peer of the quell comparison (bench/compare/WORKLOADS.md).
 //
-// One program, one workload per call: `asio_peer <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>`, printing
-// `RESULT <workload> <unit> <value>` lines. Asio's public API only: C++20 awaitables
+// One program, one workload per call: `asio_peer <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>`,
+// printing `RESULT <workload> <unit> <value>` lines. Asio's public API only: C++20 awaitables
 // (awaitable, co_spawn, use_awaitable, as_tuple, experimental::awaitable_operators,
 // bind_cancellation_slot, cancellation_signal), one io_context run from one thread with the
-// default epoll reactor. The io_context gets concurrency hint 1 (the documented "run from one
-// thread" hint: the scheduler keeps thread-private queues), not the UNSAFE hints.
+// default epoll reactor (W10 and W11: two io_contexts, each run from its own thread). Every
+// io_context gets concurrency hint 1 (the documented "run from one thread" hint: the scheduler
+// keeps thread-private queues), not the UNSAFE hints.
 //
 // How each workload maps to Asio:
 //   W1  await_chain          `sum += co_await child(i)`, child an awaitable<int> that co_returns i;
@@ -30,6 +31,12 @@
 //                            own cancellation_signal; half read a socketpair end (2,500 pairs, both
 //                            ends read), half wait on a 1 h timer; the hook counts operation_aborted.
 //                            Cancelling the root is a walk over the tree emitting every signal.
+//   W10 cross_core_call      `sum += co_await co_spawn(ctx1, child(i), use_awaitable)` from a
+//                            coroutine on ctx0; the completion comes back to ctx0.
+//   W11 cross_core_cancel    co_spawn(ctx1, child, bind_cancellation_slot(sig.slot(),
+//                            use_awaitable)) awaited on ctx0 (operator&&) together with a coroutine
+//                            on ctx0 that emits sig; co_spawn forwards the cancellation to ctx1,
+//                            where the child's async_read_some ends with operation_aborted.
 //
 // Heap accounting (W3): operator new/delete are replaced and count live bytes with
 // malloc_usable_size. Asio's own recycling allocator (coroutine frames, handlers, cancellation
@@ -59,6 +66,7 @@
 #include <memory>
 #include <new>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "echo_message.hpp"
@@ -74,6 +82,7 @@ using namespace std::chrono_literals;
 // ---------------------------------------------------------------------------------------------
 // Counting global allocator. The program is single-threaded; relaxed load + store (not an
 // atomic read-modify-write) keeps the counter free of locked instructions on the hot paths.
+// (W10 and W11 run two threads: their updates may then be lost, but they never read the count.)
 
 static std::atomic<std::size_t> g_live_bytes{0};
 
@@ -632,6 +641,117 @@ static void run_w7() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// W10 cross_core_call and W11 cross_core_cancel: two io_contexts, each run() by its own thread,
+// nothing pinned. The loop runs on ctx0; the children are co_spawn'ed on ctx1.
+
+// Runs the awaitable `make(ctx1)` returns on ctx0 while a second thread runs ctx1; work guards keep
+// both contexts running until the awaitable has finished. An exception escaping it is rethrown here.
+template <class MakeAwaitable>
+static void run_on_two_contexts(MakeAwaitable make) {
+  asio::io_context ctx0(1), ctx1(1);
+  auto guard0 = asio::make_work_guard(ctx0);
+  auto guard1 = asio::make_work_guard(ctx1);
+  std::exception_ptr error;
+  asio::co_spawn(ctx0, make(ctx1), [&](std::exception_ptr e) {
+    error = e;
+    guard0.reset();
+    guard1.reset();
+  });
+  std::thread thread0([&] { ctx0.run(); });
+  std::thread thread1([&] { ctx1.run(); });
+  thread0.join();
+  thread1.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// W10: the child is W1's `child`, co_spawn'ed on ctx1; use_awaitable resumes the caller on ctx0.
+static awaitable<void> w10_batch(asio::io_context& ctx1, std::uint64_t n) {
+  std::int64_t sum = 0;
+  for (int i = 0; i < static_cast<int>(n); ++i)
+    sum += co_await asio::co_spawn(ctx1, child(i), use_awaitable);
+  const auto N = static_cast<std::int64_t>(n);
+  if (sum != N * (N - 1) / 2) fail("W10", "sum != N(N-1)/2");
+}
+
+static void run_w10() {
+  double ns = 0;
+  run_on_two_contexts([&](asio::io_context& ctx1) -> awaitable<void> {
+    ns = co_await measure_ns_per_op([&ctx1](std::uint64_t n) { return w10_batch(ctx1, n); });
+  });
+  result("W10", "ns/op", ns);
+}
+
+// W11: per repetition a socketpair on ctx1 (opened before and closed after the timed span); the
+// child reads one end on ctx1. The caller on ctx0 awaits the child, co_spawn'ed with its own
+// signal bound (bind_cancellation_slot(sig.slot(), use_awaitable)), together with (operator&&) a
+// coroutine on ctx0 that waits until the child is about to read, gives ctx1's thread 1 ms to
+// register the read with its reactor, takes t0 and emits the signal on ctx0's thread. co_spawn's
+// cancellation handler (the handler has an associated executor, ctx0's) dispatches the emit to
+// the child's executor, ctx1, whose thread cancels the read (asio/impl/co_spawn.hpp). t1 is taken
+// when the caller's await of the child has returned on ctx0.
+namespace w11 {
+constexpr int kReps = 1000;
+using unix_socket = asio::local::stream_protocol::socket;
+
+struct counters {
+  std::atomic<int> hooks{0}, data_reads{0};
+};
+
+static awaitable<void> child(unix_socket& s, std::atomic<bool>& reading, counters& c) {
+  char buf[64];
+  reading = true;  // right before the read
+  auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), asio::as_tuple(use_awaitable));
+  if (n != 0) ++c.data_reads;
+  if (ec == asio::error::operation_aborted) ++c.hooks;  // the cancellation hook
+}
+
+static awaitable<void> await_child(asio::io_context& ctx1, unix_socket& s, std::atomic<bool>& reading,
+                                   counters& c, asio::cancellation_signal& sig,
+                                   clock_type::time_point& t1) {
+  co_await asio::co_spawn(ctx1, child(s, reading, c),
+                          asio::bind_cancellation_slot(sig.slot(), use_awaitable));
+  t1 = clock_type::now();
+}
+
+static awaitable<void> cancel_child(std::atomic<bool>& reading, asio::cancellation_signal& sig,
+                                    clock_type::time_point& t0) {
+  auto ex0 = co_await asio::this_coro::executor;
+  while (!reading) co_await asio::post(ex0, use_awaitable);
+  asio::steady_timer t(ex0, 1ms);  // ctx1's thread registers the read with its reactor
+  co_await t.async_wait(use_awaitable);
+  t0 = clock_type::now();
+  sig.emit(asio::cancellation_type::terminal);
+}
+
+static awaitable<double> run(asio::io_context& ctx1) {
+  counters c;
+  // Every repetition's signal outlives the whole run: a signal owns the cancellation handler
+  // co_spawn installs in its slot, which ctx1's thread may still be leaving when ctx0 resumes.
+  auto signals = std::make_unique<asio::cancellation_signal[]>(kReps);
+  std::vector<double> us;
+  us.reserve(kReps);
+  for (int rep = 0; rep < kReps; ++rep) {
+    unix_socket a(ctx1), b(ctx1);
+    asio::local::connect_pair(a, b);
+    std::atomic<bool> reading{false};
+    clock_type::time_point t0, t1;
+    co_await (await_child(ctx1, a, reading, c, signals[rep], t1) &&
+              cancel_child(reading, signals[rep], t0));
+    us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+  }
+  if (c.hooks != kReps) fail("W11", "hook count != 1,000");
+  if (c.data_reads != 0) fail("W11", "a read returned data");
+  co_return median(us);
+}
+}  // namespace w11
+
+static void run_w11() {
+  double us = 0;
+  run_on_two_contexts([&](asio::io_context& ctx1) -> awaitable<void> { us = co_await w11::run(ctx1); });
+  result("W11", "us", us);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
   // W7 needs ~5,000 descriptors: raise the soft limit to the hard limit.
@@ -641,7 +761,7 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
@@ -655,6 +775,8 @@ int main(int argc, char** argv) {
   else if (w == "W6a") run_w6a();
   else if (w == "W6b") run_w6b();
   else if (w == "W7") run_w7();
+  else if (w == "W10") run_w10();
+  else if (w == "W11") run_w11();
   else {
     std::fprintf(stderr, "unknown workload %s\n", argv[1]);
     return 2;

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6a", "W6b", "W7", "W8", "W9"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6a", "W6b", "W7", "W8", "W9", "W10", "W11"]
 TITLES = {
     "W1": "await_chain",
     "W2": "race_pending_loser",
@@ -32,6 +32,8 @@ TITLES = {
     "W7": "cancel_latency, 10,000 tasks",
     "W8": "any_of_pending_loser (peers: their race)",
     "W9": "task_set_next, 100,000 tasks",
+    "W10": "cross_core_call, two cores",
+    "W11": "cross_core_cancel, two cores",
 }
 HIGHER_IS_BETTER = {"msg/s"}
 
@@ -49,6 +51,10 @@ TARGETS = [
     ("W8", "ns/op", "ahead of Asio and tokio",
      lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
     ("W9", "ns/task", "ahead of Asio and tokio",
+     lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
+    ("W10", "ns/op", "ahead of Asio and tokio",
+     lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
+    ("W11", "us", "ahead of Asio and tokio",
      lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
 ]
 

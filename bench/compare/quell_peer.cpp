@@ -614,6 +614,69 @@ static quell::task<double> run() {
 static void run_w7() { result("W7", "us", quell::block_on(w7::run())); }
 
 // ---------------------------------------------------------------------------------------------
+// W10 cross_core_call and W11 cross_core_cancel: a runtime of two cores, the loop on core 0
+
+static quell::task<> w10_batch(std::uint64_t n) {
+  std::int64_t sum = 0;
+  for (int i = 0; i < static_cast<int>(n); ++i) {
+    auto make = [i] { return quell::ready(i); };  // named: see the g++ 12 note in README
+    sum += co_await quell::on(1, make);
+  }
+  const auto N = static_cast<std::int64_t>(n);
+  if (sum != N * (N - 1) / 2) fail("W10", "sum != N(N-1)/2");
+}
+
+static void run_w10() {
+  quell::runtime rt{2};
+  result("W10", "ns/op", rt.run(measure_ns_per_op("W10", w10_batch)));
+}
+
+namespace w11 {
+constexpr int kReps = 1000;
+
+quell::task<double> run() {
+  std::atomic<int> hooks{0};
+  std::atomic<int> data_reads{0};
+  std::vector<double> us;
+  us.reserve(kReps);
+  for (int rep = 0; rep < kReps; ++rep) {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) fail("W11", "socketpair failed");
+    std::atomic<bool> reading{false};
+    auto child = [&, fd = fds[0]]() -> quell::task<> {
+      quell::tcp_stream s{fd};
+      char buf[64];
+      auto hook = [&hooks] { ++hooks; };
+      reading = true;
+      co_await quell::on_cancel(s.read_some(std::span(buf)), hook);
+      ++data_reads;  // never: cancelled
+    };
+    auto make = [&] { return child(); };
+    clock_type::time_point t0;
+    // The trigger wins the race once core 1's read is in the kernel; the race then cancels the
+    // call and returns only when the child on core 1 has ended and its hook has run.
+    auto trigger = [&]() -> quell::task<> {
+      while (!reading) co_await quell::yield();
+      co_await quell::sleep_for(std::chrono::milliseconds(1));  // core 1 submits its read
+      t0 = clock_type::now();
+    };
+    co_await quell::race(quell::on(1, make), trigger());
+    const double took = seconds_since(t0) * 1e6;
+    ::close(fds[1]);
+    us.push_back(took);
+  }
+  if (hooks != kReps) fail("W11", "hook count != 1,000");
+  if (data_reads != 0) fail("W11", "a read returned");
+  co_return median(us);
+}
+}  // namespace w11
+
+static void run_w11() {
+  quell::runtime rt{2};
+  result("W11", "us", rt.run(w11::run()));
+}
+
+// ---------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
   // W7 needs ~5,000 descriptors: raise the soft limit to the hard limit.
@@ -623,7 +686,7 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
@@ -638,6 +701,8 @@ int main(int argc, char** argv) {
     else if (w == "W6a") run_w6a();
     else if (w == "W6b") run_w6b();
     else if (w == "W7") run_w7();
+    else if (w == "W10") run_w10();
+    else if (w == "W11") run_w11();
     else {
       std::fprintf(stderr, "unknown workload %s\n", argv[1]);
       return 2;

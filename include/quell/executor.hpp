@@ -38,7 +38,9 @@
 // turn already in progress.
 #pragma once
 
+#include <atomic>
 #include <coroutine>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -77,6 +79,12 @@ class remote_handle {
   remote_handle() noexcept = default;
   remote_handle(const remote_handle& o) noexcept;
   remote_handle& operator=(const remote_handle& o) noexcept;
+  remote_handle(remote_handle&& o) noexcept : s_(std::move(o.s_)) {}
+  remote_handle& operator=(remote_handle&& o) noexcept {
+    remote_handle tmp(std::move(o));
+    std::swap(s_, tmp.s_);
+    return *this;
+  }
   ~remote_handle();
 
   finished_awaiter cancel(cancel_reason reason = cancel_reason(cancel_kind::requested)) const;
@@ -95,11 +103,29 @@ class remote_handle {
 namespace detail {
 
 // Where a task that waits for another thread is woken: its executor's mailbox. Outside a runtime
-// it also holds a remote_handle, so the executor's waker stays armed while the wait lasts.
+// it also holds a remote_handle, so the executor's waker stays armed while the wait lasts. A wait
+// for something that may come from outside the runtime (`expect_outside`: another executor's end,
+// a permit an outside thread may release) also counts, in a runtime, as a message in transit for
+// as long as it lasts: the runtime is not stuck while it may still be answered.
 class home_core {
  public:
+  enum class from { this_runtime, anywhere };
   // The executor running on this thread (std::logic_error outside one).
-  static home_core current();
+  static home_core current(from who = from::anywhere);
+  home_core() noexcept = default;
+  home_core(home_core&& o) noexcept
+      : box_(std::move(o.box_)), keep_(std::move(o.keep_)), held_(std::exchange(o.held_, nullptr)) {}
+  home_core& operator=(home_core&& o) noexcept {
+    if (this != &o) {
+      release_hold();
+      box_ = std::move(o.box_);
+      keep_ = std::move(o.keep_);
+      held_ = std::exchange(o.held_, nullptr);
+    }
+    return *this;
+  }
+  ~home_core() { release_hold(); }
+
   // Once pushed, the message may run and free whatever holds this home_core: the box is held here.
   void send(core_message* m) const noexcept {
     const std::shared_ptr<remote_state> box = box_;
@@ -108,8 +134,10 @@ class home_core {
   const remote_state* box() const noexcept { return box_.get(); }
 
  private:
+  void release_hold() noexcept;
   std::shared_ptr<remote_state> box_;
   remote_handle keep_;
+  std::atomic<std::uint64_t>* held_ = nullptr;  // the runtime's count, while this wait is held open
 };
 
 // A waiter woken through its home core's mailbox: the message's run posts the handle, as a
@@ -178,6 +206,8 @@ class executor_core {
   const cancel_request& request() const noexcept { return req_; }
   reactor* io_if_any() const noexcept { return sched_.io_if_any(); }
   std::string stuck_report() const;
+  // Cross-core calls made from this executor whose end has not come back yet (see spin_for_mail).
+  unsigned replies_expected = 0;
 
  private:
   // turn, wait_step and io_step run inside drive() or poll_once(), which make this executor current.
@@ -192,6 +222,8 @@ class executor_core {
   bool drive_quietly() noexcept;  // false if stuck
   void stop_services() noexcept;
   void on_remote() noexcept;
+  bool drain_mailbox() noexcept;  // true if a message ran
+  bool spin_for_mail() noexcept;
   bool alone_idle() const noexcept;
   bool group_wait_step();
   void go_active() noexcept;

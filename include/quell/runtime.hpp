@@ -180,7 +180,9 @@ class on_op {
     c_ = new call(std::move(*f_), std::move(target));
     f_.reset();
     c_->waiter = h;
-    c_->home = home_core::current();
+    c_->home = home_core::current(home_core::from::this_runtime);
+    c_->caller = tls.current->core;
+    ++c_->caller->replies_expected;
     c_->target->push(&c_->start_m);
   }
   bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
@@ -253,6 +255,7 @@ class on_op {
     static void on_done_home(core_message* m) noexcept {
       call* c = static_cast<msg*>(m)->c;
       c->done_seen = true;
+      --c->caller->replies_expected;
       post_completed(c->waiter);
     }
 
@@ -263,6 +266,7 @@ class on_op {
     std::shared_ptr<remote_state> target;
     home_core home;
     std::coroutine_handle<> waiter;
+    executor_core* caller = nullptr;
     std::atomic<cancel_level> asked{cancel_level::none};
     cancel_request req[2]{{cancel_level::none, {}}, {cancel_level::none, {}}};
     bool finished = false;   // the child's core

@@ -8,6 +8,13 @@
 #define QUELL_MAX_RESUME_DEPTH 48
 #endif
 
+// How long a runtime's core with nothing of its own to do polls its mailbox before it sleeps in
+// the kernel (microseconds; 0: never). Waking a sleeping thread through its eventfd costs several
+// microseconds on each side of a cross-core round trip (bench/compare W10).
+#ifndef QUELL_CORE_SPIN_US
+#define QUELL_CORE_SPIN_US 50
+#endif
+
 // Coroutine frames are recycled through a per-thread free list. Under AddressSanitizer the pool
 // is off so that a use-after-free of a frame is still reported.
 #ifndef QUELL_FRAME_POOL

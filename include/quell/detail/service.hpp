@@ -76,6 +76,23 @@ struct remote_state {
   bool root_finished = false;
   node_list finish_waiters;  // under m
 
+  // Under m: records a cancel request for the executor's root (the first reason wins). A request
+  // waiting here counts as a message in transit until the executor takes it.
+  void set_request(cancel_level l, cancel_reason r) noexcept {
+    if (l <= level) return;
+    if (level == cancel_level::none) {
+      reason = std::move(r);
+      if (transit) transit->fetch_add(1, std::memory_order_acq_rel);
+    }
+    level = l;
+  }
+  // Under m: takes the pending request; the caller subtracts it from `transit` (if set) once it
+  // counts itself busy.
+  cancel_request take_request() noexcept {
+    cancel_request r{std::exchange(level, cancel_level::none), reason};
+    return r;
+  }
+
   // A runtime's core: its efd lives as long as the runtime, so waking it needs no lock.
   bool persistent = false;
 
@@ -117,5 +134,8 @@ struct remote_state {
  private:
   std::atomic<core_message*> inbox{nullptr};
 };
+
+// Tells everyone awaiting remote_handle::cancel() on `st` that its root has finished (once).
+void announce_finished(remote_state& st) noexcept;
 
 }  // namespace quell::detail

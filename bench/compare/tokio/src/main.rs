@@ -1,8 +1,10 @@
 //! tokio peer of quell's benchmark comparison: the workloads of bench/compare/WORKLOADS.md,
-//! written against tokio 1.24's public API on a `current_thread` runtime with `enable_all()`.
+//! written against tokio 1.24's public API on a `current_thread` runtime with `enable_all()`
+//! (W10 and W11: a `multi_thread` runtime with `worker_threads(2)` and `enable_all()`).
 //!
-//! Usage: `quell-bench-tokio <W1|W2|W3|W4|W5|W6a|W6b|W7>`; prints `RESULT <workload> <unit> <value>`
-//! lines, exits 1 with a message on stderr when the workload's self-check fails.
+//! Usage: `quell-bench-tokio <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>`; prints
+//! `RESULT <workload> <unit> <value>` lines, exits 1 with a message on stderr when the
+//! workload's self-check fails.
 //!
 //! How each workload maps to tokio:
 //! - W1 await_chain: `sum += child(i).await` with `async fn child(i: i64) -> i64 { i }`.
@@ -21,13 +23,20 @@
 //! - W7 cancel_latency: a root `CancellationToken`, a `child_token()` per subtree, a `JoinSet` of
 //!   subtree tasks in the root and of leaf tasks in each subtree; a leaf is
 //!   `select! { biased; _ = token.cancelled() => hook, _ = read or sleep => .. }`.
+//! - W10 cross_core_call: `sum += tokio::spawn(async move { black_box(i) }).await` in the
+//!   `block_on` of the two-worker runtime (on the main thread); tokio decides where the child runs.
+//! - W11 cross_core_cancel: `tokio::spawn` of a child that sets an `AtomicBool` and then
+//!   `select!`s `token.cancelled()` (the hook) against `stream.read(&mut buf)`; the caller, in
+//!   `block_on`, yields until it sees the flag, sleeps 1 ms, then times `token.cancel()` +
+//!   `handle.await`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::exit;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -538,6 +547,74 @@ async fn w7_rep() -> Res<f64> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// W10 cross_core_call and W11 cross_core_cancel: a multi_thread runtime of two workers, the loop
+// inside block_on. Nothing is pinned; tokio's scheduler decides which worker runs a child.
+// block_on polls the loop on the calling (main) thread, not on a worker: a child spawned from it
+// goes through the runtime's shared inject queue to a worker it wakes, and its JoinHandle wakes
+// the main thread again, so every child crosses threads (a loop spawned onto a worker would
+// instead put its children in that worker's LIFO slot and run them there).
+
+async fn w10_batch(n: u64) -> Res<()> {
+    let mut sum: i64 = 0;
+    for i in 0..n as i64 {
+        sum += tokio::spawn(async move { black_box(i) })
+            .await
+            .map_err(|e| format!("W10: child failed: {e}"))?;
+    }
+    let n = n as i64;
+    check(sum == n * (n - 1) / 2, || format!("W10: sum {sum} != {}", n * (n - 1) / 2))
+}
+
+const W11_REPS: usize = 1000;
+static W11_HOOKS: AtomicUsize = AtomicUsize::new(0);
+static W11_DATA_READS: AtomicUsize = AtomicUsize::new(0);
+
+/// The child: reads a socket with no data until its token is cancelled. It hands its socket back
+/// when it ends, so the timed span holds the cancellation and not the close() (as in W7).
+async fn w11_child(token: CancellationToken, mut sock: UnixStream, reading: Arc<AtomicBool>) -> UnixStream {
+    let mut buf = [0u8; 64];
+    reading.store(true, SeqCst); // right before the read
+    tokio::select! {
+        biased;
+        _ = token.cancelled() => {
+            W11_HOOKS.fetch_add(1, Relaxed); // the cancellation hook
+        }
+        _ = sock.read(&mut buf) => {
+            W11_DATA_READS.fetch_add(1, Relaxed); // never: nothing is ever written
+        }
+    }
+    sock
+}
+
+/// The median over 1,000 repetitions of µs from token.cancel() until handle.await has returned.
+async fn w11() -> Res<f64> {
+    W11_HOOKS.store(0, Relaxed);
+    W11_DATA_READS.store(0, Relaxed);
+    let mut us = Vec::with_capacity(W11_REPS);
+    for _ in 0..W11_REPS {
+        let (a, b) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let token = CancellationToken::new();
+        let reading = Arc::new(AtomicBool::new(false));
+        let handle = tokio::spawn(w11_child(token.clone(), a, reading.clone()));
+        while !reading.load(SeqCst) {
+            yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await; // the child's worker registers its read
+        let t0 = Instant::now();
+        token.cancel();
+        let a = handle.await.map_err(|e| format!("W11: child failed: {e}"))?;
+        let dt = t0.elapsed();
+        drop((a, b));
+        us.push(dt.as_nanos() as f64 / 1e3);
+    }
+    let (hooks, data_reads) = (W11_HOOKS.load(Relaxed), W11_DATA_READS.load(Relaxed));
+    check(hooks == W11_REPS && data_reads == 0, || {
+        format!("W11: {hooks} hooks ran, {data_reads} reads returned, expected {W11_REPS} and 0")
+    })?;
+    Ok(median(us))
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// W7 holds 5,000 socket fds: raise the soft RLIMIT_NOFILE to the hard limit.
 fn raise_nofile_limit() {
@@ -551,10 +628,12 @@ fn raise_nofile_limit() {
 }
 
 fn run(workload: &str) -> Res<Vec<(&'static str, f64)>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+    let rt = if matches!(workload, "W10" | "W11") {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    }
+    .map_err(|e| format!("runtime: {e}"))?;
     Ok(match workload {
         "W1" => vec![("ns/op", bench(&rt, w1_batch)?)],
         "W2" => vec![("ns/op", bench(&rt, w2_batch)?)],
@@ -581,14 +660,16 @@ fn run(workload: &str) -> Res<Vec<(&'static str, f64)>> {
             let reps = (0..3).map(|_| rt.block_on(w7_rep())).collect::<Res<Vec<_>>>()?;
             vec![("µs", median(reps))]
         }
-        _ => return Err(format!("unknown workload {workload:?} (W1 W2 W3 W4 W5 W6a W6b W7 W8 W9)")),
+        "W10" => vec![("ns/op", bench(&rt, w10_batch)?)],
+        "W11" => vec![("µs", rt.block_on(w11())?)],
+        _ => return Err(format!("unknown workload {workload:?} (W1 W2 W3 W4 W5 W6a W6b W7 W8 W9 W10 W11)")),
     })
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 2 {
-        eprintln!("usage: {} <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>", args[0]);
+        eprintln!("usage: {} <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>", args[0]);
         exit(2);
     }
     raise_nofile_limit();
