@@ -198,7 +198,9 @@ bool executor_core::wait_step() {
 }
 
 void executor_core::drive() {
-  if (!done_) {
+  if (!done_ && group_ && group_->lockstep) {
+    drive_lockstep();
+  } else if (!done_) {
     inside_executor in(sched_);
     while (!turn()) {
       if (sched_.has_work()) {
@@ -209,6 +211,64 @@ void executor_core::drive() {
     }
   }
   stop_services();
+}
+
+// One step of this core in lockstep: its mailbox, one turn, the completions the kernel has.
+// True if anything ran or can run without waiting.
+bool executor_core::step_lockstep() {
+  inside_executor in(sched_);
+  bool ran = drain_mailbox();  // also a request rt.cancel() left, which sends no message
+  const timer_queue& timers = sched_.timers();
+  ran |= sched_.has_work() || !started_ || (!timers.empty() && timers.next_deadline() <= timers.clock().now());
+  turn();
+  if (io_live()) ran |= sched_.io().poll(false, std::nullopt) > 0;
+  return ran || sched_.has_work() || !remote_->inbox_empty();
+}
+
+// Every core of a lockstep runtime, turned one after another on this thread until this core's
+// root has finished. With nothing to run anywhere: the earliest timer of any core (on a virtual
+// clock: jump to it), else I/O of any core, else stuck.
+void executor_core::drive_lockstep() {
+  for (;;) {
+    bool ran = false;
+    for (auto& slot : group_->cores) {
+      executor_core* c = slot.load(std::memory_order_acquire);
+      if (c && c->step_lockstep()) ran = true;
+      if (done_) return;
+    }
+    if (ran) continue;
+    std::optional<time_point> next;
+    bool io = false;
+    for (auto& slot : group_->cores) {
+      executor_core* c = slot.load(std::memory_order_acquire);
+      if (!c) continue;
+      const timer_queue& t = c->sched_.timers();
+      if (!t.empty() && (!next || t.next_deadline() < *next)) next = t.next_deadline();
+      io |= c->io_live();
+    }
+    clock_source& clock = sched_.timers().clock();
+    if (io) {
+      // Real I/O: give the kernel a moment on each ring before virtual time may move.
+      bool reaped = false;
+      for (auto& slot : group_->cores) {
+        executor_core* c = slot.load(std::memory_order_acquire);
+        if (c && c->io_live()) {
+          inside_executor in(c->sched_);
+          reaped |= c->sched_.io().poll(true, clock_type::now() + std::chrono::microseconds(200)) > 0;
+        }
+      }
+      if (reaped) continue;
+    }
+    if (next) {
+      if (clock.is_virtual()) {
+        clock.advance_to(*next);
+      } else {
+        std::this_thread::sleep_until(*next);
+      }
+      continue;
+    }
+    if (!io) throw stuck_error(stuck_report());
+  }
 }
 
 void executor_core::add_service(service* s) {
@@ -342,7 +402,7 @@ void executor_core::join_group(core_group* g, unsigned index) {
   waker_ = std::make_unique<waker>(*this, remote_);
   g->counts.fetch_add(core_group::one_busy, std::memory_order_acq_rel);
   g->cores[index].store(this, std::memory_order_release);
-  add_service(waker_.get());
+  if (!g->lockstep) add_service(waker_.get());  // in lockstep the driver reads the mailbox itself
 }
 
 void executor_core::leave_group() noexcept {

@@ -137,6 +137,7 @@ class runtime_core {
   void begin_run();
   void attach(executor_core& core);
   void end_run() noexcept;
+  clock_source& clock() noexcept;
 
   core_group group;
 
@@ -158,6 +159,7 @@ class runtime_core {
     std::thread thread;
     std::coroutine_handle<> host;
     stop_message stop;
+    std::optional<executor<void>> lockstep;  // one_thread: the core's executor, on the caller's thread
   };
   void core_main(unsigned i, std::latch& ready, std::exception_ptr& error);
   bool on_a_core() const noexcept;
@@ -181,10 +183,18 @@ runtime_core::runtime_core(runtime_options o)
     throw std::invalid_argument("quell: runtime: cannot pin " + std::to_string(n) + " cores to the " +
                                 std::to_string(cpus_.size()) + " CPUs this process may use");
   }
-  std::latch ready(n - 1);
-  std::vector<std::exception_ptr> errors(n);
   helpers_.resize(n);
   for (unsigned i = 1; i < n; ++i) helpers_[i] = std::make_unique<helper>();
+  if (opts_.one_thread) {
+    group.lockstep = true;
+    for (unsigned i = 1; i < n; ++i) {
+      helpers_[i]->lockstep.emplace(core_host{&helpers_[i]->host}, clock());
+      helpers_[i]->lockstep->core().join_group(&group, i);
+    }
+    return;
+  }
+  std::latch ready(n - 1);
+  std::vector<std::exception_ptr> errors(n);
   for (unsigned i = 1; i < n; ++i) {
     try {
       helpers_[i]->thread = std::thread([this, i, &ready, &errors] { core_main(i, ready, errors[i]); });
@@ -235,8 +245,25 @@ void runtime_core::core_main(unsigned i, std::latch& ready, std::exception_ptr& 
 
 runtime_core::~runtime_core() {
   for (std::size_t i = 1; i < helpers_.size(); ++i) group.boxes[i]->push(&helpers_[i]->stop);
+  if (opts_.one_thread) {
+    for (std::size_t i = 1; i < helpers_.size(); ++i) {
+      try {
+        helpers_[i]->lockstep->run();  // the stop message ends its host
+      } catch (const std::exception& e) {
+        fatal(std::string("quell: runtime: core ") + std::to_string(i) + " failed to stop: " + e.what());
+      }
+      helpers_[i]->lockstep.reset();
+    }
+    return;
+  }
   for (std::size_t i = 1; i < helpers_.size(); ++i) helpers_[i]->thread.join();
 }
+
+clock_source& runtime_core::clock() noexcept {
+  return opts_.clock ? *opts_.clock : steady_clock_source::instance();
+}
+
+clock_source& runtime_clock(runtime_core& rt) noexcept { return rt.clock(); }
 
 bool runtime_core::on_a_core() const noexcept {
   const scheduler* s = tls.current;

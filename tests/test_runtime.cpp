@@ -12,12 +12,14 @@
 #include <future>
 #include <latch>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "quell/quell.hpp"
+#include "quell/testing.hpp"
 
 using namespace std::chrono_literals;
 using quell::on;
@@ -606,4 +608,108 @@ TEST(RemoteHandle, AwaitingTheEndOfARootThatNeverRanResumesAtOnce) {
   EXPECT_THROW(ex.run(), quell::cancelled_error);
   auto waiter = [&]() -> task<> { co_await h.cancel(); };
   quell::block_on(waiter());  // the executor still exists: only the announcement can end this
+}
+
+TEST(OnCore, ACoroutineLambdaGivenAsTheFactoryKeepsItsCapturesUntilTheChildEnds) {
+  runtime rt{2};
+  auto root = []() -> task<std::string> {
+    // Long enough to live on the heap: ASan sees it if the factory dies before the child.
+    auto child = [text = std::string(64, 'x')]() -> task<std::string> {
+      co_await quell::yield();
+      co_return text;
+    };
+    co_return co_await on(1, child);
+  };
+  EXPECT_EQ(rt.run(root()), std::string(64, 'x'));
+}
+
+namespace {
+// A scenario on two cores for the lockstep runtime: jobs on core 1, a job called back from core 1
+// onto core 0, and one on core 0, sharing one permit; each job's cleanup is asynchronous.
+// `cancel_seen`, if given, is set to the virtual time at which a cancel request reached the root.
+task<> crossing_jobs(quell::testing::ledger& held, shared_log& log, quell::shared_semaphore& permits,
+                     quell::virtual_clock* clock = nullptr, std::optional<quell::time_point>* cancel_seen = nullptr) {
+  auto job = [&held, &log, &permits](std::string name) -> task<int> {
+    quell::shared_permit p = co_await permits.acquire();
+    quell::testing::ledger::hold h(held, name + " permit");
+    auto cleanup = [&held, name]() -> task<> {
+      quell::testing::ledger::hold c(held, name + " cleanup");
+      co_await quell::sleep_for(5ms);
+    };
+    co_await on_cancel(quell::sleep_for(1h), cleanup());  // work that only a cancel shortens
+    log.print(name + " done on core " + std::to_string(quell::this_core()));
+    co_return 1;
+  };
+  auto a = [&] { return job("a"); };
+  auto b_inner = [&] { return job("b"); };
+  auto b = [&]() -> task<int> { co_return co_await on(0, b_inner); };
+  auto all = [&]() -> task<int> {
+    auto [x, y, z] = co_await quell::join(on(1, a), on(1, b), job("c"));
+    co_return x + y + z;
+  };
+  auto seen = [&] {
+    if (cancel_seen && !*cancel_seen) *cancel_seen = clock->now();
+  };
+  const int sum = co_await on_cancel(all(), seen);
+  log.print("sum " + std::to_string(sum));
+}
+}  // namespace
+
+TEST(Runtime, OneThreadModeRunsEveryCoreInTheSameOrderEachTime) {
+  lines first;
+  for (int run = 0; run < 3; ++run) {
+    quell::virtual_clock clock;
+    runtime rt{quell::runtime_options{.cores = 2, .one_thread = true, .clock = &clock}};
+    quell::testing::ledger held;
+    shared_log log;
+    quell::shared_semaphore permits{1};
+    rt.run(crossing_jobs(held, log, permits));
+    held.expect_balanced();
+    if (run == 0) {
+      first = log.get();
+      EXPECT_EQ(first.size(), 4u);
+      EXPECT_EQ(first.back(), "sum 3");
+    } else {
+      EXPECT_EQ(log.get(), first);
+    }
+  }
+}
+
+TEST(OnCore, CancelSweepOverAScenarioThatCrossesCores) {
+  quell::testing::ledger held;
+  shared_log log;
+  quell::shared_semaphore permits{1};
+  quell::virtual_clock* clock = nullptr;
+  std::optional<quell::time_point> cancel_seen;
+  const auto report = quell::testing::cancel_sweep(
+      2,
+      [&](quell::virtual_clock& c) {
+        held.reset();
+        clock = &c;
+        cancel_seen.reset();
+        return crossing_jobs(held, log, permits, &c, &cancel_seen);
+      },
+      [&](const quell::testing::sweep_point& p) {
+        held.expect_balanced();
+        // The request reached every core: what was running ended within its cleanup's 5 ms,
+        // instead of the hour a job that never heard of it would still sleep.
+        if (cancel_seen && clock->now() - *cancel_seen > 5ms) {
+          throw std::logic_error("the run went on " +
+                                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                    clock->now() - *cancel_seen)
+                                                    .count()) +
+                                 " ms after the cancel reached the root");
+        }
+        if (permits.available() != 1 || permits.waiting() != 0) {
+          throw std::logic_error("the permit is not back after " + p.describe());
+        }
+      });
+  // Suspension points of tasks on both cores and completion windows (timers, permits, the
+  // cross-core calls' ends), each cancelled at gracefully and forcibly.
+  EXPECT_GE(report.points, 5u) << report.points;
+  EXPECT_GE(report.completions, 5u) << report.completions;
+  EXPECT_EQ(report.runs, 1 + 2 * (report.points + report.completions));
+  std::printf("cancel_sweep over two cores: %llu points, %llu completion windows, %llu runs\n",
+              static_cast<unsigned long long>(report.points), static_cast<unsigned long long>(report.completions),
+              static_cast<unsigned long long>(report.runs));
 }

@@ -223,6 +223,8 @@ class executor_core {
   void stop_services() noexcept;
   void on_remote() noexcept;
   bool drain_mailbox() noexcept;  // true if a message ran
+  bool step_lockstep();
+  void drive_lockstep();
   bool spin_for_mail() noexcept;
   bool alone_idle() const noexcept;
   bool group_wait_step();

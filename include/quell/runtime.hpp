@@ -87,10 +87,18 @@ unsigned core_count() noexcept;
 struct runtime_options {
   unsigned cores = 0;  // 0: one per CPU this process may use (sched_getaffinity)
   bool pin = false;    // core i runs only on the i-th of those CPUs (core 0: only during run())
+  // Testing: every core on the thread that calls run(), turned one after another in a fixed
+  // order, on `clock` (default: the steady clock). With a virtual clock a run is deterministic:
+  // the same scenario suspends and completes in the same order every time, which is what
+  // testing::cancel_sweep needs to cancel a scenario that crosses cores at each of its points.
+  // No thread is started; remote_handle and rt.cancel() from other threads are not supported.
+  bool one_thread = false;
+  clock_source* clock = nullptr;
 };
 
 namespace detail {
 class runtime_core;
+clock_source& runtime_clock(runtime_core& rt) noexcept;
 struct run_slot {
   explicit run_slot(runtime_core& rt);
   ~run_slot();
@@ -135,7 +143,7 @@ class runtime {
   template <class A, class Setup>
   detail::await_result_t<A> run_with(A&& root, Setup&& setup) {
     detail::run_slot slot(*core_);  // outlives the executor: the run ends when it is drained
-    executor<detail::await_result_t<A>> ex{std::forward<A>(root)};
+    executor<detail::await_result_t<A>> ex{std::forward<A>(root), detail::runtime_clock(*core_)};
     slot.attach(ex.core());
     setup(ex.core());
     return ex.run();
@@ -231,7 +239,8 @@ class on_op {
         c->finish();
         return;
       }
-      c->factory.reset();
+      // The factory lives until the child has ended: a coroutine lambda passed as the factory
+      // runs with its captures inside this very object.
       scope_guard top(nullptr);  // the child's tree starts here; its caller is on another core
       if (c->drv->start(c, &child_done, nullptr)) child_done(c, &*c->drv);
     }
@@ -239,6 +248,7 @@ class on_op {
       call* c = static_cast<call*>(self);
       c->drv->collect(c->out);
       c->drv.reset();  // the child's frame ends on its own core
+      c->factory.reset();
       c->finish();
     }
     static void on_cancel(core_message* m) noexcept {

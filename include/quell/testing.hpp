@@ -89,6 +89,15 @@ struct sweep_options {
 sweep_report cancel_sweep(const std::function<task<>(virtual_clock&)>& make,
                           const std::function<void(const sweep_point&)>& check, sweep_options options = {});
 
+// The same over a scenario that crosses cores: each run is a runtime of `cores` cores in lockstep
+// (runtime_options::one_thread) on the run's virtual clock, so the suspension points and
+// completion windows of every core are counted in one deterministic order, and the cancel is
+// delivered to the root on core 0 from whichever core reached the chosen point. After each run no
+// task may be left on any core. The scenario uses on(), on_each_core and shared_semaphore as in a
+// threaded runtime.
+sweep_report cancel_sweep(unsigned cores, const std::function<task<>(virtual_clock&)>& make,
+                          const std::function<void(const sweep_point&)>& check, sweep_options options = {});
+
 class ledger {
  public:
   void acquire(const std::string& what);

@@ -47,6 +47,9 @@ struct core_group {
   std::vector<std::shared_ptr<remote_state>> boxes;  // fixed for the runtime's life
   std::vector<std::atomic<executor_core*>> cores;     // each core's executor while it exists
   std::atomic<std::uint64_t> counts{0};
+  // runtime_options::one_thread: every core on one thread, turned in a fixed order by whichever
+  // core's drive() is running (executor_core::drive_lockstep); no wakers, no spinning.
+  bool lockstep = false;
 };
 
 }  // namespace quell::detail
