@@ -210,7 +210,9 @@ TEST(OnCore, CancellingTheCallerRunsTheRemoteCleanupBeforeTheCallerResumes) {
 }
 
 TEST(OnCore, TheRequestsLevelAndReasonReachTheRemoteChild) {
-  runtime rt{2};
+  // In lockstep on a virtual clock: the child has surely started when the deadline expires.
+  quell::virtual_clock clock;
+  runtime rt{quell::runtime_options{.cores = 2, .one_thread = true, .clock = &clock}};
   shared_log log;
   auto root = [&]() -> task<> {
     auto child = [&]() -> task<> {
@@ -238,6 +240,7 @@ TEST(OnCore, GracefulThenForcedWhileTheRemoteCleanupRuns) {
         co_await on_cancel(quell::pending(), forced);  // ignores the graceful request
         log.print("cleanup finished");  // never: the forced request ends it
       };
+      log.print("child waiting");
       co_await on_cancel(quell::pending(), cleanup());
     };
     co_await on(1, child);
@@ -249,7 +252,7 @@ TEST(OnCore, GracefulThenForcedWhileTheRemoteCleanupRuns) {
     h.force_cancel(quell::cancel_reason(quell::cancel_kind::requested, "second"));
   });
   std::thread first([&, h = rt.remote()] {
-    std::this_thread::sleep_for(10ms);
+    wait_for_line(log, "child waiting");  // a cancel before the child started would skip it
     rt.cancel(quell::cancel_reason(quell::cancel_kind::requested, "first"));
   });
   try {
@@ -260,7 +263,7 @@ TEST(OnCore, GracefulThenForcedWhileTheRemoteCleanupRuns) {
   }
   first.join();
   canceller.join();
-  EXPECT_EQ(log.get(), (lines{"cleanup started", "forcing", "cleanup cancelled (forced)"}));
+  EXPECT_EQ(log.get(), (lines{"child waiting", "cleanup started", "forcing", "cleanup cancelled (forced)"}));
 }
 
 TEST(OnCore, ACallCancelledBeforeTheRemoteCoreStartedItNeverCallsTheFactory) {
@@ -354,13 +357,19 @@ TEST(OnCore, OnEachCoreRunsTheFactoryOncePerCoreInCoreOrder) {
 TEST(OnCore, OnEachCoresFirstErrorCancelsAndAwaitsTheOthers) {
   runtime rt{3};
   shared_log log;
+  std::atomic<int> waiting{0};
   auto root = [&]() -> task<> {
     auto per_core = [&]() -> task<> {
       if (quell::this_core() == 2) {
-        co_await quell::yield();
+        // Only once the others wait: one that had not started would (rightly) never run.
+        while (waiting.load() < 2) co_await quell::yield();
         throw std::runtime_error("core 2 failed");
       }
-      co_await waits_then_cleans(log, "core " + std::to_string(quell::this_core()), nothing);
+      auto count_me = [&]() -> task<> {
+        ++waiting;
+        co_return;
+      };
+      co_await waits_then_cleans(log, "core " + std::to_string(quell::this_core()), count_me);
     };
     co_await quell::on_each_core(per_core);
   };
@@ -393,6 +402,7 @@ TEST(Runtime, ACancelBeforeRunMeansTheRootNeverRuns) {
 TEST(Runtime, ShutdownFromAnotherThreadCancelsIOInFlightOnEveryCoreAndWaits) {
   runtime rt{2};
   shared_log log;
+  std::atomic<int> reading{0};
   int fds[2][2];
   for (auto& p : fds) ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p), 0);
   auto root = [&]() -> task<> {
@@ -400,12 +410,13 @@ TEST(Runtime, ShutdownFromAnotherThreadCancelsIOInFlightOnEveryCoreAndWaits) {
       quell::tcp_stream s{fds[quell::this_core()][0]};
       char buf[16];
       auto note = [&] { log.print("read cancelled on core " + std::to_string(quell::this_core())); };
+      ++reading;
       co_await on_cancel(s.read_some(std::span(buf)), note);
     };
     co_await quell::on_each_core(per_core);
   };
-  std::thread stopper([&] {
-    std::this_thread::sleep_for(20ms);
+  std::thread stopper([&, h = rt.remote()] {
+    while (reading.load() < 2) std::this_thread::sleep_for(1ms);  // both reads are being started
     rt.shutdown(5s);
     log.print("shutdown returned");
   });
@@ -427,17 +438,18 @@ TEST(Runtime, AShutdownGraceEscalatesToForcedOnEveryCore) {
         auto forced = [&] { log.print("remote cleanup forced"); };
         co_await on_cancel(quell::pending(), forced);
       };
+      log.print("child waiting");
       co_await on_cancel(quell::pending(), cleanup());
     };
     co_await on(1, child);
   };
   std::thread stopper([&, h = rt.remote()] {
-    std::this_thread::sleep_for(10ms);
+    wait_for_line(log, "child waiting");
     rt.shutdown(30ms);
   });
   EXPECT_THROW(rt.run(root()), quell::cancelled_error);
   stopper.join();
-  EXPECT_EQ(log.get(), (lines{"remote cleanup forced"}));
+  EXPECT_EQ(log.get(), (lines{"child waiting", "remote cleanup forced"}));
 }
 
 TEST(Runtime, AShutdownAskedFromATaskArmsTheGraceOnCoreZero) {

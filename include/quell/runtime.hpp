@@ -25,8 +25,8 @@
 //   - completion wins: a value or exception the child produced is delivered, even when the
 //     request crossed it on the way (the caller stays cancel-requested, §1 of the model);
 //   - a child that ends cancelled on its own ends the caller cancelled, as a local child would.
-// Who resumes whom: the child's core runs the child and, once it has ended and been destroyed
-// there, sends its outcome home; the caller's core resumes the caller. Values and exceptions
+// Who resumes whom: the child's core calls the factory, runs the child and, once the child has
+// ended and it and the factory have been destroyed there, sends its outcome home; the caller's core resumes the caller. Values and exceptions
 // cross as objects; the child's frame never leaves its core. What the child sees of its caller
 // is only the requests: deadlines and shields act on the caller's side (a deadline that expires
 // cancels the caller, which forwards the request; a shield keeps graceful requests from reaching
@@ -51,7 +51,13 @@
 // is on its way between them, nothing can ever happen again: run() throws stuck_error naming every
 // waiting task and its core ("core 1: task created at ..."). A live remote_handle or a signal
 // watcher counts as something that may still happen, as on an executor (rt.remote()): a thread
-// that will call rt.cancel() later should hold one.
+// that will call rt.cancel() later should hold one. So does a task waiting for something that
+// may be answered from outside the runtime: another executor's end (remote_handle::cancel), a
+// shared_semaphore permit.
+//
+// Testing: runtime_options::one_thread turns every core on the caller's thread, in a fixed order,
+// on one clock; with a virtual clock a scenario that crosses cores runs the same way every time
+// (testing::cancel_sweep(cores, ...) is built on it).
 //
 // A runtime of one core behaves as an executor does. `this_core()` is 0 and `core_count()` 1
 // outside a runtime; on(0, f) then runs f on the current executor like any child.
