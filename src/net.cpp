@@ -502,12 +502,21 @@ address sock_name(int fd, bool peer) {
   return a;
 }
 
-int bound_socket(const address& local, int type, const char* what) {
+int bound_socket(const address& local, int type, const char* what, bool reuse_port = false) {
+  if (reuse_port && local.family() == AF_UNIX) {
+    throw std::invalid_argument(std::string(what) + " " + local.to_string() +
+                                ": reuse_port needs an IPv4 or IPv6 address (Unix sockets have no SO_REUSEPORT)");
+  }
   const int fd = ::socket(local.family(), type | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::system_error(errno, std::system_category(), std::string(what) + " " + local.to_string());
   if (local.family() != AF_UNIX) {
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw std::system_error(err, std::system_category(), std::string(what) + " " + local.to_string() + " (SO_REUSEPORT)");
+    }
   }
   if (::bind(fd, local.data(), local.size()) != 0) {
     const int err = errno;
@@ -527,9 +536,9 @@ void tcp_stream::shutdown(int how) {
 address tcp_stream::local_address() const { return sock_name(h_.use("local_address")->fd, false); }
 address tcp_stream::peer_address() const { return sock_name(h_.use("peer_address")->fd, true); }
 
-tcp_listener tcp_listener::bind(const address& local, int backlog) {
-  const int fd = bound_socket(local, SOCK_STREAM, "bind");
-  if (::listen(fd, backlog) != 0) {
+tcp_listener tcp_listener::bind(const address& local, listen_options options) {
+  const int fd = bound_socket(local, SOCK_STREAM, "bind", options.reuse_port);
+  if (::listen(fd, options.backlog) != 0) {
     const int err = errno;
     ::close(fd);
     throw std::system_error(err, std::system_category(), "listen " + local.to_string());

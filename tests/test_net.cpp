@@ -516,3 +516,44 @@ TEST(Net, IoOutsideAnExecutorIsALogicError) {
       },
       std::logic_error);
 }
+
+TEST(Net, ReusePortListenersShareOnePortAndTheKernelSpreadsConnectionsOverThem) {
+  quell::listen_options shared;
+  shared.reuse_port = true;
+  tcp_listener a = tcp_listener::bind(address::parse("127.0.0.1", 0), shared);
+  tcp_listener b = tcp_listener::bind(a.local_address(), shared);
+  EXPECT_EQ(a.local_address().port(), b.local_address().port());
+  // Without reuse_port on both, the port is taken.
+  try {
+    (void)tcp_listener::bind(a.local_address());
+    ADD_FAILURE() << "bound beside reuse_port listeners without reuse_port";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code().value(), EADDRINUSE);
+  }
+  tcp_listener plain = tcp_listener::bind(address::parse("127.0.0.1", 0));
+  EXPECT_THROW((void)tcp_listener::bind(plain.local_address(), shared), std::system_error);
+  EXPECT_THROW((void)tcp_listener::bind(address::unix_path("/tmp/quell-reuse-port-test.sock"), shared),
+               std::invalid_argument);
+  // The kernel gives each listener its share: both accept within a few dozen connections.
+  int accepted_a = 0, accepted_b = 0;
+  auto body = [&]() -> task<> {
+    std::vector<tcp_stream> clients;
+    for (int i = 0; i < 200 && (accepted_a == 0 || accepted_b == 0); ++i) {
+      clients.push_back(co_await tcp_stream::connect(a.local_address()));
+      auto take = [](tcp_listener& l, int which) -> task<int> {
+        tcp_stream s = co_await l.accept();
+        co_await s.close();
+        co_return which;
+      };
+      const int which = co_await race(take(a, 0), take(b, 1));  // the other accept is cancelled
+      (which == 0 ? accepted_a : accepted_b) += 1;
+    }
+    for (auto& c : clients) co_await c.close();
+    co_await a.close();
+    co_await b.close();
+  };
+  executor ex{body()};
+  ex.run();
+  EXPECT_GT(accepted_a, 0);
+  EXPECT_GT(accepted_b, 0);
+}

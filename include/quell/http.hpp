@@ -86,8 +86,22 @@
 // in a value) is a std::invalid_argument. Bytes the server sent after a final response are never
 // taken for the next response: the connection is given up (usable() false) once it is returned.
 //
-// All of it runs on one executor's thread. The server must outlive run(); the request passed to
-// the handler lives until the handler's task has finished.
+// EVERY CORE. With server_options::every_core, run() called in a task of a quell::runtime serves
+// on each of its cores: the core run() was called on accepts on the server's own listener, every
+// other core on a listener of its own bound to the same address with SO_REUSEPORT (the kernel
+// spreads new connections over them; a connection stays on the core that accepted it, and its
+// handler runs there). The server's address constructor then binds with reuse_port; a server
+// given a listener needs one bound with listen_options::reuse_port. Each core calls its own copy
+// of the handler, so a handler's captured state is per core unless it points at something shared
+// (a shared_semaphore, atomics). shutdown(grace), from any thread, reaches every core: each
+// stops accepting and gives its requests the same grace, then cancels the rest; run() returns
+// when every core's server has finished (their handlers' cleanup included). Cancelling run()
+// cancels every core's server with its reason. A core that cannot bind (the port taken by a
+// listener without reuse_port) fails run() with that error, after the other cores have stopped.
+// Outside a runtime, every_core serves on the one executor, as without it.
+//
+// All of it (but every_core's shutdown) runs on one executor's thread. The server must outlive
+// run(); the request passed to the handler lives until the handler's task has finished.
 #pragma once
 
 #include <chrono>
@@ -184,6 +198,9 @@ struct server_options {
   // Shedding (max_connections, the body budget, no descriptors left) is logged to stderr at most
   // once per interval.
   duration shed_log_interval = std::chrono::seconds(10);
+  // Serve on every core of the runtime run() is called in (see EVERY CORE above). The limits
+  // above then hold per core.
+  bool every_core = false;
 };
 
 struct server_stats {
@@ -212,10 +229,15 @@ class server {
   address local_address() const;
   // Serves until shutdown() has finished, or until cancelled (see SHUTDOWN above).
   task<void> run();
-  // Starts a graceful shutdown (idempotent: the first call's grace period holds).
+  // Starts a graceful shutdown (idempotent: the first call's grace period holds). On the
+  // server's executor; with every_core, from any thread.
   void shutdown(duration grace = std::chrono::seconds(5));
   bool shutting_down() const noexcept;
+  // The figures of the core run() was called on (with every_core: that core's share).
   const server_stats& stats() const noexcept;
+  // Every core's figures added up, each read on its own core (a cross-core call per core while
+  // run() serves); on the server's executor. Without every_core, the same as stats().
+  task<server_stats> total_stats();
 
   struct impl;
 

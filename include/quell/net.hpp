@@ -242,12 +242,24 @@ class tcp_stream {
   detail::io_handle h_;
 };
 
+struct listen_options {
+  int backlog = 512;
+  // SO_REUSEPORT: several listeners (one per core) bound to the same address and port, each
+  // given its share of the new connections by the kernel (a hash of the connection's addresses
+  // and ports, so one client's connections do not all land on one core, and no connection moves
+  // between them). Every listener on the port must set it, and belong to the same user. Bind the
+  // first one (port 0 picks a free port), then the others to its local_address(). IPv4 and IPv6
+  // only (std::invalid_argument for a Unix path).
+  bool reuse_port = false;
+};
+
 class tcp_listener {
  public:
   tcp_listener() noexcept = default;
-  // socket + SO_REUSEADDR + bind + listen, synchronously; throws std::system_error
-  // ("bind 127.0.0.1:8080: Address already in use"). Port 0 picks a free port.
-  static tcp_listener bind(const address& local, int backlog = 512);
+  // socket + SO_REUSEADDR (+ SO_REUSEPORT) + bind + listen, synchronously; throws
+  // std::system_error ("bind 127.0.0.1:8080: Address already in use"). Port 0 picks a free port.
+  static tcp_listener bind(const address& local, listen_options options = {});
+  static tcp_listener bind(const address& local, int backlog) { return bind(local, listen_options{backlog}); }
 
   detail::accept_op accept() { return detail::accept_op(h_.use("accept")); }
   detail::close_op close() noexcept { return {&h_}; }

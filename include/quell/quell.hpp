@@ -23,6 +23,7 @@
 #include "quell/runtime.hpp"
 #include "quell/scope.hpp"
 #include "quell/semaphore.hpp"
+#include "quell/shared_event.hpp"
 #include "quell/shared_semaphore.hpp"
 #include "quell/shield.hpp"
 #include "quell/signal.hpp"

@@ -10,7 +10,10 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <atomic>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <system_error>
 
 #include "parser.hpp"
@@ -20,7 +23,9 @@
 #include "quell/http.hpp"
 #include "quell/poll.hpp"
 #include "quell/race.hpp"
+#include "quell/runtime.hpp"
 #include "quell/scope.hpp"
+#include "quell/shared_event.hpp"
 #include "quell/time.hpp"
 
 namespace quell::http {
@@ -243,8 +248,26 @@ struct server::impl {
   bool draining = false;
   bool running = false;
 
+  // server_options::every_core: what the cores share. Each core's slot is written and read by
+  // that core only, and by the home core after the cores have ended (on_each_core's join orders
+  // them); set() and the grace are the only things another thread touches.
+  struct core_slot {
+    std::unique_ptr<impl> server;  // the core's own server while it runs (null on the home core)
+    server_stats last;             // its stats when it ended
+  };
+  struct every_core_state {
+    shared_event stop;
+    std::atomic<bool> stopping{false};
+    std::atomic<duration::rep> grace{0};
+    std::vector<core_slot> cores;
+    unsigned home = 0;    // the core run() was called on (its slot stays empty: this impl serves there)
+    bool active = false;  // the home core's: run() is serving on the cores now
+  };
+  std::unique_ptr<every_core_state> every;
+
   impl(tcp_listener l, handler h, server_options o) : listener(std::move(l)), handle(std::move(h)), opts(o) {
     spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (opts.every_core) every = std::make_unique<every_core_state>();
   }
   ~impl() {
     if (spare_fd >= 0) ::close(spare_fd);
@@ -261,6 +284,9 @@ struct server::impl {
   void shed_without_descriptors();
 
   task<void> run();
+  task<void> run_every_core();
+  task<void> run_core(bool is_home, address bound);
+  void shutdown(duration grace) noexcept;
   task<void> accept_loop(scope& s);
   task<void> serve(tcp_stream conn);
   task<void> refuse(tcp_stream conn);
@@ -308,6 +334,73 @@ task<void> server::impl::run() {
       auto finished = co_await move_on_after(grace, all_closed.wait());
       if (!finished) s.cancel(cancel_reason(cancel_kind::shutdown, "the grace period is over"));
     }
+  };
+  co_await with_scope(body);
+}
+
+void server::impl::shutdown(duration grace_period) noexcept {
+  if (draining) return;
+  draining = true;
+  grace = grace_period;
+  if (stats.connections_open == 0) all_closed.set();
+  drain.set();
+}
+
+task<void> server::impl::run_every_core() {
+  if (running || every->active) throw std::logic_error("quell::http::server: run() is already running");
+  // The cores bind to the address the home listener got (port 0 resolved), before it can close.
+  const address bound = listener.local_address();
+  const unsigned home = this_core();
+  every->cores.clear();
+  every->cores.resize(core_count());
+  every->home = home;
+  every->active = true;
+  struct inactive {
+    every_core_state& e;
+    ~inactive() { e.active = false; }
+  } done{*every};
+  auto one_core = [this, bound, home] { return run_core(this_core() == home, bound); };
+  co_await on_each_core(one_core);
+}
+
+// On each core: the home core serves on the server's own listener, every other core on a
+// listener of its own bound to the same address (SO_REUSEPORT), with its own copy of the handler
+// and its own limits. A shutdown() from any thread reaches each of them through `every->stop`.
+task<void> server::impl::run_core(bool is_home, address bound) {
+  core_slot& slot = every->cores[this_core()];
+  impl* here = this;
+  if (!is_home) {
+    tcp_listener mine;
+    try {
+      listen_options lo;
+      lo.reuse_port = true;
+      mine = tcp_listener::bind(bound, lo);
+    } catch (const std::system_error& e) {
+      throw std::system_error(e.code(), "quell::http::server on core " + std::to_string(this_core()) + ": " +
+                                            e.what() + " (every_core: the server's listener must be bound with reuse_port)");
+    }
+    server_options o = opts;
+    o.every_core = false;
+    slot.server = std::make_unique<impl>(std::move(mine), handle, o);
+    here = slot.server.get();
+  }
+  // The slot keeps the core's figures when its server is gone, whichever way run() ends.
+  struct keep_stats {
+    core_slot& slot;
+    impl& s;
+    ~keep_stats() {
+      slot.last = s.stats;
+      slot.server.reset();
+    }
+  } keep{slot, *here};
+  auto body = [this, here](scope& s) -> task<void> {
+    auto watch = [this, here]() -> task<void> {
+      co_await every->stop.wait();
+      here->shutdown(duration(every->grace.load(std::memory_order_acquire)));
+    };
+    auto watcher = s.spawn(watch);
+    co_await here->run();
+    watcher.cancel(cancel_reason(cancel_kind::requested, "the core's server ended"));
   };
   co_await with_scope(body);
 }
@@ -654,8 +747,16 @@ server::server(tcp_listener listener, handler h, server_options options)
   if (!impl_->handle) throw std::invalid_argument("quell::http::server: the handler is empty");
 }
 
+namespace {
+tcp_listener bind_for(const address& local, const server_options& options) {
+  listen_options lo;
+  lo.reuse_port = options.every_core;  // the other cores bind the same port
+  return tcp_listener::bind(local, lo);
+}
+}  // namespace
+
 server::server(const address& local, handler h, server_options options)
-    : server(tcp_listener::bind(local), std::move(h), options) {}
+    : server(bind_for(local, options), std::move(h), options) {}
 
 server::server(server&&) noexcept = default;
 server& server::operator=(server&&) noexcept = default;
@@ -663,17 +764,56 @@ server::~server() = default;
 
 address server::local_address() const { return impl_->listener.local_address(); }
 
-task<void> server::run() { return impl_->run(); }
+task<void> server::run() { return impl_->every ? impl_->run_every_core() : impl_->run(); }
 
 void server::shutdown(duration grace) {
-  if (impl_->draining) return;
-  impl_->draining = true;
-  impl_->grace = grace;
-  if (impl_->stats.connections_open == 0) impl_->all_closed.set();
-  impl_->drain.set();
+  if (auto* every = impl_->every.get()) {
+    if (every->stopping.exchange(true, std::memory_order_acq_rel)) return;  // the first call's grace holds
+    every->grace.store(grace.count(), std::memory_order_release);
+    every->stop.set();
+    return;
+  }
+  impl_->shutdown(grace);
 }
 
-bool server::shutting_down() const noexcept { return impl_->draining; }
+bool server::shutting_down() const noexcept {
+  return impl_->every ? impl_->every->stopping.load(std::memory_order_acquire) : impl_->draining;
+}
+
+namespace {
+void add_stats(server_stats& to, const server_stats& s) noexcept {
+  to.connections_accepted += s.connections_accepted;
+  to.connections_open += s.connections_open;
+  to.requests_handled += s.requests_handled;
+  to.requests_in_flight += s.requests_in_flight;
+  to.requests_rejected += s.requests_rejected;
+  to.handler_errors += s.handler_errors;
+  to.cancelled_by_disconnect += s.cancelled_by_disconnect;
+  to.connections_refused += s.connections_refused;
+  to.requests_shed += s.requests_shed;
+}
+}  // namespace
+
+task<server_stats> server::total_stats() {
+  impl& h = *impl_;
+  server_stats sum = h.stats;
+  if (!h.every) co_return sum;
+  auto& every = *h.every;
+  for (unsigned i = 0; i < every.cores.size(); ++i) {
+    if (i == every.home) continue;
+    if (!every.active) {
+      add_stats(sum, every.cores[i].last);  // the cores have ended: their join ordered this read
+      continue;
+    }
+    // Each core's figures are read on that core, where they change.
+    auto read = [&every, i]() -> task<server_stats> {
+      const auto& slot = every.cores[i];
+      co_return slot.server ? slot.server->stats : slot.last;
+    };
+    add_stats(sum, co_await on(i, read));
+  }
+  co_return sum;
+}
 
 const server_stats& server::stats() const noexcept { return impl_->stats; }
 
