@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -248,15 +249,19 @@ void executor_core::drive_lockstep() {
     }
     clock_source& clock = sched_.timers().clock();
     if (io) {
-      // Real I/O: give the kernel a moment on each ring before virtual time may move.
+      // Real I/O: give the kernel its chance on every ring before virtual time may move, for the
+      // clock's io_grace (a peer on a real socket answering) or at least 200 us.
+      const auto until = clock_type::now() + std::max<duration>(clock.io_grace(), std::chrono::microseconds(200));
       bool reaped = false;
-      for (auto& slot : group_->cores) {
-        executor_core* c = slot.load(std::memory_order_acquire);
-        if (c && c->io_live()) {
-          inside_executor in(c->sched_);
-          reaped |= c->sched_.io().poll(true, clock_type::now() + std::chrono::microseconds(200)) > 0;
+      do {
+        for (auto& slot : group_->cores) {
+          executor_core* c = slot.load(std::memory_order_acquire);
+          if (c && c->io_live()) {
+            inside_executor in(c->sched_);
+            reaped |= c->sched_.io().poll(true, std::min(until, clock_type::now() + std::chrono::microseconds(200))) > 0;
+          }
         }
-      }
+      } while (!reaped && clock_type::now() < until);
       if (reaped) continue;
     }
     if (next) {

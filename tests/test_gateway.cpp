@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <mutex>
 #include <vector>
 
 #include "gateway.hpp"
@@ -18,11 +19,13 @@
 #include "job_service.hpp"
 #include "quell/http.hpp"
 #include "quell/quell.hpp"
+#include "support/gateway_client.hpp"
 #include "support/net_client.hpp"
 
 using namespace std::chrono_literals;
 namespace http = quell::http;
 using quell::task;
+using quell::test::connection_on;
 using quell::test::curl_run;
 using quell::test::exchange;
 using quell::test::have_curl;
@@ -32,24 +35,37 @@ namespace {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-// The whole gateway in one object: job service, its client, the app, the HTTP server.
+// The HTTP server of every stack serves on every core of the runtime it runs in.
+http::server_options on_every_core(http::server_options so) {
+  so.every_core = true;
+  return so;
+}
+
+// The whole gateway in one object: job service, its client, the app, the HTTP server. With
+// `cores` = 2, run() runs it on a runtime of two cores (lockstep on a virtual clock, threads on a
+// real one): the service and the shared backend on core 0, the HTTP server on both.
 struct stack {
   explicit stack(std::size_t permits, quell::duration cancel_timeout = 1s, std::size_t pool = 8,
                  const std::function<void(gateway::app_options&)>& tweak = {}, http::server_options so = {})
       : svc(gateway::job_service::bind()),
         backend(options(svc.local_address(), pool, cancel_timeout)),
         app(backend, app_options(permits, tweak)),
-        srv(quell::address::parse("127.0.0.1", 0), app.handler(), so) {}
+        srv(quell::address::parse("127.0.0.1", 0), app.handler(), on_every_core(so)) {}
 
   gateway::app_options app_options(std::size_t permits, const std::function<void(gateway::app_options&)>& tweak) {
     gateway::app_options o;
     o.permits = permits;
     o.max_seconds = 3600;
+    // Called on the core of the request: with two threaded cores, concurrently.
     o.trace = [this](const std::string& l) {
+      std::lock_guard<std::mutex> lock(m);
       if (keep_trace) trace.push_back(l);
       if (on_trace) on_trace(l);
     };
-    o.log = [this](const std::string& l) { log.push_back(l); };
+    o.log = [this](const std::string& l) {
+      std::lock_guard<std::mutex> lock(m);
+      log.push_back(l);
+    };
     if (tweak) tweak(o);
     return o;
   }
@@ -62,7 +78,8 @@ struct stack {
     return o;
   }
 
-  // Runs the service and the server around `client_side`, then shuts both down.
+  // Runs the service and the server around `client_side`, then shuts both down; `served` has
+  // the server's figures, every core's, afterwards.
   template <class Fn>
   void run(quell::clock_source& clock, Fn client_side) {
     auto body = [&]() -> task<void> {
@@ -75,13 +92,25 @@ struct stack {
         service.cancel();
       };
       co_await quell::with_scope(all);
+      served = co_await srv.total_stats();
     };
-    quell::executor ex{body(), clock};
-    ex.run();
+    if (cores == 1) {
+      quell::executor ex{body(), clock};
+      ex.run();
+      return;
+    }
+    quell::runtime_options o;
+    o.cores = cores;
+    if (clock.is_virtual()) {
+      o.one_thread = true;
+      o.clock = &clock;
+    }
+    quell::runtime rt{o};
+    rt.run(body());
   }
 
-  // Waits (polling on the executor's clock) until no report is being handled.
-  task<void> settle() { co_await app.idle().wait(); }
+  // Waits until no report is being handled, on any core.
+  task<void> settle() { co_await app.idle(); }
 
   std::size_t trace_index(const std::string& part) const {
     for (std::size_t i = 0; i < trace.size(); ++i)
@@ -93,18 +122,29 @@ struct stack {
   gateway::job_backend backend;
   gateway::app app;
   http::server srv;
+  unsigned cores = 1;
+  http::server_stats served;
+  std::mutex m;  // trace, log, on_trace
   std::vector<std::string> trace;
   std::vector<std::string> log;
   bool keep_trace = true;
   std::function<void(const std::string&)> on_trace;
 };
 
+// The scenarios run on one executor and on a runtime of two cores.
+class Gateway : public ::testing::TestWithParam<unsigned> {};
+INSTANTIATE_TEST_SUITE_P(Cores, Gateway, ::testing::Values(1u, 2u),
+                         [](const ::testing::TestParamInfo<unsigned>& i) {
+                           return i.param == 1 ? std::string("one_core") : std::to_string(i.param) + "_cores";
+                         });
+
 }  // namespace
 
-TEST(Gateway, AReportIsAnsweredWithTheBackendsResultAndNothingIsCancelled) {
+TEST_P(Gateway, AReportIsAnsweredWithTheBackendsResultAndNothingIsCancelled) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   stack g(2);
+  g.cores = GetParam();
   g.run(clock, [&](quell::address a) -> task<void> {
     auto c = co_await http::client::connect(a);
     auto r = co_await c.get("/report?seconds=0.5");
@@ -118,7 +158,7 @@ TEST(Gateway, AReportIsAnsweredWithTheBackendsResultAndNothingIsCancelled) {
   EXPECT_EQ(g.app.permits_available(), 2u);
 }
 
-TEST(Gateway, AClientDisconnectCancelsTheJobAndThePermitReturnsOnlyAfterTheBackendAcknowledged) {
+TEST_P(Gateway, AClientDisconnectCancelsTheJobAndThePermitReturnsOnlyAfterTheBackendAcknowledged) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   stack g(2);
@@ -126,6 +166,7 @@ TEST(Gateway, AClientDisconnectCancelsTheJobAndThePermitReturnsOnlyAfterTheBacke
   g.on_trace = [&](const std::string& l) {
     if (contains(l, "ended cancelled")) acked_when_released = g.backend.stats().cancels_acknowledged;
   };
+  g.cores = GetParam();
   g.run(clock, [&](quell::address a) -> task<void> {
     auto c = co_await http::client::connect(a);
     auto r = co_await quell::move_on_after(1s, c.get("/report?seconds=10"));
@@ -146,15 +187,16 @@ TEST(Gateway, AClientDisconnectCancelsTheJobAndThePermitReturnsOnlyAfterTheBacke
   EXPECT_EQ(acked_when_released, 1u) << "the permit came back before the backend's acknowledgement";
   EXPECT_EQ(g.backend.connections_opened(), 1u);
   EXPECT_EQ(g.svc.jobs_cancelled(), 1u);
-  EXPECT_EQ(g.srv.stats().cancelled_by_disconnect, 1u);
+  EXPECT_EQ(g.served.cancelled_by_disconnect, 1u);
   EXPECT_LT(g.trace_index("cancelled (peer disconnected)"),
             g.trace_index("ended cancelled (the backend confirmed the cancel); permit released, 2/2 free"));
 }
 
-TEST(Gateway, AWaiterQueuedForThePermitGetsItOnlyOnceTheDisconnectedRequestsCancelIsConfirmed) {
+TEST_P(Gateway, AWaiterQueuedForThePermitGetsItOnlyOnceTheDisconnectedRequestsCancelIsConfirmed) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   stack g(1);
+  g.cores = GetParam();
   g.run(clock, [&](quell::address a) -> task<void> {
     auto first = co_await http::client::connect(a);
     auto second = co_await http::client::connect(a);
@@ -176,11 +218,12 @@ TEST(Gateway, AWaiterQueuedForThePermitGetsItOnlyOnceTheDisconnectedRequestsCanc
   EXPECT_EQ(g.backend.stats().cancels_acknowledged, 1u);
 }
 
-TEST(Gateway, ABackendIgnoringTheCancelTimesOutClosesThatConnectionAndStillReturnsThePermit) {
+TEST_P(Gateway, ABackendIgnoringTheCancelTimesOutClosesThatConnectionAndStillReturnsThePermit) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   stack g(2, /*cancel_timeout=*/2s);
   g.svc.set_ignore_cancels(true);
+  g.cores = GetParam();
   g.run(clock, [&](quell::address a) -> task<void> {
     auto c = co_await http::client::connect(a);
     co_await quell::move_on_after(1s, c.get("/report?seconds=10"));
@@ -203,10 +246,11 @@ TEST(Gateway, ABackendIgnoringTheCancelTimesOutClosesThatConnectionAndStillRetur
   EXPECT_EQ(g.backend.connections_opened(), 2u);
 }
 
-TEST(Gateway, ADeadlineCutsTheJobAndAnswers504AfterTheBackendConfirmed) {
+TEST_P(Gateway, ADeadlineCutsTheJobAndAnswers504AfterTheBackendConfirmed) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   stack g(2);
+  g.cores = GetParam();
   g.run(clock, [&](quell::address a) -> task<void> {
     auto c = co_await http::client::connect(a);
     auto r = co_await c.get("/report?seconds=10&timeout=0.5");
@@ -219,10 +263,11 @@ TEST(Gateway, ADeadlineCutsTheJobAndAnswers504AfterTheBackendConfirmed) {
   EXPECT_EQ(g.svc.jobs_running(), 0u);
 }
 
-TEST(Gateway, StatsRoutesAndBadParameters) {
+TEST_P(Gateway, StatsRoutesAndBadParameters) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   stack g(3);
+  g.cores = GetParam();
   g.run(clock, [&](quell::address a) -> task<void> {
     auto c = co_await http::client::connect(a);
     EXPECT_EQ((co_await c.get("/report?seconds=abc")).status, 400);
@@ -240,7 +285,7 @@ TEST(Gateway, StatsRoutesAndBadParameters) {
   });
 }
 
-TEST(Gateway, AFullQueueAndATooLongWaitAre503WithRetryAfterAndHoldNothing) {
+TEST_P(Gateway, AFullQueueAndATooLongWaitAre503WithRetryAfterAndHoldNothing) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   stack g(1, 1s, 8, [](gateway::app_options& o) {
@@ -248,6 +293,7 @@ TEST(Gateway, AFullQueueAndATooLongWaitAre503WithRetryAfterAndHoldNothing) {
     o.max_wait = 2s;
     o.max_seconds = 20;
   });
+  g.cores = GetParam();
   g.run(clock, [&](quell::address a) -> task<void> {
     auto running = co_await http::client::connect(a);
     auto waiting = co_await http::client::connect(a);
@@ -280,10 +326,11 @@ TEST(Gateway, AFullQueueAndATooLongWaitAre503WithRetryAfterAndHoldNothing) {
   EXPECT_EQ(g.app.permits_available(), 1u);
 }
 
-TEST(Gateway, OnceAdmissionStopsWaitersAndNewReportsAre503AtOnce) {
+TEST_P(Gateway, OnceAdmissionStopsWaitersAndNewReportsAre503AtOnce) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   stack g(1);
+  g.cores = GetParam();
   g.run(clock, [&](quell::address a) -> task<void> {
     auto running = co_await http::client::connect(a);
     auto waiting = co_await http::client::connect(a);
@@ -306,7 +353,7 @@ TEST(Gateway, OnceAdmissionStopsWaitersAndNewReportsAre503AtOnce) {
   });
 }
 
-TEST(Gateway, ABackendFailureIs502WithARequestIdAndItsDetailGoesOnlyToTheLog) {
+TEST(GatewayErrors, ABackendFailureIs502WithARequestIdAndItsDetailGoesOnlyToTheLog) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   // A backend address nobody listens on: connecting fails with the address in the message.
@@ -347,10 +394,11 @@ TEST(Gateway, ABackendFailureIs502WithARequestIdAndItsDetailGoesOnlyToTheLog) {
   EXPECT_TRUE(contains(log[0], where)) << log[0];
 }
 
-TEST(Gateway, BadInputGetsA4xxOrAClosedConnectionAndNeverKeepsAPermit) {
+TEST_P(Gateway, BadInputGetsA4xxOrAClosedConnectionAndNeverKeepsAPermit) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
   stack g(2);
+  g.cores = GetParam();
   g.run(clock, [&](quell::address a) -> task<void> {
     const std::vector<std::string> bad = {
         "GET /report?seconds=1 HTTP/1.1 junk\r\n\r\n",                                   // request line
@@ -400,6 +448,141 @@ TEST(Gateway, BadInputGetsA4xxOrAClosedConnectionAndNeverKeepsAPermit) {
   EXPECT_EQ(g.svc.jobs_running(), 0u);
 }
 
+// ---- across cores ----
+
+// The seed's use case across cores: a request served on core 0 holds the only permit and its
+// client goes away; a request served on core 1 waits for the permit and gets it only after the
+// backend (on core 0) acknowledged the first one's cancel. Lockstep on a virtual clock.
+TEST(GatewayCores, AWaiterOnOneCoreGetsThePermitOnlyOnceTheCancelOfARequestOnTheOtherCoreWasAcknowledged) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(1);
+  g.cores = 2;
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto first = co_await connection_on(a, 0);
+    auto second = co_await connection_on(a, 1);
+    const auto t0 = clock.now();
+    auto give_up = [&]() -> task<void> {
+      co_await quell::move_on_after(1s, first.get("/report?seconds=10"));
+      co_await first.close();
+    };
+    auto wait_for_it = [&]() -> task<void> {
+      co_await quell::sleep_for(100ms);  // the first holds the only permit
+      auto r = co_await second.get("/report?seconds=0.5");
+      EXPECT_EQ(r.status, 200);
+      EXPECT_EQ(r.header("x-core"), "1");
+      EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(clock.now() - t0).count(), 1500);
+    };
+    co_await quell::join(give_up(), wait_for_it());
+    co_await second.close();
+  });
+  const std::size_t cancelled = g.trace_index("[core 0] #1 ended cancelled (the backend confirmed the cancel)");
+  const std::size_t waiting = g.trace_index("[core 1] #2 GET /report?seconds=0.5");
+  const std::size_t taken = g.trace_index("[core 1] #2 permit taken");
+  ASSERT_LT(cancelled, g.trace.size());
+  EXPECT_LT(waiting, cancelled);  // it was waiting before the cancel
+  EXPECT_LT(cancelled, taken);    // and got the permit only after the acknowledgement
+  EXPECT_EQ(g.backend.stats().cancels_acknowledged, 1u);
+  EXPECT_EQ(g.app.permits_available(), 1u);
+  EXPECT_EQ(g.served.cancelled_by_disconnect, 1u);
+  EXPECT_EQ(g.svc.jobs_running(), 0u);
+}
+
+// A shutdown (from another thread, as a signal watcher would) while a report runs on each of two
+// threaded cores: both finish within the grace and are answered with Connection: close, and
+// nothing is held afterwards.
+TEST(GatewayCores, AShutdownWithReportsInFlightOnEveryCoreLetsThemFinishAndHoldsNothing) {
+  const std::size_t fds_before = open_fds();
+  {
+    stack g(4);
+    g.cores = 2;
+    g.run(quell::steady_clock_source::instance(), [&](quell::address a) -> task<void> {
+      auto on0 = co_await connection_on(a, 0);
+      auto on1 = co_await connection_on(a, 1);
+      auto report = [&](http::client& c) -> task<void> {
+        auto r = co_await c.get("/report?seconds=0.3");
+        EXPECT_EQ(r.status, 200) << r.body;
+        EXPECT_FALSE(r.keep_alive);
+      };
+      auto stop_when_both_run = [&]() -> task<void> {
+        while (g.app.permits_available() != 2) co_await quell::sleep_for(1ms);
+        std::thread stopper([&] {
+          g.app.stop_admitting();
+          g.srv.shutdown(10s);
+        });
+        stopper.join();
+      };
+      co_await quell::join(report(on0), report(on1), stop_when_both_run());
+      co_await on0.close();
+      co_await on1.close();
+    });
+    EXPECT_EQ(g.app.stats().reports_done, 2u);
+    EXPECT_EQ(g.app.stats().in_flight, 0u);
+    EXPECT_EQ(g.app.permits_available(), 4u);
+    EXPECT_EQ(g.served.requests_in_flight, 0u);
+    EXPECT_EQ(g.served.connections_open, 0u);
+    EXPECT_EQ(g.svc.jobs_running(), 0u);
+  }
+  EXPECT_EQ(open_fds(), fds_before);
+}
+
+// One backend per core: each core's jobs go through its own connections, on its own core.
+TEST(GatewayCores, WithABackendPerCoreEachCoresJobsUseItsOwnConnections) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  auto svc = gateway::job_service::bind();
+  gateway::job_backend_options bo;
+  bo.service = svc.local_address();
+  bo.pool_size = 2;
+  gateway::job_backend b0(bo), b1(bo);
+  gateway::app_options ao;
+  ao.permits = 2;
+  gateway::app app(std::vector<gateway::backend*>{&b0, &b1}, ao);
+  http::server srv(quell::address::parse("127.0.0.1", 0), app.handler(), on_every_core({}));
+  auto body = [&]() -> task<void> {
+    auto all = [&](quell::scope& s) -> task<void> {
+      auto service = s.spawn([&] { return svc.serve(); });
+      auto server = s.spawn(srv.run());
+      for (unsigned core = 0; core < 2; ++core) {
+        auto c = co_await connection_on(srv.local_address(), core);
+        for (int i = 0; i < 3; ++i) {
+          auto r = co_await c.get("/report?seconds=0.1");
+          EXPECT_EQ(r.status, 200);
+          EXPECT_EQ(r.header("x-core"), std::to_string(core));
+        }
+        // And one that its client gives up: the cancel goes through the same core's backend.
+        co_await quell::move_on_after(50ms, c.get("/report?seconds=10"));
+        co_await c.close();
+        co_await app.idle();
+      }
+      srv.shutdown(0s);
+      co_await server;
+      service.cancel();
+    };
+    co_await quell::with_scope(all);
+  };
+  quell::runtime_options o;
+  o.cores = 2;
+  o.one_thread = true;
+  o.clock = &clock;
+  quell::runtime rt{o};
+  rt.run(body());
+  for (gateway::job_backend* b : {&b0, &b1}) {
+    EXPECT_EQ(b->connections_opened(), 1u);  // three jobs and a cancelled one, one connection
+    EXPECT_EQ(b->stats().cancels_acknowledged, 1u);
+  }
+  EXPECT_EQ(app.stats().reports_done, 6u);
+  EXPECT_EQ(app.stats().reports_cancelled, 2u);
+  EXPECT_EQ(app.permits_available(), 2u);
+}
+
+// The soaks run on one executor and on two threaded cores (ThreadSanitizer runs the latter).
+class GatewaySoak : public ::testing::TestWithParam<unsigned> {};
+INSTANTIATE_TEST_SUITE_P(Cores, GatewaySoak, ::testing::Values(1u, 2u),
+                         [](const ::testing::TestParamInfo<unsigned>& i) {
+                           return i.param == 1 ? std::string("one_core") : std::to_string(i.param) + "_cores";
+                         });
+
 // ---- curl ----
 
 TEST(GatewayCurl, CurlGivingUpMidReportCancelsTheJobReturnsThePermitAndTheNextCurlIsServed) {
@@ -429,7 +612,7 @@ TEST(GatewayCurl, CurlGivingUpMidReportCancelsTheJobReturnsThePermitAndTheNextCu
 
 // ---- soak ----
 
-TEST(GatewaySoak, FiveThousandRequestsWithThirtyPercentDisconnectsLeaveNothingBehind) {
+TEST_P(GatewaySoak, FiveThousandRequestsWithThirtyPercentDisconnectsLeaveNothingBehind) {
   const std::size_t fds_before = open_fds();
   constexpr int clients = 50, per_client = 100;
   constexpr std::size_t permits = 16;
@@ -437,6 +620,7 @@ TEST(GatewaySoak, FiveThousandRequestsWithThirtyPercentDisconnectsLeaveNothingBe
   {
     stack g(permits, 1s, permits);
     g.keep_trace = false;  // 5,000 requests
+    g.cores = GetParam();
     g.run(quell::steady_clock_source::instance(), [&](quell::address a) -> task<void> {
       auto one_client = [&](int seed) -> task<void> {
         std::mt19937 rng(static_cast<unsigned>(seed));
@@ -484,19 +668,19 @@ TEST(GatewaySoak, FiveThousandRequestsWithThirtyPercentDisconnectsLeaveNothingBe
     EXPECT_EQ(g.app.stats().in_flight, 0u);
     EXPECT_EQ(g.svc.jobs_running(), 0u);
     EXPECT_EQ(g.backend.stats().cancels_timed_out, 0u);
-    EXPECT_EQ(g.srv.stats().connections_open, 0u);
-    EXPECT_EQ(g.srv.stats().requests_in_flight, 0u);
+    EXPECT_EQ(g.served.connections_open, 0u);
+    EXPECT_EQ(g.served.requests_in_flight, 0u);
     std::printf(
         "soak: %d answered, %d abandoned; cancels sent %llu, acknowledged %llu; %llu handlers cancelled by "
         "disconnect\n",
         answered, abandoned, static_cast<unsigned long long>(g.backend.stats().cancels_sent),
         static_cast<unsigned long long>(g.backend.stats().cancels_acknowledged),
-        static_cast<unsigned long long>(g.srv.stats().cancelled_by_disconnect));
+        static_cast<unsigned long long>(g.served.cancelled_by_disconnect));
   }
   EXPECT_EQ(open_fds(), fds_before);
 }
 
-TEST(GatewaySoak, HostileClientsBesideNormalOnesLeaveNothingBehind) {
+TEST_P(GatewaySoak, HostileClientsBesideNormalOnesLeaveNothingBehind) {
   // Everything a hostile client or an overload does, at once, beside normal clients that
   // sometimes give up: smuggling attempts, slowloris, request bodies over the memory budget, more
   // requests than the queue holds, more connections than the cap. Each must get an answer or a
@@ -535,6 +719,7 @@ TEST(GatewaySoak, HostileClientsBesideNormalOnesLeaveNothingBehind) {
             },
             so);
     g.keep_trace = false;
+    g.cores = GetParam();
     g.run(quell::steady_clock_source::instance(), [&](quell::address a) -> task<void> {
       auto normal = [&](int seed) -> task<void> {
         std::mt19937 rng(static_cast<unsigned>(seed));
@@ -623,13 +808,13 @@ TEST(GatewaySoak, HostileClientsBesideNormalOnesLeaveNothingBehind) {
     EXPECT_EQ(g.app.stats().in_flight, 0u);
     EXPECT_EQ(g.app.stats().waiting, 0u);
     EXPECT_EQ(g.svc.jobs_running(), 0u);
-    EXPECT_EQ(g.srv.stats().connections_open, 0u);
-    EXPECT_EQ(g.srv.stats().requests_in_flight, 0u);
+    EXPECT_EQ(g.served.connections_open, 0u);
+    EXPECT_EQ(g.served.requests_in_flight, 0u);
     std::printf("hostile soak: normal %d ok, %d busy (503), %d gave up; %d attacks answered once; %d slowloris cut; "
                 "bodies %d ok, %d refused (%llu by the body budget); %llu connections refused\n",
                 normal_ok, normal_busy, normal_gone, attacks_answered, slow_cut, bodies_ok, bodies_shed,
-                static_cast<unsigned long long>(g.srv.stats().requests_shed),
-                static_cast<unsigned long long>(g.srv.stats().connections_refused));
+                static_cast<unsigned long long>(g.served.requests_shed),
+                static_cast<unsigned long long>(g.served.connections_refused));
   }
   EXPECT_EQ(open_fds(), fds_before);
 }

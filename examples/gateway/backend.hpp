@@ -4,10 +4,12 @@
 // ends, however it ends. So an implementation must not end run() before the backend has let go
 // of the job: when run() is cancelled (the HTTP client went away), it tells the backend to stop,
 // waits (bounded) for the backend to confirm, and only then ends cancelled. Each implementation
-// states its exact contract: job_backend.hpp for the embedded job service; the PostgreSQL one
-// will follow quell/pg.hpp.
+// states its exact contract: job_backend.hpp for the embedded job service, pg_backend.hpp for
+// PostgreSQL. A backend belongs to the core (executor) it was first used on; the gateway reaches
+// it from the other cores through quell::on (gateway.hpp).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -21,6 +23,16 @@ namespace gateway {
 // connection failed); each implementation says which.
 struct backend_stats {
   std::uint64_t cancels_sent = 0, cancels_acknowledged = 0, cancels_timed_out = 0;
+};
+
+// The same counters as kept by a backend: counted on the core the backend runs on, read from
+// any core (the gateway's /stats and its trace, on every core).
+struct backend_counters {
+  std::atomic<std::uint64_t> cancels_sent{0}, cancels_acknowledged{0}, cancels_timed_out{0};
+  backend_stats snapshot() const noexcept {
+    return {cancels_sent.load(std::memory_order_relaxed), cancels_acknowledged.load(std::memory_order_relaxed),
+            cancels_timed_out.load(std::memory_order_relaxed)};
+  }
 };
 
 class backend {

@@ -4,10 +4,12 @@
 #include <cmath>
 #include <cstdio>
 #include <optional>
+#include <stdexcept>
 
 #include "quell/deadline.hpp"
 #include "quell/on_cancel.hpp"
 #include "quell/race.hpp"
+#include "quell/runtime.hpp"
 #include "quell/this_task.hpp"
 
 namespace gateway {
@@ -59,9 +61,79 @@ std::string number_text(double v) {
 
 }  // namespace
 
-app::app(backend& b, app_options options)
-    : backend_(b), options_(std::move(options)), permits_total_(options_.permits), permits_(options_.permits) {
+app::app(backend& b, app_options options) : app(std::vector<backend*>{&b}, std::move(options)) {}
+
+app::app(std::vector<backend*> per_core, app_options options)
+    : backends_(std::move(per_core)),
+      options_(std::move(options)),
+      permits_total_(options_.permits),
+      permits_(options_.permits) {
+  if (backends_.empty()) throw std::invalid_argument("gateway::app: no backend");
+  for (backend* b : backends_) {
+    if (!b) throw std::invalid_argument("gateway::app: a null backend");
+  }
   if (!options_.log) options_.log = [](const std::string& line) { std::fprintf(stderr, "gateway: %s\n", line.c_str()); };
+}
+
+backend& app::backend_for(unsigned core) const {
+  if (backends_.size() == 1) return *backends_[0];
+  if (core >= backends_.size()) {
+    throw std::logic_error("gateway::app: a request on core " + std::to_string(core) + " but backends for " +
+                           std::to_string(backends_.size()) + " cores");
+  }
+  return *backends_[core];
+}
+
+// The job runs where its backend lives: here with one backend per core, else on the shared
+// backend's core, where quell::on carries this request's cancel (and its reason) and brings the
+// result back only after the backend let go of the job.
+task<std::string> app::run_job(std::chrono::milliseconds work) {
+  const unsigned here = quell::this_core();
+  if (backends_.size() > 1 || here == options_.backend_core) co_return co_await backend_for(here).run(work);
+  backend& shared = *backends_[0];
+  auto call = [&shared, work] { return shared.run(work); };
+  co_return co_await quell::on(options_.backend_core, call);
+}
+
+// With several cores, each line says whose it is.
+void app::trace(const std::string& line) const {
+  if (!trace_) return;
+  if (quell::core_count() > 1) {
+    trace_("[core " + std::to_string(quell::this_core()) + "] " + line);
+  } else {
+    trace_(line);
+  }
+}
+
+gateway_stats app::stats() const noexcept {
+  auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  return {get(stats_.in_flight),     get(stats_.reports_done),   get(stats_.reports_cancelled),
+          get(stats_.reports_timed_out), get(stats_.reports_failed), get(stats_.reports_refused),
+          get(stats_.waiting)};
+}
+
+void app::enter() noexcept {
+  std::lock_guard<std::mutex> lock(idle_m_);
+  if (stats_.in_flight.fetch_add(1, std::memory_order_relaxed) == 0) idle_ = std::make_shared<quell::shared_event>();
+}
+
+void app::leave() noexcept {
+  std::shared_ptr<quell::shared_event> ended;
+  {
+    std::lock_guard<std::mutex> lock(idle_m_);
+    if (stats_.in_flight.fetch_sub(1, std::memory_order_relaxed) == 1) ended = idle_;
+  }
+  if (ended) ended->set();  // after the lock: set() sends the waiters' wake-ups
+}
+
+task<void> app::idle() {
+  std::shared_ptr<quell::shared_event> period;
+  {
+    std::lock_guard<std::mutex> lock(idle_m_);
+    if (stats_.in_flight.load(std::memory_order_relaxed) == 0) co_return;
+    period = idle_;
+  }
+  co_await period->wait();
 }
 
 app::app(backend& b, std::size_t permits, std::function<void(const std::string&)> trace)
@@ -78,26 +150,41 @@ http::server::handler app::handler() {
 }
 
 std::string app::stats_json() const {
-  const backend_stats b = backend_.stats();
+  backend_stats b;
+  for (const backend* each : backends_) {
+    const backend_stats one = each->stats();
+    b.cancels_sent += one.cancels_sent;
+    b.cancels_acknowledged += one.cancels_acknowledged;
+    b.cancels_timed_out += one.cancels_timed_out;
+  }
+  const gateway_stats st = stats();
   std::string s = "{";
-  s += "\"in_flight\":" + std::to_string(stats_.in_flight);
+  s += "\"in_flight\":" + std::to_string(st.in_flight);
   s += ",\"permits\":" + std::to_string(permits_total_);
   s += ",\"permits_available\":" + std::to_string(permits_.available());
-  s += ",\"reports_done\":" + std::to_string(stats_.reports_done);
-  s += ",\"reports_cancelled\":" + std::to_string(stats_.reports_cancelled);
-  s += ",\"reports_timed_out\":" + std::to_string(stats_.reports_timed_out);
-  s += ",\"reports_failed\":" + std::to_string(stats_.reports_failed);
-  s += ",\"reports_refused\":" + std::to_string(stats_.reports_refused);
-  s += ",\"waiting\":" + std::to_string(stats_.waiting);
+  s += ",\"reports_done\":" + std::to_string(st.reports_done);
+  s += ",\"reports_cancelled\":" + std::to_string(st.reports_cancelled);
+  s += ",\"reports_timed_out\":" + std::to_string(st.reports_timed_out);
+  s += ",\"reports_failed\":" + std::to_string(st.reports_failed);
+  s += ",\"reports_refused\":" + std::to_string(st.reports_refused);
+  s += ",\"waiting\":" + std::to_string(st.waiting);
   s += ",\"cancels_sent\":" + std::to_string(b.cancels_sent);
   s += ",\"cancels_acknowledged\":" + std::to_string(b.cancels_acknowledged);
   s += ",\"cancels_timed_out\":" + std::to_string(b.cancels_timed_out);
-  s += ",\"backend\":\"" + json_escape(backend_.describe()) + "\"";
+  std::string described = backends_[0]->describe();
+  if (backends_.size() > 1) described = std::to_string(backends_.size()) + " x " + described + " (one per core)";
+  s += ",\"backend\":\"" + json_escape(described) + "\"";
   s += "}";
   return s;
 }
 
 task<http::response> app::route(http::request& req) {
+  http::response r = co_await answer(req);
+  r.headers.push_back({"X-Core", std::to_string(quell::this_core())});  // which core served it
+  co_return r;
+}
+
+task<http::response> app::answer(http::request& req) {
   const std::string_view path = req.path();
   if (path != "/stats" && path != "/report" && path != "/hello") co_return http::response::text(404, "not found\n");
   if (req.method != "GET" && req.method != "HEAD") {
@@ -119,7 +206,7 @@ task<http::response> app::report(http::request& req) {
     deadline = parse_seconds(req.query_param("timeout"), 3600);
     if (!deadline) co_return http::response::text(400, "timeout= must be a number of seconds between 0 and 3600\n");
   }
-  const std::uint64_t id = next_id_++;
+  const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   const std::string tag = "#" + std::to_string(id);
   auto refuse = [&](const char* why, bool retry) {
     ++stats_.reports_refused;
@@ -138,17 +225,16 @@ task<http::response> app::report(http::request& req) {
   struct accounting {
     app& a;
     const std::string& tag;
-    const backend_stats before = a.backend_.stats();
+    backend& used = a.backend_for(quell::this_core());
+    const backend_stats before = used.stats();
     bool answered = false;
-    explicit accounting(app& a, const std::string& t) : a(a), tag(t) {
-      if (a.stats_.in_flight++ == 0) a.idle_.reset();
-    }
+    explicit accounting(app& a, const std::string& t) : a(a), tag(t) { a.enter(); }
     ~accounting() {
       if (!answered) {
         ++a.stats_.reports_cancelled;
         // The counters are the backend's, shared by concurrent requests: the trace is for
         // watching one request at a time (the demo).
-        const backend_stats now = a.backend_.stats();
+        const backend_stats now = used.stats();
         std::string what = now.cancels_acknowledged > before.cancels_acknowledged ? "the backend confirmed the cancel"
                            : now.cancels_timed_out > before.cancels_timed_out
                                ? "the backend did not confirm in time: its connection was closed"
@@ -156,16 +242,16 @@ task<http::response> app::report(http::request& req) {
         a.trace(tag + " ended cancelled (" + what + "); permit released, " + std::to_string(a.permits_.available()) +
                 "/" + std::to_string(a.permits_total_) + " free");
       }
-      if (--a.stats_.in_flight == 0) a.idle_.set();
+      a.leave();
     }
   } acct(*this, tag);
 
   trace(tag + " GET " + req.target + " from " + req.peer.to_string() + ": waiting for a permit");
-  std::optional<quell::permit> taken;
+  std::optional<quell::shared_permit> taken;
   {
     struct waiting {
-      gateway_stats& s;
-      explicit waiting(gateway_stats& s) : s(s) { ++s.waiting; }
+      counters& s;
+      explicit waiting(counters& s) : s(s) { ++s.waiting; }
       ~waiting() { --s.waiting; }
     } counted(stats_);
     auto got = co_await quell::move_on_after(options_.max_wait, quell::race(permits_.acquire(), closing_.wait()));
@@ -175,7 +261,7 @@ task<http::response> app::report(http::request& req) {
       co_return refuse(got ? "the gateway is shutting down" : "waited too long for a permit", got.has_value() == false);
     }
   }
-  quell::permit permit = std::move(*taken);
+  quell::shared_permit permit = std::move(*taken);
   trace(tag + " permit taken (" + std::to_string(permits_.available()) + "/" + std::to_string(permits_total_) +
         " free); job of " + *req.query_param("seconds") + " s sent to the backend");
 
@@ -192,9 +278,9 @@ task<http::response> app::report(http::request& req) {
     std::string result;
     if (deadline) {
       const auto limit = std::chrono::duration_cast<quell::duration>(std::chrono::duration<double>(*deadline));
-      result = co_await quell::timeout(limit, quell::on_cancel(backend_.run(work), on_stop));
+      result = co_await quell::timeout(limit, quell::on_cancel(run_job(work), on_stop));
     } else {
-      result = co_await quell::on_cancel(backend_.run(work), on_stop);
+      result = co_await quell::on_cancel(run_job(work), on_stop);
     }
     ++stats_.reports_done;
     body = "{\"result\":\"" + json_escape(result) + "\"}\n";

@@ -6,6 +6,7 @@
 //   GET /stats                         JSON: requests in flight, permits available, cancels sent,
 //                                      acknowledged and timed out
 //   GET /hello                         "hello\n" (a trivial endpoint, for benchmarks)
+// Every answer says which core served it (X-Core).
 //
 // The permit is taken before the job starts and is a local of the handler, so it is released
 // only when the handler's task has finished. When the client disconnects, quell::http cancels
@@ -25,20 +26,35 @@
 // max_seconds is a 400. Once stop_admitting() is called (the server's shutdown began), waiters
 // and new reports are answered 503 at once: they would not start within the grace period anyway,
 // and a 503 tells their clients to go elsewhere rather than closing on them.
+//
+// EVERY CORE. One app serves the handlers of every core of a quell::runtime (the HTTP server
+// with every_core): the permits are one pool for all cores (a shared_semaphore: a request on one
+// core may wait for a permit a request on another core releases, and gets it only after that
+// request's backend cancel was acknowledged), the counters are exact across cores at every
+// moment, and stop_admitting() reaches waiters on every core. Backends: either one per core
+// (app(std::vector<backend*>): core i's requests use backends[i], on core i), or one shared
+// backend on one core (app(backend&): requests on other cores run their job there through
+// quell::on, and a cancel follows them across; app_options::backend_core names that core).
+// trace and log are called on the core of the request, concurrently when there are several.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
 #include <string>
 
 #include "backend.hpp"
-#include "quell/event.hpp"
 #include "quell/http.hpp"
-#include "quell/semaphore.hpp"
+#include "quell/shared_event.hpp"
+#include "quell/shared_semaphore.hpp"
 
 namespace gateway {
 
+// A snapshot of the counters (each exact; together, taken one after another).
 struct gateway_stats {
   std::uint64_t in_flight = 0;          // /report requests being handled (waiting for a permit or running)
   std::uint64_t reports_done = 0;       // answered 200
@@ -58,42 +74,58 @@ struct app_options {
   std::function<void(const std::string&)> trace;
   // Errors with their detail (a backend's message); default: stderr.
   std::function<void(const std::string&)> log;
+  // With one shared backend: the core it belongs to (where its jobs run).
+  unsigned backend_core = 0;
 };
 
 class app {
  public:
+  // One backend for every core (see EVERY CORE).
   app(backend& b, app_options options);
   // `trace` (optional) receives one line per step of each report: what the demo prints.
   app(backend& b, std::size_t permits, std::function<void(const std::string&)> trace = {});
+  // One backend per core: core i's requests use per_core[i] (std::invalid_argument if empty).
+  app(std::vector<backend*> per_core, app_options options);
 
-  // From now on, requests waiting for a permit and new reports are answered 503.
-  void stop_admitting() { closing_.set(); }
+  // From now on, requests waiting for a permit and new reports are answered 503. Any thread.
+  void stop_admitting() noexcept { closing_.set(); }
 
   quell::http::server::handler handler();
   std::string stats_json() const;
 
   std::size_t permits() const noexcept { return permits_total_; }
-  std::size_t permits_available() const noexcept { return permits_.available(); }
-  const gateway_stats& stats() const noexcept { return stats_; }
-  // Set while no /report request is being handled (tests and the demo wait on it).
-  quell::event& idle() noexcept { return idle_; }
-  backend& backend_used() noexcept { return backend_; }
+  std::size_t permits_available() const { return permits_.available(); }
+  gateway_stats stats() const noexcept;
+  // Completes once no /report request is being handled, on any core (tests and the demo).
+  quell::task<void> idle();
+  // The backend core `core`'s requests use.
+  backend& backend_for(unsigned core) const;
 
  private:
   quell::task<quell::http::response> route(quell::http::request& req);
+  quell::task<quell::http::response> answer(quell::http::request& req);
   quell::task<quell::http::response> report(quell::http::request& req);
-  void trace(const std::string& line) const {
-    if (trace_) trace_(line);
-  }
+  quell::task<std::string> run_job(std::chrono::milliseconds work);
+  void enter() noexcept;
+  void leave() noexcept;
+  void trace(const std::string& line) const;
 
-  backend& backend_;
+  struct counters {
+    std::atomic<std::uint64_t> in_flight{0}, reports_done{0}, reports_cancelled{0}, reports_timed_out{0},
+        reports_failed{0}, reports_refused{0}, waiting{0};
+  };
+
+  std::vector<backend*> backends_;  // one per core, or one shared
   app_options options_;
   std::size_t permits_total_;
-  quell::semaphore permits_;
-  gateway_stats stats_;
-  std::uint64_t next_id_ = 1;
-  quell::event idle_{true};
-  quell::event closing_;
+  quell::shared_semaphore permits_;
+  counters stats_;
+  std::atomic<std::uint64_t> next_id_{1};
+  // The current busy period's "all done" event: replaced when in_flight leaves 0, set when it
+  // returns to 0 (a set-once event per period, so a waiter can never miss its end).
+  mutable std::mutex idle_m_;
+  std::shared_ptr<quell::shared_event> idle_;
+  quell::shared_event closing_;
   std::function<void(const std::string&)>& trace_ = options_.trace;
 };
 

@@ -99,7 +99,7 @@ job_backend::~job_backend() {
   }
 }
 
-backend_stats job_backend::stats() const { return stats_; }
+backend_stats job_backend::stats() const { return stats_.snapshot(); }
 
 std::string job_backend::describe() const { return options_.label + " at " + options_.service.to_string(); }
 

@@ -129,7 +129,7 @@ class job_backend final : public backend {
   std::size_t open_ = 0;
   std::size_t opened_ = 0;
   std::size_t closed_ = 0;
-  backend_stats stats_;
+  backend_counters stats_;
   std::uint64_t too_late_ = 0;
 };
 

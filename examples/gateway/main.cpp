@@ -4,8 +4,14 @@
 //                 [--pool=8] [--cancel-timeout=1] [--grace=5] [--ignore-cancels] [--trace]
 //                 [--max-waiting=64] [--max-wait=30] [--max-seconds=60] [--max-connections=10000]
 //                 [--idle-timeout=60] [--header-timeout=10] [--body-timeout=30] [--max-body-memory=64]
+//                 [--cores=N] [--backend-pool=per-core|shared]
 //   quell_gateway --demo
 //
+// --cores (default: every CPU the process may use) runs the HTTP server on that many cores of a
+// quell::runtime, one SO_REUSEPORT listener per core, with one permit pool for all of them.
+// --backend-pool=per-core (the default) gives each core its own backend connections (--pool of
+// them per core); shared keeps one pool on core 0, which the other cores' requests reach through
+// quell::on (their cancels follow them there).
 // The embedded backend is a job service on a loopback port in the same process (job_service.hpp).
 // SIGINT/SIGTERM start a graceful shutdown (stop accepting, let requests finish for --grace
 // seconds, then cancel them and wait for their backend cancels; exit status 0); a second signal
@@ -14,6 +20,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -22,6 +29,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "gateway.hpp"
 #include "job_backend.hpp"
@@ -54,6 +62,8 @@ struct config {
   std::size_t max_connections = 10000;
   double idle_timeout = 60, header_timeout = 10, body_timeout = 30;
   double max_body_memory_mib = 64;
+  unsigned cores = 0;                   // 0: every CPU the process may use
+  std::string backend_pool = "per-core";  // or "shared"
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -63,7 +73,8 @@ struct config {
                "                     [--pool=N] [--cancel-timeout=SECONDS] [--grace=SECONDS] [--ignore-cancels]\n"
                "                     [--max-waiting=N] [--max-wait=SECONDS] [--max-seconds=SECONDS]\n"
                "                     [--max-connections=N] [--idle-timeout=SECONDS] [--header-timeout=SECONDS]\n"
-               "                     [--body-timeout=SECONDS] [--max-body-memory=MIB] [--trace] | --demo\n",
+               "                     [--body-timeout=SECONDS] [--max-body-memory=MIB] [--cores=N]\n"
+               "                     [--backend-pool=per-core|shared] [--trace] | --demo\n",
                why.c_str());
   std::exit(2);
 }
@@ -116,6 +127,12 @@ config parse(int argc, char** argv) {
       c.body_timeout = number(key, val, 0.001, 3600);
     else if (key == "--max-body-memory")
       c.max_body_memory_mib = number(key, val, 1, 1024 * 1024);
+    else if (key == "--cores")
+      c.cores = static_cast<unsigned>(number(key, val, 1, 4096));
+    else if (key == "--backend-pool") {
+      if (val != "per-core" && val != "shared") usage("--backend-pool wants 'per-core' or 'shared', not '" + val + "'");
+      c.backend_pool = val;
+    }
     else
       usage("unknown option '" + a + "'");
   }
@@ -191,6 +208,7 @@ task<void> watch_signals(quell::signal_set& sigs, http::server& srv, gateway::ap
   std::_Exit(128 + first);
 }
 
+// Runs on core 0 of the runtime; the HTTP server serves on every core.
 task<int> serve(const config& c, quell::signal_set& sigs) {
   const quell::address where = parse_listen(c.listen);
   std::optional<gateway::job_service> svc;
@@ -198,7 +216,23 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
     svc.emplace(gateway::job_service::bind());
     svc->set_ignore_cancels(c.ignore_cancels);
   }
-  std::unique_ptr<gateway::backend> backend = make_backend(c, svc ? &*svc : nullptr);
+  // The backends: one per core, each created, used and destroyed on its core (a backend's
+  // connections belong to its core's ring), or one on this core that the others reach with on().
+  const unsigned cores = quell::core_count();
+  const bool per_core = c.backend_pool == "per-core" && cores > 1;
+  std::vector<std::unique_ptr<gateway::backend>> backends(per_core ? cores : 1);
+  quell::shared_event backends_ready, backends_done;
+  std::atomic<unsigned> created{0};
+  auto hold_backend = [&]() -> task<void> {
+    std::unique_ptr<gateway::backend>& mine = backends[quell::this_core()];
+    struct drop_here {
+      std::unique_ptr<gateway::backend>& b;
+      ~drop_here() { b.reset(); }
+    } dropped{mine};
+    mine = make_backend(c, svc ? &*svc : nullptr);
+    if (++created == cores) backends_ready.set();
+    co_await backends_done.wait();
+  };
   std::function<void(const std::string&)> trace;
   if (c.trace)
     trace = [](const std::string& line) {
@@ -211,17 +245,17 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
   ao.max_wait = seconds(c.max_wait);
   ao.max_seconds = c.max_seconds;
   ao.trace = trace;
-  gateway::app app(*backend, ao);
+  ao.backend_core = quell::this_core();
   http::server_options so;
   so.max_connections = c.max_connections;
   so.idle_timeout = seconds(c.idle_timeout);
   so.header_timeout = seconds(c.header_timeout);
   so.body_timeout = seconds(c.body_timeout);
   so.max_buffered_body_bytes = static_cast<std::size_t>(c.max_body_memory_mib * 1024 * 1024);
-  http::server srv(where, app.handler(), so);
-  std::printf("quell gateway on http://%s: %zu permits, backend: %s\n", srv.local_address().to_string().c_str(),
-              c.permits, backend->describe().c_str());
-  std::fflush(stdout);
+  so.every_core = true;
+  std::optional<gateway::app> app;
+  std::optional<http::server> srv;
+  std::string final_stats;
 
   quell::spawn_handle<void> server_task;
   shutdown_state state;
@@ -231,20 +265,38 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
       quell::event& e;
       ~set_at_end() { e.set(); }
     } ended{server_ended};
-    co_await srv.run();
+    co_await srv->run();
   };
   auto all = [&](quell::scope& s) -> task<void> {
     if (svc) s.spawn([&] { return svc->serve(); });
+    if (per_core) {
+      s.spawn([&] { return quell::on_each_core(hold_backend); });
+      co_await backends_ready.wait();
+    } else {
+      backends[0] = make_backend(c, svc ? &*svc : nullptr);
+    }
+    std::vector<gateway::backend*> used;
+    for (auto& b : backends) used.push_back(b.get());
+    app.emplace(std::move(used), ao);
+    srv.emplace(where, app->handler(), so);
+    std::printf("quell gateway on http://%s: %u cores, %zu permits, backend: %s%s\n",
+                srv->local_address().to_string().c_str(), cores, c.permits, backends[0]->describe().c_str(),
+                per_core ? " (one per core)" : cores > 1 ? " (one, shared by the cores)" : "");
+    std::fflush(stdout);
     server_task = s.spawn(run_server);
-    s.spawn(watch_signals(sigs, srv, app, server_task, seconds(c.grace), state));
+    s.spawn(watch_signals(sigs, *srv, *app, server_task, seconds(c.grace), state));
     // Not `co_await server_task`: after a forced shutdown the server ends cancelled, which is how
     // this program is meant to end, not a cancellation to pass up.
     co_await server_ended.wait();
+    final_stats = app->stats_json();  // while every backend is still there
+    backends_done.set();  // every request has ended: each core drops its backend
     s.cancel(quell::cancel_reason(quell::cancel_kind::shutdown));  // the job service, the signal watcher
   };
   co_await quell::with_scope(all);
-  std::printf("stopped%s: %s\n", state.forced_by ? " (forced)" : "", app.stats_json().c_str());
-  std::fflush(stdout);
+  if (app) {
+    std::printf("stopped%s: %s\n", state.forced_by ? " (forced)" : "", final_stats.c_str());
+    std::fflush(stdout);
+  }
   co_return state.forced_by ? 128 + state.forced_by : 0;
 }
 
@@ -254,9 +306,11 @@ class demo {
  public:
   explicit demo(quell::signal_set& sigs) : sigs_(sigs) {}
 
+  // Two cores: the server on both, the job service and its (shared) backend on core 0.
   int run() {
     auto body = [this]() -> task<void> { co_await script(); };
-    quell::block_on(body());
+    quell::runtime rt{2};
+    rt.run(body());
     return 0;
   }
 
@@ -267,8 +321,20 @@ class demo {
     std::fflush(stdout);
   }
 
-  // Polls until the gateway has no request left (the demo's way to let a trace finish).
-  task<void> settle() { co_await app_->idle().wait(); }
+  // Waits until the gateway has no request left on any core (the demo's way to let a trace finish).
+  task<void> settle() { co_await app_->idle(); }
+
+  // A keep-alive connection that the kernel gave to the listener of `core` (the server says which
+  // core answered in X-Core); connections are spread by a hash, so a few tries find one.
+  task<http::client> connection_on(quell::address at, unsigned core) {
+    for (int i = 0; i < 256; ++i) {
+      auto c = co_await http::client::connect(at);
+      auto r = co_await c.get("/hello");
+      if (r.header("x-core") == std::to_string(core)) co_return c;
+      co_await c.close();
+    }
+    throw std::runtime_error("no connection reached core " + std::to_string(core));
+  }
 
   task<void> show(http::client& c, const std::string& target) {
     auto r = co_await c.get(target);
@@ -285,11 +351,14 @@ class demo {
     o.cancel_timeout = 1s;
     o.label = "embedded job service";
     backend_.emplace(o);
-    app_.emplace(*backend_, 2, [this](const std::string& line) { say("gateway: " + line); });
-    srv_.emplace(quell::address::parse("127.0.0.1", 0), app_->handler());
+    app_.emplace(*backend_, 1, [this](const std::string& line) { say("gateway: " + line); });
+    http::server_options so;
+    so.every_core = true;
+    srv_.emplace(quell::address::parse("127.0.0.1", 0), app_->handler(), so);
     const quell::address at = srv_->local_address();
-    std::printf("quell gateway demo: http://%s, 2 permits, backend: %s, cancel timeout 1 s\n\n", at.to_string().c_str(),
-                backend_->describe().c_str());
+    std::printf("quell gateway demo: http://%s on 2 cores, 1 permit for both, backend: %s (on core 0), "
+                "cancel timeout 1 s\n\n",
+                at.to_string().c_str(), backend_->describe().c_str());
 
     auto all = [&](quell::scope& s) -> task<void> {
       s.spawn([&] { return svc_->serve(); });
@@ -342,7 +411,27 @@ class demo {
       }
 
       std::printf("\n");
-      say("== 5. graceful shutdown on SIGINT while a request runs");
+      say("== 5. two cores, one permit: a client served on core 0 holds the permit and disconnects;");
+      say("      a client served on core 1 waits for it and gets it only after the backend confirmed");
+      {
+        auto first = co_await connection_on(at, 0);
+        auto second = co_await connection_on(at, 1);
+        auto gives_up = [&]() -> task<void> {
+          auto r = co_await quell::move_on_after(400ms, first.get("/report?seconds=5"));
+          say(r ? "client on core 0: got an answer?" : "client on core 0: gives up after 0.4 s and closes");
+          co_await first.close();
+        };
+        auto waits = [&]() -> task<void> {
+          co_await quell::sleep_for(100ms);  // the first holds the only permit by now
+          co_await show(second, "/report?seconds=0.2");
+          co_await second.close();
+        };
+        co_await quell::join(gives_up(), waits());
+        co_await settle();
+      }
+
+      std::printf("\n");
+      say("== 6. graceful shutdown on SIGINT while a request runs");
       {
         auto c = co_await http::client::connect(at);
         auto slow = s.spawn(c.get("/report?seconds=1"));
@@ -379,7 +468,8 @@ int main(int argc, char** argv) {
   try {
     quell::signal_set sigs{SIGINT, SIGTERM};  // before any thread starts, so they inherit the mask
     if (c.demo) return demo(sigs).run();
-    return quell::block_on(serve(c, sigs));
+    quell::runtime rt{c.cores};
+    return rt.run(serve(c, sigs));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "quell_gateway: %s\n", e.what());
     return 1;

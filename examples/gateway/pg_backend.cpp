@@ -10,7 +10,7 @@ quell::task<std::string> pg_backend::run(std::chrono::milliseconds work) {
   // The connection counts its own cancels; fold them in when this job's frame goes, which is
   // also what happens when the job ends cancelled (no code after the last co_await runs then).
   struct fold_counters {
-    backend_stats& into;
+    backend_counters& into;
     quell::pg::connection& c;
     std::size_t sent = c.cancels_sent(), confirmed = c.cancels_confirmed(), timed_out = c.cancels_timed_out();
     ~fold_counters() {

@@ -17,14 +17,14 @@ class pg_backend final : public backend {
   pg_backend(std::string conninfo, std::size_t pool_size, quell::duration cancel_timeout);
 
   quell::task<std::string> run(std::chrono::milliseconds work) override;
-  backend_stats stats() const override { return stats_; }
+  backend_stats stats() const override { return stats_.snapshot(); }
   std::string describe() const override { return "PostgreSQL (" + std::to_string(pool_.size()) + " connections)"; }
 
   quell::pg::pool& pool() noexcept { return pool_; }
 
  private:
   quell::pg::pool pool_;
-  backend_stats stats_;
+  backend_counters stats_;
 };
 
 }  // namespace gateway
