@@ -1,6 +1,6 @@
 // asio_peer.cpp: the Boost.Asio 1.81 peer of the quell comparison (bench/compare/WORKLOADS.md).
 //
-// One program, one workload per call: `asio_peer <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>`,
+// One program, one workload per call: `asio_peer <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>`,
 // printing `RESULT <workload> <unit> <value>` lines. Asio's public API only: C++20 awaitables
 // (awaitable, co_spawn, use_awaitable, as_tuple, experimental::awaitable_operators,
 // bind_cancellation_slot, cancellation_signal), one io_context run from one thread with the
@@ -467,7 +467,7 @@ static awaitable<void> timed_window(state& st, double& msg_per_s) {
 }
 }  // namespace w5
 
-static void run_w5() {
+static double w5_instance() {
   asio::io_context ioc(1);
   tcp::acceptor acc(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
   w5::state st;
@@ -482,7 +482,27 @@ static void run_w5() {
   ioc.run();  // returns once the clients stopped and the servers saw eof
   if (st.clients_done != w5::kConns) fail("W5", "not every client finished");
   if (msg_per_s <= 0) fail("W5", "no round trips in the timed window");
-  result("W5", "msg/s", msg_per_s);
+  return msg_per_s;
+}
+
+static void run_w5() { result("W5", "msg/s", w5_instance()); }
+
+// W5m: W5 on one thread, then W5 on as many threads as the process has CPUs, at once (each its
+// own io_context with its own listener, clients and servers: one io_context per thread).
+static void run_w5m() {
+  const double one = w5_instance();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? std::max(1, CPU_COUNT(&set)) : 1;
+  std::vector<double> each(static_cast<std::size_t>(cpus));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < cpus; ++i) threads.emplace_back([&each, i] { each[static_cast<std::size_t>(i)] = w5_instance(); });
+  for (auto& t : threads) t.join();
+  double all = 0;
+  for (double v : each) all += v;
+  result("W5m", "msg/s@1", one);
+  result("W5m", "msg/s", all);
+  result("W5m", "scaling", all / one);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -761,7 +781,7 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
@@ -772,6 +792,7 @@ int main(int argc, char** argv) {
   else if (w == "W9") run_w9();
   else if (w == "W4") run_w4();
   else if (w == "W5") run_w5();
+  else if (w == "W5m") run_w5m();
   else if (w == "W6a") run_w6a();
   else if (w == "W6b") run_w6b();
   else if (w == "W7") run_w7();

@@ -20,13 +20,14 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6a", "W6b", "W7", "W8", "W9", "W10", "W11"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W5m", "W6a", "W6b", "W7", "W8", "W9", "W10", "W11"]
 TITLES = {
     "W1": "await_chain",
     "W2": "race_pending_loser",
     "W3": "spawn_cancel",
     "W4": "timeout_fast_op",
     "W5": "tcp_echo",
+    "W5m": "tcp_echo, every core",
     "W6a": "cancel_inflight_read, same turn",
     "W6b": "cancel_inflight_read, in the kernel",
     "W7": "cancel_latency, 10,000 tasks",
@@ -35,7 +36,7 @@ TITLES = {
     "W10": "cross_core_call, two cores",
     "W11": "cross_core_cancel, two cores",
 }
-HIGHER_IS_BETTER = {"msg/s"}
+HIGHER_IS_BETTER = {"msg/s", "msg/s@1", "scaling"}
 
 # Issue 6's targets: (workload, unit, description, test(quell's median, quell's median advantage
 # over each peer) -> bool or None). Targets relative to a limit use the per-round ratio.
@@ -51,6 +52,9 @@ TARGETS = [
     ("W8", "ns/op", "ahead of Asio and tokio",
      lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
     ("W9", "ns/task", "ahead of Asio and tokio",
+     lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
+    ("W5m", "scaling", ">= 1.8x from 1 core to all", lambda q, r: q >= 1.8),
+    ("W5m", "msg/s", "ahead of Asio and tokio",
      lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
     ("W10", "ns/op", "ahead of Asio and tokio",
      lambda q, r: r["asio"] >= 1.0 and r["tokio"] >= 1.0 if "asio" in r and "tokio" in r else None),
@@ -87,8 +91,10 @@ def geometric_mean(vs):
 def fmt(v, unit):
     if v is None:
         return "n/a"
-    if unit == "msg/s":
+    if unit in ("msg/s", "msg/s@1"):
         return f"{v:,.0f}"
+    if unit == "scaling":
+        return f"{v:.2f}x"
     if v >= 1000:
         return f"{v:,.0f}"
     if v >= 100:

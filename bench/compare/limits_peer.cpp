@@ -381,7 +381,7 @@ static void run_w6b() {
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
@@ -389,7 +389,7 @@ int main(int argc, char** argv) {
   else if (w == "W5") run_w5();
   else if (w == "W6b") run_w6b();
   else if (w == "W2" || w == "W3" || w == "W4" || w == "W6a" || w == "W7" || w == "W8" || w == "W9" ||
-           w == "W10" || w == "W11")
+           w == "W5m" || w == "W10" || w == "W11")
     no_limit(argv[1]);
   else {
     std::fprintf(stderr, "unknown workload %s\n", argv[1]);

@@ -1,6 +1,6 @@
 // quell_peer.cpp: the quell peer of the comparison (bench/compare/WORKLOADS.md).
 //
-// One program, one workload per call: `quell_peer <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9>`, printing
+// One program, one workload per call: `quell_peer <W1|...|W11>`, printing
 // `RESULT <workload> <unit> <value>` lines. quell's public API, written the way its docs show it,
 // on one executor (quell::block_on) per call; W3 runs each repetition on a fresh executor.
 //
@@ -15,6 +15,8 @@
 //                            write_all), 50 client children (write_all 64 B, read_exact 64 B,
 //                            compare); the body times the window. TCP_NODELAY both ends (quell's
 //                            connect sets it on the client; the server sets it after accept).
+//   W5m tcp_echo, every core W5 on a runtime of one core, then W5 on each core of a runtime of all
+//                            cores at once (on_each_core): every core its own listener and pairs.
 //   W6a cancel, same turn    `co_await race(ready(1), sock.read_some(buf))`.
 //   W6b cancel, kernel-side  `co_await race(sock.read_some(buf), yield())`: yield() completes in
 //                            the executor's next turn, after the read was submitted (tokio's
@@ -677,6 +679,36 @@ static void run_w11() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// W5m tcp_echo on every core: W5 on a runtime of one core, then W5 on every core of a runtime of
+// all cores at once (each core its own listener, clients and servers: a pair never crosses cores).
+
+static void run_w5m() {
+  double one = 0;
+  {
+    quell::runtime rt{1};
+    one = rt.run(w5::run());
+  }
+  double all = 0;
+  unsigned cores = 0;
+  {
+    quell::runtime rt;  // one core per CPU the process may use
+    cores = rt.size();
+    auto per_core = [] { return w5::run(); };
+    auto every_core = [&]() -> quell::task<double> {
+      const std::vector<double> each = co_await quell::on_each_core(per_core);
+      double sum = 0;
+      for (double v : each) sum += v;
+      co_return sum;
+    };
+    all = rt.run(every_core());
+  }
+  if (verbose()) std::fprintf(stderr, "W5m: %u cores\n", cores);
+  result("W5m", "msg/s@1", one);
+  result("W5m", "msg/s", all);
+  result("W5m", "scaling", all / one);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
   // W7 needs ~5,000 descriptors: raise the soft limit to the hard limit.
@@ -686,7 +718,7 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
@@ -698,6 +730,7 @@ int main(int argc, char** argv) {
     else if (w == "W3") run_w3();
     else if (w == "W4") run_w4();
     else if (w == "W5") run_w5();
+    else if (w == "W5m") run_w5m();
     else if (w == "W6a") run_w6a();
     else if (w == "W6b") run_w6b();
     else if (w == "W7") run_w7();

@@ -2,7 +2,7 @@
 //! written against tokio 1.24's public API on a `current_thread` runtime with `enable_all()`
 //! (W10 and W11: a `multi_thread` runtime with `worker_threads(2)` and `enable_all()`).
 //!
-//! Usage: `quell-bench-tokio <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>`; prints
+//! Usage: `quell-bench-tokio <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>`; prints
 //! `RESULT <workload> <unit> <value>` lines, exits 1 with a message on stderr when the
 //! workload's self-check fails.
 //!
@@ -16,6 +16,8 @@
 //! - W4 timeout_fast_op: `tokio::time::timeout(1 s, async { i }).await`.
 //! - W5 tcp_echo: `TcpListener`/`TcpStream`, a task per server and per client connection,
 //!   `read`/`write_all` on the server, `write_all`/`read_exact` on the client.
+//! - W5m tcp_echo on every core: W5 on a `multi_thread` runtime of one worker, then as many W5
+//!   copies as CPUs on one of that many workers, at once (the scheduler places the tasks).
 //! - W6a: `select! { biased; v = async { 1 } => v, r = stream.read(&mut buf) => .. }`.
 //! - W6b: `select! { biased; r = stream.read(&mut buf) => .., _ = yield_now() => cancelled }`: the
 //!   read is polled (waker registered with the epoll-backed driver), the task yields once to the
@@ -362,12 +364,23 @@ async fn echo_client(addr: SocketAddr, id: u64) -> Res<u64> {
 }
 
 async fn w5() -> Res<f64> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let acceptor = tokio::spawn(echo_acceptor(listener));
+    w5_on(1).await
+}
+
+/// `instances` copies of W5 at once (each its own listener, 50 clients and 50 servers), timed
+/// together: W5m runs one per worker thread of a multi-thread runtime.
+async fn w5_on(instances: usize) -> Res<f64> {
+    W5_ROUNDS.store(0, Relaxed);
+    W5_STOP.store(false, Relaxed);
+    let mut acceptors = Vec::new();
     let mut clients = JoinSet::new();
-    for id in 0..W5_CONNS as u64 {
-        clients.spawn(echo_client(addr, id));
+    for instance in 0..instances {
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        acceptors.push(tokio::spawn(echo_acceptor(listener)));
+        for id in 0..W5_CONNS as u64 {
+            clients.spawn(echo_client(addr, (instance as u64) << 16 | id));
+        }
     }
     tokio::time::sleep(Duration::from_millis(200)).await; // warm-up
     let (r0, t0) = (W5_ROUNDS.load(Relaxed), Instant::now());
@@ -378,7 +391,10 @@ async fn w5() -> Res<f64> {
     while let Some(r) = clients.join_next().await {
         rounds += r.map_err(|e| e.to_string())??;
     }
-    let echoed = acceptor.await.map_err(|e| e.to_string())??;
+    let mut echoed = 0;
+    for acceptor in acceptors {
+        echoed += acceptor.await.map_err(|e| e.to_string())??;
+    }
     check(echoed == rounds * W5_MSG as u64, || {
         format!("W5: servers echoed {echoed} bytes, clients completed {rounds} round trips")
     })?;
@@ -654,6 +670,21 @@ fn run(workload: &str) -> Res<Vec<(&'static str, f64)>> {
             vec![("ns/task", median(reps))]
         }
         "W5" => vec![("msg/s", rt.block_on(w5())?)],
+        "W5m" => {
+            // One worker, then one per CPU the process may use, each running as many W5 copies
+            // as it has workers; the scheduler places (and steals) the tasks as it does.
+            let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let multi = |workers: usize| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("runtime: {e}"))
+            };
+            let one = multi(1)?.block_on(w5_on(1))?;
+            let all = multi(cpus)?.block_on(w5_on(cpus))?;
+            vec![("msg/s@1", one), ("msg/s", all), ("scaling", all / one)]
+        }
         "W6a" => vec![("ns/op", w6(&rt, true)?)],
         "W6b" => vec![("ns/op", w6(&rt, false)?)],
         "W7" => {
@@ -662,14 +693,14 @@ fn run(workload: &str) -> Res<Vec<(&'static str, f64)>> {
         }
         "W10" => vec![("ns/op", bench(&rt, w10_batch)?)],
         "W11" => vec![("µs", rt.block_on(w11())?)],
-        _ => return Err(format!("unknown workload {workload:?} (W1 W2 W3 W4 W5 W6a W6b W7 W8 W9 W10 W11)")),
+        _ => return Err(format!("unknown workload {workload:?} (W1 W2 W3 W4 W5 W5m W6a W6b W7 W8 W9 W10 W11)")),
     })
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 2 {
-        eprintln!("usage: {} <W1|W2|W3|W4|W5|W6a|W6b|W7|W8|W9|W10|W11>", args[0]);
+        eprintln!("usage: {} <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>", args[0]);
         exit(2);
     }
     raise_nofile_limit();
