@@ -1,6 +1,6 @@
 // beast_gateway.cpp: the Boost.Beast / Asio 1.81 peer of the HTTP benchmark (bench/http/run): the
 // same two endpoints as quell_gateway, written the way an Asio user would, against Beast's and
-// Asio's public API (C++20 awaitables, one io_context on one thread, epoll).
+// Asio's public API (C++20 awaitables, an io_context per thread, epoll).
 //
 //   GET /hello                 "hello\n"
 //   GET /report?seconds=0      one job on an in-process job service over loopback TCP, in the
@@ -11,15 +11,19 @@
 // Keep-alive HTTP/1.1, Content-Length responses, as quell::http. No cancellation machinery: the
 // peer measures the cost of the plain path that quell's carries its machinery along.
 //
-//   beast_gateway <port>        listens on 127.0.0.1:<port>; prints "ready" when it accepts
+//   beast_gateway <port> [n]    listens on 127.0.0.1:<port> on n threads (default 1), each its own
+//                               io_context, SO_REUSEPORT listener and backend pool (the job
+//                               service on the first); prints "ready" when it accepts
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -141,18 +145,35 @@ awaitable<void> http_server(tcp::acceptor a, backend_pool& jobs) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: beast_gateway <port>\n");
+  if (argc != 2 && argc != 3) {
+    std::fprintf(stderr, "usage: beast_gateway <port> [threads]\n");
     return 2;
   }
-  asio::io_context io(1);
-  tcp::acceptor service(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  backend_pool jobs{service.local_endpoint(), {}};
-  tcp::acceptor front(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"),
-                                        static_cast<unsigned short>(std::stoi(argv[1]))));
-  asio::co_spawn(io, job_service(std::move(service)), asio::detached);
-  asio::co_spawn(io, http_server(std::move(front), jobs), asio::detached);
+  const int threads = argc == 3 ? std::max(1, std::stoi(argv[2])) : 1;
+  const auto port = static_cast<unsigned short>(std::stoi(argv[1]));
+  // One io_context per thread (Asio's model for using every core without locks): each with its
+  // own SO_REUSEPORT listener and its own backend pool; the job service on the first.
+  std::vector<std::unique_ptr<asio::io_context>> ctx;
+  for (int i = 0; i < threads; ++i) ctx.push_back(std::make_unique<asio::io_context>(1));
+  tcp::acceptor service(*ctx[0], tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const tcp::endpoint service_at = service.local_endpoint();
+  asio::co_spawn(*ctx[0], job_service(std::move(service)), asio::detached);
+  std::vector<std::unique_ptr<backend_pool>> pools;
+  for (int i = 0; i < threads; ++i) {
+    pools.push_back(std::make_unique<backend_pool>(backend_pool{service_at, {}}));
+    tcp::acceptor front(*ctx[static_cast<std::size_t>(i)]);
+    const tcp::endpoint at(asio::ip::make_address("127.0.0.1"), port);
+    front.open(at.protocol());
+    front.set_option(tcp::acceptor::reuse_address(true));
+    if (threads > 1) front.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
+    front.bind(at);
+    front.listen(asio::socket_base::max_listen_connections);
+    asio::co_spawn(*ctx[static_cast<std::size_t>(i)], http_server(std::move(front), *pools.back()), asio::detached);
+  }
   std::printf("ready\n");
   std::fflush(stdout);
-  io.run();
+  std::vector<std::thread> others;
+  for (int i = 1; i < threads; ++i) others.emplace_back([&ctx, i] { ctx[static_cast<std::size_t>(i)]->run(); });
+  ctx[0]->run();
+  for (auto& t : others) t.join();
 }

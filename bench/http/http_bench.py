@@ -40,8 +40,8 @@ def to_ms(text):
     return v / 1000.0 if unit == "us" else v * 1000.0 if unit == "s" else v
 
 
-def wrk(url, duration):
-    out = subprocess.run(["wrk", "-t1", "-c50", f"-d{duration}s", "--latency", url],
+def wrk(url, duration, threads):
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{50 * threads}", f"-d{duration}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
@@ -52,12 +52,12 @@ def wrk(url, duration):
     return rps, p99
 
 
-def start(name, args):
+def start(name, args, cores):
     port = free_port()
     if name == "quell":
-        cmd = [args.quell, f"--listen=127.0.0.1:{port}", "--permits=64", "--pool=64"]
+        cmd = [args.quell, f"--listen=127.0.0.1:{port}", "--permits=64", "--pool=64", f"--cores={cores}"]
     else:
-        cmd = [args.beast, str(port)]
+        cmd = [args.beast, str(port), str(cores)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_listening(port, proc)
     return proc, port
@@ -82,38 +82,53 @@ def main():
     args = ap.parse_args()
 
     servers = ["quell", "beast"]
-    results = {(s, e): [] for s in servers for e, _ in ENDPOINTS}
+    cpus = len(os.sched_getaffinity(0))
+    configs = [1] if cpus == 1 else [1, cpus]  # one core, then every core
+    results = {(c, s, e): [] for c in configs for s in servers for e, _ in ENDPOINTS}
     for r in range(args.rounds):
         order = servers if r % 2 == 0 else list(reversed(servers))
-        for s in order:
-            proc, port = start(s, args)
-            try:
-                for e, path in ENDPOINTS:
-                    url = f"http://127.0.0.1:{port}{path}"
-                    wrk(url, 1)  # warm-up: connections, pools, caches
-                    rps, p99 = wrk(url, args.duration)
-                    results[(s, e)].append((rps, p99))
-                    print(f"round {r + 1} {s:5} {e:8} {rps:10.0f} req/s  p99 {p99:7.3f} ms", flush=True)
-            finally:
-                stop(proc)
+        for c in configs:
+            for s in order:
+                proc, port = start(s, args, c)
+                try:
+                    for e, path in ENDPOINTS:
+                        url = f"http://127.0.0.1:{port}{path}"
+                        wrk(url, 1, c)  # warm-up: connections, pools, caches
+                        rps, p99 = wrk(url, args.duration, c)
+                        results[(c, s, e)].append((rps, p99))
+                        print(f"round {r + 1} {c} core(s) {s:5} {e:8} {rps:10.0f} req/s  p99 {p99:7.3f} ms",
+                              flush=True)
+                finally:
+                    stop(proc)
 
-    def med(s, e, i):
-        return statistics.median(x[i] for x in results[(s, e)])
+    def med(c, s, e, i):
+        return statistics.median(x[i] for x in results[(c, s, e)])
 
     lines = [
-        f"HTTP benchmark: wrk -t1 -c50 --latency, {args.duration} s per run, {args.rounds} rounds alternating, medians.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}. Each server on one thread.",
+        f"HTTP benchmark: wrk --latency with one thread and 50 keep-alive connections per server core, "
+        f"{args.duration} s per run, {args.rounds} rounds alternating, medians.",
+        f"Machine: {platform.machine()}, {cpus} CPUs, Linux {platform.release()}. One core: each server on one "
+        f"thread; every core: quell_gateway --cores={cpus}, Beast with {cpus} threads (an io_context, "
+        f"SO_REUSEPORT listener and backend pool each). wrk runs on the same CPUs.",
         "",
-        "| endpoint | quell req/s | Beast req/s | quell/Beast | quell p99 ms | Beast p99 ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| cores | endpoint | quell req/s | Beast req/s | quell/Beast | quell p99 ms | Beast p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for e, path in ENDPOINTS:
-        q, b = med("quell", e, 0), med("beast", e, 0)
-        lines.append(f"| `{path}` | {q:,.0f} | {b:,.0f} | {q / b:.2f}x | {med('quell', e, 1):.3f} | "
-                     f"{med('beast', e, 1):.3f} |")
+    for c in configs:
+        for e, path in ENDPOINTS:
+            q, b = med(c, "quell", e, 0), med(c, "beast", e, 0)
+            lines.append(f"| {c} | `{path}` | {q:,.0f} | {b:,.0f} | {q / b:.2f}x | {med(c, 'quell', e, 1):.3f} | "
+                         f"{med(c, 'beast', e, 1):.3f} |")
+    if len(configs) > 1:
+        lines.append("")
+        for e, path in ENDPOINTS:
+            qs = med(configs[-1], "quell", e, 0) / med(1, "quell", e, 0)
+            bs = med(configs[-1], "beast", e, 0) / med(1, "beast", e, 0)
+            lines.append(f"Scaling 1 -> {configs[-1]} cores, `{path}`: quell {qs:.2f}x, Beast {bs:.2f}x.")
     table = "\n".join(lines)
     print()
     print(table)
+    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "http.md"), "w") as f:
         f.write(table + "\n")
 
