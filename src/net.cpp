@@ -65,6 +65,19 @@ void io_handle::reset() noexcept {
   o->release();  // the last operation to drain closes the descriptor
 }
 
+int io_handle::release(const char* what) {
+  io_object* o = use(what);
+  if (o->in_flight > 0) {
+    throw std::logic_error(std::string(what) + ": an operation is in flight on the socket");
+  }
+  if (o->stashed() > 0 || o->stash_eof || !o->stash_fds.empty() || !o->stash_datagrams.empty()) {
+    throw std::logic_error(std::string(what) + ": the socket keeps what cancelled operations received; take it first");
+  }
+  const int fd = std::exchange(o->fd, -1);
+  reset();
+  return fd;
+}
+
 // ---- close ---------------------------------------------------------------------------------
 
 bool close_op::await_ready() noexcept {

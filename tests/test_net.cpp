@@ -557,3 +557,50 @@ TEST(Net, ReusePortListenersShareOnePortAndTheKernelSpreadsConnectionsOverThem) 
   EXPECT_GT(accepted_a, 0);
   EXPECT_GT(accepted_b, 0);
 }
+
+TEST(Net, ReleaseGivesTheDescriptorUpOnlyWhenNothingWouldBeLost) {
+  auto body = [&]() -> task<> {
+    tcp_listener l = local_listener();
+    tcp_stream client = co_await tcp_stream::connect(l.local_address());
+    tcp_stream server = co_await l.accept();
+    // A read_exact cancelled after two of its four bytes came keeps them: releasing would lose them.
+    co_await client.write_all("ab");
+    auto partial = [&]() -> task<> {
+      char four[4];
+      co_await server.read_exact(four);
+    };
+    co_await race(partial(), sleep_for(20ms));
+    EXPECT_EQ(server.buffered(), 2u);
+    EXPECT_THROW((void)server.release(), std::logic_error);
+    EXPECT_TRUE(server.is_open());
+    char kept[2];
+    co_await server.read_exact(kept);
+    EXPECT_EQ(std::string(kept, 2), "ab");
+    char one = 0;
+    // Nothing kept, nothing in flight: the descriptor moves to a new stream, which works.
+    const int fd = server.release();
+    EXPECT_GE(fd, 0);
+    EXPECT_FALSE(server.is_open());
+    EXPECT_THROW((void)server.release(), std::system_error);  // closed now
+    tcp_stream adopted(fd);
+    co_await client.write_all("c");
+    co_await adopted.read_exact(std::span<char>(&one, 1));
+    EXPECT_EQ(one, 'c');
+    // A read in flight: releasing would pull the descriptor from under the kernel.
+    auto reader = [&]() -> task<> {
+      char buf[8];
+      co_await adopted.read_some(buf);
+    };
+    auto releaser = [&]() -> task<> {
+      co_await quell::yield();  // the read is submitted
+      EXPECT_THROW((void)adopted.release(), std::logic_error);
+      co_await client.write_all("d");
+    };
+    co_await quell::join(reader(), releaser());
+    co_await adopted.close();
+    co_await client.close();
+    co_await l.close();
+  };
+  executor ex{body()};
+  ex.run();
+}

@@ -110,6 +110,8 @@ class io_handle {
   io_object* use(const char* what) const;
   // Drops this reference; if operations are pending, cancels them and lets the last one close.
   void reset() noexcept;
+  // Gives up the descriptor without closing it; see tcp_stream::release.
+  int release(const char* what);
 
  private:
   io_object* obj_ = nullptr;
@@ -233,6 +235,11 @@ class tcp_stream {
 
   bool is_open() const noexcept { return h_.is_open(); }
   int native_handle() const noexcept { return h_.fd(); }
+  // Gives the connected descriptor up without closing it, to be adopted elsewhere (another core:
+  // `tcp_stream(fd)` there); this stream is closed afterwards. Only while no operation is in
+  // flight on it and nothing received is kept for the next read (those would be lost): otherwise
+  // std::logic_error, and the stream stays as it was.
+  int release() { return h_.release("release"); }
   address local_address() const;
   address peer_address() const;
   // Bytes received by cancelled reads, waiting for the next read.
