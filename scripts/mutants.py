@@ -113,6 +113,10 @@ MUTANTS = [
      "      sem_.available_ += w_.units;",
      "      (void)0;",
      "a shared_semaphore waiter granted while its cancel crossed keeps the units from everyone"),
+    ("shared-event-crossed-sync", "src/shared_event.cpp",
+     "  crossed_ = true;  // set() woke it on its way here: the wake-up message ends the wait, cancelled\n  return false;",
+     "  crossed_ = true;\n  return true;",
+     "a shared_event wait whose cancel crossed the wake-up ends before the wake-up arrived (it then resumes a finished wait)"),
     # ---- the synchronization primitives' wait queue
     ("semaphore-window", "include/quell/semaphore.hpp",
      "      sem_.release(units_);",

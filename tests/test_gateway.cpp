@@ -19,13 +19,12 @@
 #include "job_service.hpp"
 #include "quell/http.hpp"
 #include "quell/quell.hpp"
-#include "support/gateway_client.hpp"
 #include "support/net_client.hpp"
 
 using namespace std::chrono_literals;
 namespace http = quell::http;
 using quell::task;
-using quell::test::connection_on;
+using gateway::connection_on;
 using quell::test::curl_run;
 using quell::test::exchange;
 using quell::test::have_curl;

@@ -17,14 +17,13 @@
 #include "quell/http.hpp"
 #include "quell/pg.hpp"
 #include "quell/quell.hpp"
-#include "support/gateway_client.hpp"
 #include "support/pg_cluster.hpp"
 
 using namespace std::chrono_literals;
 namespace http = quell::http;
 namespace pg = quell::pg;
 using quell::task;
-using quell::test::connection_on;
+using gateway::connection_on;
 using quell::test::pg_cluster::cluster;
 
 namespace {
@@ -108,6 +107,22 @@ task<std::chrono::milliseconds> until_no_sleeping_query(pg::connection& observer
   co_return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
 }
 
+// Asks for a 30 s report on `c` and gives up once its statement runs on the server (not after a
+// fixed time: on a loaded machine, opening the pool's first connection can take longer than any
+// guess): request() ends cancelled and closes the connection, which is the disconnect.
+task<void> give_up_once_running(http::client& c, pg::connection& observer) {
+  auto body = [&](quell::scope& s) -> task<void> {
+    auto request = [&]() -> task<void> { co_await c.get("/report?seconds=30"); };
+    auto pending = s.spawn(request);
+    int running = 0;
+    for (int i = 0; i < 1000 && (running = co_await sleeping_queries(observer)) != 1; ++i)
+      co_await quell::sleep_for(10ms);
+    EXPECT_EQ(running, 1) << "the statement should be running on the server";
+    pending.cancel();
+  };
+  co_await quell::with_scope(body);
+}
+
 }  // namespace
 
 TEST_P(GatewayPg, AClientDisconnectMidQueryStopsTheStatementReturnsThePermitAndReusesTheConnection) {
@@ -117,18 +132,7 @@ TEST_P(GatewayPg, AClientDisconnectMidQueryStopsTheStatementReturnsThePermitAndR
   g.run([&](quell::address a) -> task<void> {
     auto observer = co_await pg::connection::connect(cluster::conninfo);
     auto c = co_await http::client::connect(a);
-    // The client gives up once the statement runs on the server (not after a fixed time: on a
-    // loaded machine, opening the pool's first connection can take longer than any guess).
-    auto give_up_when_running = [&](quell::scope& s) -> task<void> {
-      auto request = [&]() -> task<void> { co_await c.get("/report?seconds=30"); };
-      auto pending = s.spawn(request);
-      int running = 0;
-      for (int i = 0; i < 1000 && (running = co_await sleeping_queries(observer)) != 1; ++i)
-        co_await quell::sleep_for(10ms);
-      EXPECT_EQ(running, 1) << "the statement should be running on the server";
-      pending.cancel();  // request() ends cancelled and closes the connection: the disconnect
-    };
-    co_await quell::with_scope(give_up_when_running);
+    co_await give_up_once_running(c, observer);
     EXPECT_FALSE(c.usable());
     const auto gone_within = co_await until_no_sleeping_query(observer);
     EXPECT_LT(gone_within, 1000ms);
@@ -250,16 +254,7 @@ TEST(GatewayPgCores, WithAPoolPerCoreADisconnectOnEachCoreStopsItsStatementAndIt
     auto observer = co_await pg::connection::connect(cluster::conninfo);
     for (unsigned core = 0; core < 2; ++core) {
       auto c = co_await connection_on(a, core);
-      auto give_up_when_running = [&](quell::scope& s) -> task<void> {
-        auto request = [&]() -> task<void> { co_await c.get("/report?seconds=30"); };
-        auto pending = s.spawn(request);
-        int running = 0;
-        for (int i = 0; i < 1000 && (running = co_await sleeping_queries(observer)) != 1; ++i)
-          co_await quell::sleep_for(10ms);
-        EXPECT_EQ(running, 1) << "core " << core << ": the statement should be running";
-        pending.cancel();  // the disconnect
-      };
-      co_await quell::with_scope(give_up_when_running);
+      co_await give_up_once_running(c, observer);
       EXPECT_LT(co_await until_no_sleeping_query(observer), 1000ms);
       co_await app.idle();
       auto again = co_await connection_on(a, core);

@@ -304,4 +304,14 @@ task<http::response> app::report(http::request& req) {
   co_return response;
 }
 
+task<http::client> connection_on(quell::address at, unsigned core) {
+  for (int i = 0; i < 256; ++i) {
+    auto c = co_await http::client::connect(at);
+    auto r = co_await c.get("/hello");
+    if (r.header("x-core") == std::to_string(core)) co_return c;
+    co_await c.close();
+  }
+  throw std::runtime_error("gateway::connection_on: no connection reached core " + std::to_string(core));
+}
+
 }  // namespace gateway

@@ -129,4 +129,10 @@ class app {
   std::function<void(const std::string&)>& trace_ = options_.trace;
 };
 
+// A client's keep-alive connection that the gateway at `at` serves on `core` (its X-Core header
+// says): new connections are spread over the cores by a hash of their ports, so a few tries find
+// one. For the demo and tests that must put a request on a given core; std::runtime_error if 256
+// tries never reach it.
+quell::task<quell::http::client> connection_on(quell::address at, unsigned core);
+
 }  // namespace gateway

@@ -324,18 +324,6 @@ class demo {
   // Waits until the gateway has no request left on any core (the demo's way to let a trace finish).
   task<void> settle() { co_await app_->idle(); }
 
-  // A keep-alive connection that the kernel gave to the listener of `core` (the server says which
-  // core answered in X-Core); connections are spread by a hash, so a few tries find one.
-  task<http::client> connection_on(quell::address at, unsigned core) {
-    for (int i = 0; i < 256; ++i) {
-      auto c = co_await http::client::connect(at);
-      auto r = co_await c.get("/hello");
-      if (r.header("x-core") == std::to_string(core)) co_return c;
-      co_await c.close();
-    }
-    throw std::runtime_error("no connection reached core " + std::to_string(core));
-  }
-
   task<void> show(http::client& c, const std::string& target) {
     auto r = co_await c.get(target);
     std::string body = r.body;
@@ -414,8 +402,8 @@ class demo {
       say("== 5. two cores, one permit: a client served on core 0 holds the permit and disconnects;");
       say("      a client served on core 1 waits for it and gets it only after the backend confirmed");
       {
-        auto first = co_await connection_on(at, 0);
-        auto second = co_await connection_on(at, 1);
+        auto first = co_await gateway::connection_on(at, 0);
+        auto second = co_await gateway::connection_on(at, 1);
         auto gives_up = [&]() -> task<void> {
           auto r = co_await quell::move_on_after(400ms, first.get("/report?seconds=5"));
           say(r ? "client on core 0: got an answer?" : "client on core 0: gives up after 0.4 s and closes");
