@@ -55,7 +55,12 @@ def wrk(url, duration, threads):
 def start(name, args, cores):
     port = free_port()
     if name == "quell":
-        cmd = [args.quell, f"--listen=127.0.0.1:{port}", "--permits=64", "--pool=64", f"--cores={cores}"]
+        # --max-waiting above wrk's connections: when wrk closes its connections between runs,
+        # the gateway holds their permits until each backend cancel is acknowledged (its whole
+        # point), and the next run's requests queue behind them; the default 64 would answer some
+        # 503 at that moment, which is admission control, not what this measures.
+        cmd = [args.quell, f"--listen=127.0.0.1:{port}", "--permits=64", "--pool=64", "--max-waiting=1000",
+               f"--cores={cores}"]
     else:
         cmd = [args.beast, str(port), str(cores)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
