@@ -256,7 +256,11 @@ void executor_core::drive_lockstep() {
       do {
         for (auto& slot : group_->cores) {
           executor_core* c = slot.load(std::memory_order_acquire);
-          if (c && c->io_live()) {
+          if (!c) continue;
+          // A message from a thread outside the lockstep (a shared_event set, a permit released)
+          // is work too: time must not move past it.
+          if (!c->remote_->inbox_empty()) reaped = true;
+          if (c->io_live()) {
             inside_executor in(c->sched_);
             reaped |= c->sched_.io().poll(true, std::min(until, clock_type::now() + std::chrono::microseconds(200))) > 0;
           }

@@ -13,17 +13,26 @@ bool shared_event::is_set() const {
 }
 
 void shared_event::set() noexcept {
-  detail::node_list woken;
+  waiter* woken = nullptr;
   {
     std::lock_guard<std::mutex> lock(m_);
     if (set_) return;
     set_ = true;
-    while (detail::list_node* n = waiters_.pop_front()) woken.push_back(n);
+    // Unlinked here, under the lock: a cancel that takes the lock after this sees its waiter
+    // unlinked (woken) and waits for the wake-up; the chain is this call's alone.
+    waiter** tail = &woken;
+    while (detail::list_node* n = waiters_.pop_front()) {
+      auto* w = static_cast<waiter*>(static_cast<detail::mailbox_waiter*>(n));
+      w->chain = nullptr;
+      *tail = w;
+      tail = &w->chain;
+    }
   }
   // After the lock: a woken waiter may resume on its core, and its frame go, as soon as it is sent.
-  while (detail::list_node* n = woken.pop_front()) {
-    auto* w = static_cast<detail::mailbox_waiter*>(n);
-    w->home.send(w);
+  while (woken) {
+    waiter* next = woken->chain;  // read first
+    woken->home.send(woken);
+    woken = next;
   }
 }
 

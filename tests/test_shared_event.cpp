@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "quell/quell.hpp"
 #include "quell/testing.hpp"
@@ -118,6 +120,41 @@ TEST(SharedEvent, ASetCrossingACancelOnTwoCoresNeverHangsOrLosesTheSet) {
   // Both endings happen (how often each depends on the machine): the test is that neither
   // leaves a wake-up pointing at a finished wait (ASan and TSan run it) nor hangs the run.
   RecordProperty("woken", static_cast<int>(woke));
+}
+
+// A set() from a thread outside the runtime crossing the cancels of waiters on a core (each
+// waiter races its wait against a yield): set() must take each waiter off the queue while it
+// holds the lock, or a cancel could unlink it from under set() and end while its wake-up is
+// still sent. ThreadSanitizer and AddressSanitizer run this.
+TEST(SharedEvent, ASetFromAnotherThreadCrossingCancelsOnACoreLosesNothing) {
+  constexpr int rounds = 5000;
+  std::vector<std::unique_ptr<shared_event>> events;
+  for (int i = 0; i < rounds; ++i) events.push_back(std::make_unique<shared_event>());
+  std::atomic<int> armed{-1};
+  std::thread setter([&] {
+    for (int i = 0; i < rounds; ++i) {
+      while (armed.load() < i) std::this_thread::yield();
+      events[static_cast<std::size_t>(i)]->set();
+    }
+  });
+  runtime rt{2};
+  long woken = 0;
+  auto root = [&]() -> task<> {
+    for (int i = 0; i < rounds; ++i) {
+      shared_event& ev = *events[static_cast<std::size_t>(i)];
+      auto wait_then_count = [&]() -> task<> {
+        co_await ev.wait();
+        ++woken;
+      };
+      auto waiter = [&]() -> task<> { co_await quell::race(wait_then_count(), quell::yield()); };
+      armed.store(i);
+      co_await quell::join(waiter(), waiter(), waiter(), waiter());
+    }
+  };
+  rt.run(root());
+  setter.join();
+  for (const auto& e : events) EXPECT_TRUE(e->is_set());
+  RecordProperty("woken", static_cast<int>(woken));
 }
 
 // On one executor, through the cancel sweep: every suspension point and completion window (a

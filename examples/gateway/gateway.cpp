@@ -112,7 +112,7 @@ gateway_stats app::stats() const noexcept {
           get(stats_.waiting)};
 }
 
-void app::enter() noexcept {
+void app::enter() {
   std::lock_guard<std::mutex> lock(idle_m_);
   if (stats_.in_flight.fetch_add(1, std::memory_order_relaxed) == 0) idle_ = std::make_shared<quell::shared_event>();
 }
@@ -217,7 +217,6 @@ task<http::response> app::report(http::request& req) {
     return r;
   };
   if (closing_.is_set()) co_return refuse("the gateway is shutting down", false);
-  if (stats_.waiting >= options_.max_waiting) co_return refuse("too many requests are waiting for a permit", true);
 
   // Declared before the permit, so destroyed after it: when this guard speaks, the permit is
   // already back. It also covers a handler that ends cancelled, whose code after its last
@@ -249,11 +248,17 @@ task<http::response> app::report(http::request& req) {
   trace(tag + " GET " + req.target + " from " + req.peer.to_string() + ": waiting for a permit");
   std::optional<quell::shared_permit> taken;
   {
+    // Counted first, then compared: requests on several cores never pass the limit together.
     struct waiting {
       counters& s;
-      explicit waiting(counters& s) : s(s) { ++s.waiting; }
+      bool over = false;
+      waiting(counters& s, std::size_t max) : s(s) { over = s.waiting.fetch_add(1) >= max; }
       ~waiting() { --s.waiting; }
-    } counted(stats_);
+    } counted(stats_, options_.max_waiting);
+    if (counted.over) {
+      acct.answered = true;
+      co_return refuse("too many requests are waiting for a permit", true);
+    }
     auto got = co_await quell::move_on_after(options_.max_wait, quell::race(permits_.acquire(), closing_.wait()));
     if (got && got->index() == 0) taken = std::get<0>(std::move(*got));
     if (!taken) {

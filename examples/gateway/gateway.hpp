@@ -106,7 +106,7 @@ class app {
   quell::task<quell::http::response> answer(quell::http::request& req);
   quell::task<quell::http::response> report(quell::http::request& req);
   quell::task<std::string> run_job(std::chrono::milliseconds work);
-  void enter() noexcept;
+  void enter();
   void leave() noexcept;
   void trace(const std::string& line) const;
 

@@ -136,6 +136,14 @@ config parse(int argc, char** argv) {
     else
       usage("unknown option '" + a + "'");
   }
+  // Checked here, on the main thread before any core starts: usage() exits the process.
+  const bool postgres = c.backend.rfind("postgres://", 0) == 0 || c.backend.rfind("postgresql://", 0) == 0 ||
+                        c.backend.find('=') != std::string::npos;
+  if (c.backend != "embedded" && !postgres)
+    usage("--backend wants 'embedded' or a postgres:// URI, not '" + c.backend + "'");
+#ifndef GATEWAY_HAVE_PG
+  if (postgres) usage("this build has no PostgreSQL support (libpq-dev was missing)");
+#endif
   return c;
 }
 
@@ -158,7 +166,7 @@ quell::duration seconds(double s) {
 
 // The backend a config names: the embedded job service (started by the caller) or PostgreSQL.
 std::unique_ptr<gateway::backend> make_backend(const config& c, gateway::job_service* svc) {
-  if (c.backend == "embedded") {
+  if (svc) {
     gateway::job_backend_options o;
     o.service = svc->local_address();
     o.pool_size = c.pool;
@@ -166,15 +174,11 @@ std::unique_ptr<gateway::backend> make_backend(const config& c, gateway::job_ser
     o.label = "embedded job service";
     return std::make_unique<gateway::job_backend>(o);
   }
-  if (c.backend.rfind("postgres://", 0) == 0 || c.backend.rfind("postgresql://", 0) == 0 ||
-      c.backend.find('=') != std::string::npos) {
 #ifdef GATEWAY_HAVE_PG
-    return std::make_unique<gateway::pg_backend>(c.backend, c.pool, seconds(c.cancel_timeout));
+  return std::make_unique<gateway::pg_backend>(c.backend, c.pool, seconds(c.cancel_timeout));
 #else
-    usage("this build has no PostgreSQL support (libpq-dev was missing)");
+  throw std::logic_error("no PostgreSQL support");  // parse() refused the option already
 #endif
-  }
-  usage("--backend wants 'embedded' or a postgres:// URI, not '" + c.backend + "'");
 }
 
 // What the signals did to a run: 0 while none came; the first signal's number once a second one
@@ -216,23 +220,15 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
     svc.emplace(gateway::job_service::bind());
     svc->set_ignore_cancels(c.ignore_cancels);
   }
-  // The backends: one per core, each created, used and destroyed on its core (a backend's
-  // connections belong to its core's ring), or one on this core that the others reach with on().
+  // The backends: one per core (core i's requests use backends[i], whose connections are then
+  // I/O of core i's ring), or one that the other cores reach through on(). They connect lazily
+  // and are destroyed at the end of this function, once every core's part of the run (every
+  // request, every cancel still waiting for its acknowledgement) has ended: nothing of theirs is
+  // in flight any more, whichever way the run ended.
   const unsigned cores = quell::core_count();
   const bool per_core = c.backend_pool == "per-core" && cores > 1;
-  std::vector<std::unique_ptr<gateway::backend>> backends(per_core ? cores : 1);
-  quell::shared_event backends_ready, backends_done;
-  std::atomic<unsigned> created{0};
-  auto hold_backend = [&]() -> task<void> {
-    std::unique_ptr<gateway::backend>& mine = backends[quell::this_core()];
-    struct drop_here {
-      std::unique_ptr<gateway::backend>& b;
-      ~drop_here() { b.reset(); }
-    } dropped{mine};
-    mine = make_backend(c, svc ? &*svc : nullptr);
-    if (++created == cores) backends_ready.set();
-    co_await backends_done.wait();
-  };
+  std::vector<std::unique_ptr<gateway::backend>> backends;
+  for (unsigned i = 0; i < (per_core ? cores : 1u); ++i) backends.push_back(make_backend(c, svc ? &*svc : nullptr));
   std::function<void(const std::string&)> trace;
   if (c.trace)
     trace = [](const std::string& line) {
@@ -252,7 +248,9 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
   so.header_timeout = seconds(c.header_timeout);
   so.body_timeout = seconds(c.body_timeout);
   so.max_buffered_body_bytes = static_cast<std::size_t>(c.max_body_memory_mib * 1024 * 1024);
-  so.every_core = true;
+  // With one core, no SO_REUSEPORT: a second gateway started on the same port then fails to bind
+  // instead of quietly taking a share of the connections (as it would beside reuse_port ones).
+  so.every_core = cores > 1;
   std::optional<gateway::app> app;
   std::optional<http::server> srv;
   std::string final_stats;
@@ -269,12 +267,6 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
   };
   auto all = [&](quell::scope& s) -> task<void> {
     if (svc) s.spawn([&] { return svc->serve(); });
-    if (per_core) {
-      s.spawn([&] { return quell::on_each_core(hold_backend); });
-      co_await backends_ready.wait();
-    } else {
-      backends[0] = make_backend(c, svc ? &*svc : nullptr);
-    }
     std::vector<gateway::backend*> used;
     for (auto& b : backends) used.push_back(b.get());
     app.emplace(std::move(used), ao);
@@ -288,8 +280,7 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
     // Not `co_await server_task`: after a forced shutdown the server ends cancelled, which is how
     // this program is meant to end, not a cancellation to pass up.
     co_await server_ended.wait();
-    final_stats = app->stats_json();  // while every backend is still there
-    backends_done.set();  // every request has ended: each core drops its backend
+    final_stats = app->stats_json();
     s.cancel(quell::cancel_reason(quell::cancel_kind::shutdown));  // the job service, the signal watcher
   };
   co_await quell::with_scope(all);

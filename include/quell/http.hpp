@@ -93,9 +93,13 @@
 // handler runs there). The server's address constructor then binds with reuse_port; a server
 // given a listener needs one bound with listen_options::reuse_port. Each core calls its own copy
 // of the handler, so a handler's captured state is per core unless it points at something shared
-// (a shared_semaphore, atomics). shutdown(grace), from any thread, reaches every core: each
-// stops accepting and gives its requests the same grace, then cancels the rest; run() returns
-// when every core's server has finished (their handlers' cleanup included). Cancelling run()
+// (a shared_semaphore, atomics). shutdown(grace), from any thread, reaches every core through a
+// message: each core, once the message has run there (not before shutdown() returns, unlike the
+// single-core server, whose draining starts at once), stops accepting and gives its requests
+// the grace, counted from then, then cancels the rest; run() returns when every core's server has
+// finished (their handlers' cleanup included). Binding with SO_REUSEPORT has a cost to know: a
+// second process of the same user bound to the port with it too gets a share of the connections
+// instead of failing to bind. Cancelling run()
 // cancels every core's server with its reason. A core that cannot bind (the port taken by a
 // listener without reuse_port) fails run() with that error, after the other cores have stopped.
 // Outside a runtime, every_core serves on the one executor, as without it.
@@ -236,7 +240,7 @@ class server {
   // The figures of the core run() was called on (with every_core: that core's share).
   const server_stats& stats() const noexcept;
   // Every core's figures added up, each read on its own core (a cross-core call per core while
-  // run() serves); on the server's executor. Without every_core, the same as stats().
+  // run() serves); on the core run() was called on. Without every_core, the same as stats().
   task<server_stats> total_stats();
 
   struct impl;

@@ -53,14 +53,19 @@ class shared_event {
     void await_resume() const noexcept {}
 
    private:
+    friend class shared_event;
+    struct waiter : detail::mailbox_waiter {
+      waiter* chain = nullptr;  // unlinked and chained by set() under the lock, woken after it
+    };
     shared_event& e_;
-    detail::mailbox_waiter w_;
+    waiter w_;
     bool crossed_ = false;  // the waiter's own core: cancelled after set() had woken it
   };
 
   wait_awaiter wait() noexcept { return wait_awaiter(*this); }
 
  private:
+  using waiter = wait_awaiter::waiter;
   mutable std::mutex m_;
   bool set_ = false;
   detail::node_list waiters_;
