@@ -449,42 +449,50 @@ TEST_P(Gateway, BadInputGetsA4xxOrAClosedConnectionAndNeverKeepsAPermit) {
 
 // ---- across cores ----
 
-// The seed's use case across cores: a request served on core 0 holds the only permit and its
-// client goes away; a request served on core 1 waits for the permit and gets it only after the
-// backend (on core 0) acknowledged the first one's cancel. Lockstep on a virtual clock.
+// The seed's use case across cores: a request served on one core holds the only permit and its
+// client goes away; a request served on the other core waits for the permit and gets it only
+// after the backend (on core 0) acknowledged the first one's cancel. Both ways round: when the
+// request that goes away is on core 1, its job runs on core 0 through on() and the cancel
+// crosses cores to reach it. Lockstep on a virtual clock.
 TEST(GatewayCores, AWaiterOnOneCoreGetsThePermitOnlyOnceTheCancelOfARequestOnTheOtherCoreWasAcknowledged) {
-  quell::virtual_clock clock;
-  clock.set_io_grace(20ms);
-  stack g(1);
-  g.cores = 2;
-  g.run(clock, [&](quell::address a) -> task<void> {
-    auto first = co_await connection_on(a, 0);
-    auto second = co_await connection_on(a, 1);
-    const auto t0 = clock.now();
-    auto give_up = [&]() -> task<void> {
-      co_await quell::move_on_after(1s, first.get("/report?seconds=10"));
-      co_await first.close();
-    };
-    auto wait_for_it = [&]() -> task<void> {
-      co_await quell::sleep_for(100ms);  // the first holds the only permit
-      auto r = co_await second.get("/report?seconds=0.5");
-      EXPECT_EQ(r.status, 200);
-      EXPECT_EQ(r.header("x-core"), "1");
-      EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(clock.now() - t0).count(), 1500);
-    };
-    co_await quell::join(give_up(), wait_for_it());
-    co_await second.close();
-  });
-  const std::size_t cancelled = g.trace_index("[core 0] #1 ended cancelled (the backend confirmed the cancel)");
-  const std::size_t waiting = g.trace_index("[core 1] #2 GET /report?seconds=0.5");
-  const std::size_t taken = g.trace_index("[core 1] #2 permit taken");
-  ASSERT_LT(cancelled, g.trace.size());
-  EXPECT_LT(waiting, cancelled);  // it was waiting before the cancel
-  EXPECT_LT(cancelled, taken);    // and got the permit only after the acknowledgement
-  EXPECT_EQ(g.backend.stats().cancels_acknowledged, 1u);
-  EXPECT_EQ(g.app.permits_available(), 1u);
-  EXPECT_EQ(g.served.cancelled_by_disconnect, 1u);
-  EXPECT_EQ(g.svc.jobs_running(), 0u);
+  for (unsigned gone_core : {1u, 0u}) {
+    SCOPED_TRACE("the client that goes away is served on core " + std::to_string(gone_core));
+    const unsigned wait_core = 1 - gone_core;
+    quell::virtual_clock clock;
+    clock.set_io_grace(20ms);
+    stack g(1);
+    g.cores = 2;
+    g.run(clock, [&](quell::address a) -> task<void> {
+      auto first = co_await connection_on(a, gone_core);
+      auto second = co_await connection_on(a, wait_core);
+      const auto t0 = clock.now();
+      auto give_up = [&]() -> task<void> {
+        co_await quell::move_on_after(1s, first.get("/report?seconds=10"));
+        co_await first.close();
+      };
+      auto wait_for_it = [&]() -> task<void> {
+        co_await quell::sleep_for(100ms);  // the first holds the only permit
+        auto r = co_await second.get("/report?seconds=0.5");
+        EXPECT_EQ(r.status, 200);
+        EXPECT_EQ(r.header("x-core"), std::to_string(wait_core));
+        EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(clock.now() - t0).count(), 1500);
+      };
+      co_await quell::join(give_up(), wait_for_it());
+      co_await second.close();
+    });
+    const std::string gone = "[core " + std::to_string(gone_core) + "] #1 ";
+    const std::string waits = "[core " + std::to_string(wait_core) + "] #2 ";
+    const std::size_t cancelled = g.trace_index(gone + "ended cancelled (the backend confirmed the cancel)");
+    const std::size_t waiting = g.trace_index(waits + "GET /report?seconds=0.5");
+    const std::size_t taken = g.trace_index(waits + "permit taken");
+    ASSERT_LT(cancelled, g.trace.size());
+    EXPECT_LT(waiting, cancelled);  // it was waiting before the cancel
+    EXPECT_LT(cancelled, taken);    // and got the permit only after the acknowledgement
+    EXPECT_EQ(g.backend.stats().cancels_acknowledged, 1u);
+    EXPECT_EQ(g.app.permits_available(), 1u);
+    EXPECT_EQ(g.served.cancelled_by_disconnect, 1u);
+    EXPECT_EQ(g.svc.jobs_running(), 0u);
+  }
 }
 
 // A shutdown (from another thread, as a signal watcher would) while a report runs on each of two
