@@ -192,6 +192,10 @@ bool executor_core::wait_step() {
   clock_source& clock = timers.clock();
   if (clock.is_virtual()) {
     clock.advance_to(timers.next_deadline());
+  } else if (reactor* io = sched_.io_if_any(); io && io->background_in_flight() > 0) {
+    // Sockets with receive-ahead armed keep receiving while tasks sleep: the kernel runs their
+    // receives only inside this thread's io_uring_enter (DEFER_TASKRUN), so wait there.
+    io->poll(true, timers.next_deadline());
   } else {
     std::this_thread::sleep_until(timers.next_deadline());
   }
@@ -291,15 +295,20 @@ void executor_core::add_service(service* s) {
 
 void executor_core::stop_services() noexcept {
   if (escalate_) escalate_->disarm();
-  if (services_.empty()) return;
+  reactor* io = sched_.io_if_any();
+  if (services_.empty() && (!io || io->background_in_flight() == 0)) return;
   enter_executor in(sched_);
   reactor& r = sched_.io();
+  // Receive-ahead multishots belong to sockets, which may outlive the executor: they end here
+  // (what they received stays with the socket), so no kernel operation outlives the executor.
+  r.stop_background();
   for (service* s : services_) {
     s->stopping = true;
     s->on_stop();
     if (s->armed()) r.cancel(s);
   }
   auto armed = [&] {
+    if (r.background_in_flight() > 0) return true;
     for (service* s : services_) {
       if (s->armed()) return true;
     }

@@ -58,6 +58,10 @@ io_object* io_handle::use(const char* what) const {
 void io_handle::reset() noexcept {
   io_object* o = std::exchange(obj_, nullptr);
   if (!o) return;
+  if (o->ahead) {
+    o->closing = true;
+    ahead_closing(o, -ECANCELED, true);
+  }
   if (o->in_flight > 0) {
     o->closing = true;
     if (tls.current && tls.current->has_io()) tls.current->io().cancel_all_on(o->fd);
@@ -67,6 +71,12 @@ void io_handle::reset() noexcept {
 
 int io_handle::release(const char* what) {
   io_object* o = use(what);
+  if (!o->parked.empty()) throw std::logic_error(std::string(what) + ": a read is waiting on the socket");
+  if (o->ahead && o->in_flight == 1 && (o->ahead->state == io_op::phase::queued || o->ahead->state == io_op::phase::in_flight)) {
+    throw std::logic_error(std::string(what) +
+                           ": receive-ahead is armed on the socket (call set_receive_ahead(false) before its first "
+                           "read to hand it over later)");
+  }
   if (o->in_flight > 0) {
     throw std::logic_error(std::string(what) + ": an operation is in flight on the socket");
   }
@@ -84,6 +94,7 @@ bool close_op::await_ready() noexcept {
   io_object* o = h->get();
   if (!o) return true;
   o->closing = true;
+  ahead_closing(o, -ECANCELED, false);
   return o->in_flight == 0;
 }
 
@@ -109,11 +120,20 @@ std::size_t take_stash(io_object* o, std::span<char> buf) {
   }
   return n;
 }
+// Then from the bytes of the CQE being handled (receive-ahead), straight from the ring buffer.
+std::size_t take_incoming(io_object* o, std::span<char> buf) noexcept {
+  const std::size_t n = std::min(buf.size(), o->incoming_len);
+  std::memcpy(buf.data(), o->incoming, n);
+  o->incoming += n;
+  o->incoming_len -= n;
+  return n;
+}
 void keep(io_object* o, const char* p, std::size_t n) {
   const auto* b = reinterpret_cast<const std::byte*>(p);
   o->stash.insert(o->stash.end(), b, b + n);
 }
-// Bytes a read took and its waiter discards: first in line again.
+// Bytes a read took and its waiter discards: first in line again (and offered to a read that
+// is waiting for receive-ahead, which may be behind it).
 void put_back(io_object* o, const char* p, std::size_t n) {
   const auto* b = reinterpret_cast<const std::byte*>(p);
   if (o->stash_pos >= n) {
@@ -122,27 +142,58 @@ void put_back(io_object* o, const char* p, std::size_t n) {
   } else {
     o->stash.insert(o->stash.begin() + static_cast<std::ptrdiff_t>(o->stash_pos), b, b + n);
   }
+  if (!o->parked.empty()) ahead_feed(o);
 }
 }  // namespace
 
 bool read_some_op::await_ready() {
-  if (object->stashed() > 0 && !buf.empty()) {
+  if (buf.empty()) return ready = true;
+  if (object->stashed() > 0) {
     from_stash = take_stash(object, buf);
-    return true;
+    ahead_took(object);
+    return ready = true;
   }
   if (object->stash_eof) {
     object->stash_eof = false;
-    ready_eof = true;
-    return true;
+    took_eof = true;
+    return ready = true;
   }
-  if (buf.empty()) return true;
+  if (object->ahead) {
+    const int end = ahead_take_end(object);
+    if (end <= 0) {
+      res = end;
+      return ready = true;
+    }
+  }
   check_in_executor();
   return false;
+}
+
+bool read_some_op::parks() noexcept { return ahead_wanted(object, receive_ahead::kind::stream); }
+
+bool read_some_op::feed_me() noexcept {
+  std::size_t n = take_stash(object, buf);
+  n += take_incoming(object, buf.subspan(n));
+  if (n == 0) {
+    const int end = ahead_take_end(object);
+    if (end > 0) return false;  // nothing yet
+    res = end;
+  } else {
+    res = static_cast<int>(n);
+  }
+  fed = true;
+  return true;
 }
 
 void read_some_op::prep(io_uring_sqe* sqe) noexcept { io_uring_prep_recv(sqe, object->fd, buf.data(), buf.size(), 0); }
 
 bool read_some_op::on_cancel() noexcept {
+  if (fed) {
+    // It took from the front of the queue: put it back there. The end of the stream stays
+    // where receive-ahead keeps it (it is reported to every read after the bytes).
+    if (res > 0) put_back(object, buf.data(), static_cast<std::size_t>(res));
+    return res >= 0;  // an error delivered anyway stays delivered (completion wins)
+  }
   if (res > 0) {
     keep(object, buf.data(), static_cast<std::size_t>(res));  // received anyway: the next read gets it
   } else if (res == 0) {
@@ -156,14 +207,14 @@ bool read_some_op::on_cancel() noexcept {
 bool read_some_op::give_back() noexcept {
   if (from_stash > 0) {
     put_back(object, buf.data(), from_stash);
-  } else if (ready_eof) {
-    object->stash_eof = true;
-  } else if (buf.empty()) {
-    // took nothing
+  } else if (ready && res < 0) {
+    return false;  // an error: the discarding combinator keeps it
+  } else if (ready) {
+    if (took_eof) object->stash_eof = true;  // (receive-ahead's end of stream is sticky)
   } else if (res > 0) {
     put_back(object, buf.data(), static_cast<std::size_t>(res));
   } else if (res == 0) {
-    object->stash_eof = true;
+    if (!fed) object->stash_eof = true;
   } else {
     return false;  // an error: the discarding combinator keeps it
   }
@@ -171,7 +222,7 @@ bool read_some_op::give_back() noexcept {
 }
 
 std::size_t read_some_op::await_resume() {
-  if (from_stash || ready_eof || buf.empty()) return from_stash;
+  if (ready && res >= 0) return from_stash;
   if (res < 0) throw_io_error(res, "read");
   return static_cast<std::size_t>(res);
 }
@@ -179,15 +230,40 @@ std::size_t read_some_op::await_resume() {
 // ---- read_exact ----------------------------------------------------------------------------
 
 bool read_exact_op::await_ready() {
-  if (object->stashed() > 0) got = take_stash(object, buf);
+  if (object->stashed() > 0) {
+    got = take_stash(object, buf);
+    ahead_took(object);
+  }
   if (got == buf.size()) return true;
   if (object->stash_eof) {
     object->stash_eof = false;
     eof = true;
     return true;
   }
+  if (object->ahead) {
+    const int end = ahead_take_end(object);
+    if (end <= 0) {
+      ahead = true;  // the part it took goes back in front
+      if (end == 0) eof = true;
+      res = end;
+      return true;
+    }
+  }
   check_in_executor();
   return false;
+}
+
+bool read_exact_op::parks() noexcept { return ahead = ahead_wanted(object, receive_ahead::kind::stream); }
+
+bool read_exact_op::feed_me() noexcept {
+  got += take_stash(object, buf.subspan(got));
+  got += take_incoming(object, buf.subspan(got));
+  if (got == buf.size()) return true;
+  const int end = ahead_take_end(object);
+  if (end > 0) return false;  // waits for the rest
+  if (end == 0) eof = true;
+  res = end;
+  return true;
 }
 
 void read_exact_op::prep(io_uring_sqe* sqe) noexcept {
@@ -207,6 +283,10 @@ bool read_exact_op::on_cancel() noexcept {
   if (got < buf.size() && res < 0 && res != -ECANCELED && res != -EINTR) return false;  // failed anyway
   // Keep what arrived, all of it even if the read is complete, in order, in front of anything
   // stashed later: a cancelled read did not happen, and its bytes are the next read's.
+  if (ahead) {
+    put_back(object, buf.data(), got);  // receive-ahead's end of stream stays where it is
+    return true;
+  }
   keep(object, buf.data(), got);
   if (eof) object->stash_eof = true;
   return true;
@@ -220,13 +300,16 @@ bool read_exact_op::give_back() noexcept {
 
 void read_exact_op::await_resume() {
   if (got == buf.size()) return;
-  if (eof) {
-    // The bytes that did arrive stay readable.
+  // The bytes that did arrive stay readable.
+  if (ahead) {
+    put_back(object, buf.data(), got);
+  } else {
     keep(object, buf.data(), got);
+  }
+  if (eof) {
     throw end_of_stream("quell: read_exact: the peer closed the stream after " + std::to_string(got) + " of " +
                         std::to_string(buf.size()) + " bytes");
   }
-  keep(object, buf.data(), got);
   throw_io_error(res, "read");
 }
 
@@ -270,10 +353,33 @@ bool accept_op::await_ready() {
   if (!object->stash_fds.empty()) {
     stashed_fd = object->stash_fds.front();
     object->stash_fds.erase(object->stash_fds.begin());
+    ahead_took(object);
     return true;
+  }
+  if (object->ahead) {
+    const int end = ahead_take_end(object);
+    if (end <= 0) {
+      res = end < 0 ? end : -ECONNABORTED;
+      return ready = true;
+    }
   }
   check_in_executor();
   return false;
+}
+
+bool accept_op::parks() noexcept { return ahead_wanted(object, receive_ahead::kind::listener); }
+
+bool accept_op::feed_me() noexcept {
+  if (!object->stash_fds.empty()) {
+    res = object->stash_fds.front();
+    object->stash_fds.erase(object->stash_fds.begin());
+  } else {
+    const int end = ahead_take_end(object);
+    if (end > 0) return false;
+    res = end < 0 ? end : -ECONNABORTED;
+  }
+  fed = true;
+  return true;
 }
 
 void accept_op::prep(io_uring_sqe* sqe) noexcept {
@@ -282,16 +388,22 @@ void accept_op::prep(io_uring_sqe* sqe) noexcept {
 
 bool accept_op::on_cancel() noexcept {
   if (res >= 0) {
-    object->stash_fds.push_back(res);  // accepted anyway: the next accept delivers it
+    if (fed) {
+      give_back();  // it was first in line: it still is
+    } else {
+      object->stash_fds.push_back(res);  // accepted anyway: the next accept delivers it
+    }
     return true;
   }
+  if (fed) return false;  // an error delivered anyway stays delivered
   return res == -ECANCELED || res == -EINTR;
 }
 
 bool accept_op::give_back() noexcept {
   const int fd = stashed_fd >= 0 ? std::exchange(stashed_fd, -1) : res;
-  if (fd < 0) return false;
+  if (fd < 0 || ready) return false;
   object->stash_fds.insert(object->stash_fds.begin(), fd);
+  if (!object->parked.empty()) ahead_feed(object);
   return true;
 }
 
@@ -542,6 +654,41 @@ int bound_socket(const address& local, int type, const char* what, bool reuse_po
 
 // ---- sockets ---------------------------------------------------------------------------------
 
+void tcp_stream::set_receive_ahead(bool on) {
+  detail::io_object* o = h_.use("set_receive_ahead");
+  if (!on) {
+    detail::ahead_turn_off(o);
+    return;
+  }
+  o->ahead_off = false;
+  if (o->ahead && o->ahead->m == detail::receive_ahead::mode::off &&
+      o->ahead->state != detail::io_op::phase::queued && o->ahead->state != detail::io_op::phase::in_flight) {
+    o->ahead->m = detail::receive_ahead::mode::idle;
+  }
+}
+
+void tcp_stream::set_receive_bound(std::size_t bytes) {
+  h_.use("set_receive_bound")->ahead_bound = std::max<std::size_t>(bytes, 1);
+}
+
+void set_receive_ring(const receive_ring_options& options) {
+  if (!detail::tls.current) throw std::logic_error("quell: set_receive_ring is called outside an executor");
+  const std::uint32_t n = options.buffers;
+  if (options.buffer_size == 0 || n == 0 || n > 32768 || (n & (n - 1)) != 0) {
+    throw std::invalid_argument("quell: set_receive_ring: buffer_size must be positive and buffers a power of two "
+                                "from 1 to 32768 (got " +
+                                std::to_string(options.buffer_size) + " x " + std::to_string(n) + ")");
+  }
+  detail::reactor::ring_options r;
+  r.buffer_size = options.buffer_size;
+  r.buffers = n;
+  r.enabled = options.receive_ahead;
+  if (!detail::tls.current->io().configure_ring(r)) {
+    throw std::logic_error("quell: set_receive_ring: this executor's receive ring is set up already (set it before "
+                           "the first read)");
+  }
+}
+
 void tcp_stream::shutdown(int how) {
   if (::shutdown(h_.use("shutdown")->fd, how) != 0) throw std::system_error(errno, std::system_category(), "shutdown");
 }
@@ -558,6 +705,11 @@ tcp_listener tcp_listener::bind(const address& local, listen_options options) {
   }
   tcp_listener l;
   l.h_ = detail::io_handle(fd);
+  if (options.accept_queue == 0) {
+    l.h_.get()->ahead_off = true;
+  } else {
+    l.h_.get()->ahead_bound = options.accept_queue;
+  }
   return l;
 }
 

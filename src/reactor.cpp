@@ -1,15 +1,20 @@
 #include "quell/detail/reactor.hpp"
 
 #include <liburing.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
 
+#include "quell/detail/receive_ahead.hpp"
 #include "quell/detail/scheduler.hpp"
 
 namespace quell::detail {
@@ -26,6 +31,27 @@ constexpr unsigned ring_entries[] = {4096, 256};
 
 struct reactor::ring {
   io_uring r{};
+};
+
+// The provided-buffer ring of receive-ahead: `count` buffers of `size` bytes in one mapping, and
+// the ring the kernel takes them from (buffer group 0). A buffer is returned (added to the tail)
+// as soon as its CQE has been handled; the tail is published once per reaped batch.
+struct reactor::buffers {
+  bool tried = false;
+  bool ok = false;
+  io_uring_buf_ring* br = nullptr;
+  std::size_t ring_bytes = 0;
+  char* slab = nullptr;
+  std::size_t slab_bytes = 0;
+  std::uint32_t size = 0;
+  std::uint32_t count = 0;
+  int returned = 0;  // added since the last publish
+  ring_options options;
+
+  ~buffers() {
+    if (br) ::munmap(br, ring_bytes);
+    if (slab) ::munmap(slab, slab_bytes);
+  }
 };
 
 reactor& reactor::current() {
@@ -69,7 +95,126 @@ reactor::reactor() : ring_(std::make_unique<ring>()) {
                           "disabled by kernel.io_uring_disabled, or out of locked memory?)");
 }
 
-reactor::~reactor() { io_uring_queue_exit(&ring_->r); }
+reactor::~reactor() {
+  io_uring_queue_exit(&ring_->r);  // the kernel lets go of the buffer ring here: only then unmap it
+  bufs_.reset();
+}
+
+namespace {
+void log_ahead_off(const char* why) noexcept {
+  static std::atomic<bool> said{false};
+  if (said.exchange(true)) return;
+  utsname u{};
+  ::uname(&u);
+  std::fprintf(stderr, "quell: receive-ahead is off: %s (kernel %s); sockets read with one receive per read\n", why,
+               u.release);
+}
+}  // namespace
+
+bool reactor::configure_ring(const ring_options& o) noexcept {
+  if (bufs_ && bufs_->tried) return false;
+  if (!bufs_) bufs_ = std::make_unique<buffers>();
+  bufs_->options = o;
+  return true;
+}
+
+bool reactor::ring_ready() noexcept {
+  if (bufs_ && bufs_->tried) [[likely]]
+    return bufs_->ok;
+  if (!bufs_) bufs_ = std::make_unique<buffers>();
+  buffers& b = *bufs_;
+  b.tried = true;
+  if (!b.options.enabled) return false;  // turned off by the application: nothing to report
+  if (!(flags_ & IORING_SETUP_DEFER_TASKRUN)) {
+    // Multishot receive came in 6.0, the setup flags this reactor tries first in 6.1: a ring
+    // that had to do without them runs on a kernel too old for it.
+    log_ahead_off("this kernel has no multishot receive (Linux 6.1 or later needed)");
+    return false;
+  }
+  b.size = b.options.buffer_size ? b.options.buffer_size : default_receive_buffer_size;
+  b.count = b.options.buffers ? b.options.buffers : default_receive_buffers;
+  b.ring_bytes = (b.count * sizeof(io_uring_buf) + 4095) & ~std::size_t{4095};
+  b.slab_bytes = std::size_t{b.size} * b.count;
+  void* ring_mem = ::mmap(nullptr, b.ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* slab = ::mmap(nullptr, b.slab_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ring_mem == MAP_FAILED || slab == MAP_FAILED) {
+    if (ring_mem != MAP_FAILED) ::munmap(ring_mem, b.ring_bytes);
+    if (slab != MAP_FAILED) ::munmap(slab, b.slab_bytes);
+    log_ahead_off("no memory for the receive buffers");
+    return false;
+  }
+  b.br = static_cast<io_uring_buf_ring*>(ring_mem);
+  b.slab = static_cast<char*>(slab);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<std::uint64_t>(b.br);
+  reg.ring_entries = b.count;
+  reg.bgid = 0;
+  const int rc = io_uring_register_buf_ring(&ring_->r, &reg, 0);
+  if (rc != 0) {
+    std::string why = std::string("registering the provided-buffer ring failed: ") + std::strerror(-rc);
+    log_ahead_off(why.c_str());
+    return false;
+  }
+  io_uring_buf_ring_init(b.br);
+  const int mask = io_uring_buf_ring_mask(b.count);
+  for (std::uint32_t i = 0; i < b.count; ++i) {
+    io_uring_buf_ring_add(b.br, b.slab + std::size_t{i} * b.size, b.size, static_cast<unsigned short>(i), mask,
+                          static_cast<int>(i));
+  }
+  io_uring_buf_ring_advance(b.br, static_cast<int>(b.count));
+  b.ok = true;
+  return true;
+}
+
+const char* reactor::buffer(unsigned bid) const noexcept { return bufs_->slab + std::size_t{bid} * bufs_->size; }
+
+std::uint32_t reactor::buffer_size() const noexcept { return bufs_ ? bufs_->size : 0; }
+
+void reactor::give_buffer(unsigned bid) noexcept {
+  buffers& b = *bufs_;
+  if (bid >= b.count) return;
+  io_uring_buf_ring_add(b.br, b.slab + std::size_t{bid} * b.size, b.size, static_cast<unsigned short>(bid),
+                        io_uring_buf_ring_mask(b.count), b.returned++);
+}
+
+void reactor::disable_ahead(const char* why) noexcept {
+  if (bufs_) bufs_->ok = false;  // the memory stays: multishots still armed may write into it
+  log_ahead_off(why);
+}
+
+void reactor::rearm_later(io_op* op) noexcept {
+  op->object->retain();
+  rearm_.push_back(op);
+}
+
+void reactor::stop_background() noexcept {
+  stopped_ = true;
+  std::vector<io_op*> later;
+  later.swap(rearm_);
+  for (io_op* op : later) {
+    (void)ahead_rearm_wanted(op);  // says no now, and leaves the socket idle
+    op->object->release();
+  }
+  std::vector<io_op*> mine;
+  queued_.for_each([&](list_node* n) {
+    if (static_cast<io_op*>(n)->background) mine.push_back(static_cast<io_op*>(n));
+  });
+  for (std::uint64_t e : slots_) {
+    if (!(e & 1) && reinterpret_cast<io_op*>(e)->background) mine.push_back(reinterpret_cast<io_op*>(e));
+  }
+  for (io_op* op : mine) {
+    if (op->state == io_op::phase::queued) {
+      auto* a = static_cast<receive_ahead*>(op);
+      a->m = receive_ahead::mode::idle;
+      io_object* o = op->object;
+      o->retain();  // cancel() may drop the last reference the op held
+      cancel(op);
+      o->release();
+    } else if (op->state == io_op::phase::in_flight) {
+      cancel(op);  // its final CQE leaves the socket idle
+    }
+  }
+}
 
 std::uint64_t reactor::user_data(const io_op* op) const noexcept {
   return (std::uint64_t{op->generation} << 32) | op->slot;
@@ -79,6 +224,7 @@ void io_object::release() noexcept {
   if (--refs > 0) return;
   for (int f : stash_fds) ::close(f);
   if (fd >= 0) ::close(fd);
+  if (ahead) ahead_destroy(ahead);
   delete this;
 }
 
@@ -106,6 +252,7 @@ void reactor::submit(io_op* op) noexcept {
   op->cancel_sent = false;
   queued_.push_back(op);
   ++ops_;
+  if (op->background) ++background_;
 }
 
 bool reactor::cancel(io_op* op) noexcept {
@@ -117,6 +264,7 @@ bool reactor::cancel(io_op* op) noexcept {
       op->state = io_op::phase::done;
       if (op->slot != io_op::no_slot) release_slot(op);  // queued again after a partial result
       --ops_;
+      if (op->background) --background_;
       untrack(op);
       return true;
     case io_op::phase::in_flight:
@@ -129,6 +277,7 @@ bool reactor::cancel(io_op* op) noexcept {
       return false;
     case io_op::phase::idle:
     case io_op::phase::done:
+    case io_op::phase::parked:  // not the reactor's (the leaf unparks it)
       return false;
   }
   return false;
@@ -229,10 +378,18 @@ void reactor::flush() noexcept {
     if (::syscall(__NR_io_uring_register, ring_->r.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) < 0)
       fatal(std::string("quell: enabling the io_uring ring failed: ") + std::strerror(errno));
   }
+  if (!rearm_.empty()) [[unlikely]] {
+    std::vector<io_op*> now;
+    now.swap(rearm_);
+    for (io_op* op : now) {
+      if (ahead_rearm_wanted(op)) submit(op);
+      op->object->release();
+    }
+  }
   while (list_node* n = queued_.pop_front()) {
     auto* op = static_cast<io_op*>(n);
     if (op->slot == io_op::no_slot) take_slot(op);
-    if (faults_) [[unlikely]] {
+    if (faults_ && !op->background) [[unlikely]] {
       flush_with_faults(op);
       continue;
     }
@@ -265,9 +422,10 @@ void reactor::finish(io_op* op, int res) noexcept {
   op->state = io_op::phase::done;
   release_slot(op);
   --ops_;
+  if (op->background) --background_;
   std::coroutine_handle<> w = op->waiter;
   untrack(op);
-  post_completed(w);
+  if (w) post_completed(w);  // a receive-ahead multishot has no waiter
 }
 
 std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
@@ -330,7 +488,7 @@ std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
     for (; head != tail; ++head) {
       const io_uring_cqe* cqe = &cq.cqes[(head & cq.ring_mask) << shift];
       const std::uint64_t ud = cqe->user_data;
-      if (ud == cancel_tag || (cqe->flags & IORING_CQE_F_MORE)) continue;
+      if (ud == cancel_tag) continue;
       const auto slot = static_cast<std::uint32_t>(ud & 0xffffffffu);
       const auto gen = static_cast<std::uint32_t>(ud >> 32);
       if (slot >= slots_.size()) continue;
@@ -338,9 +496,19 @@ std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
       if (entry & 1) continue;  // a free slot: stale
       auto* op = reinterpret_cast<io_op*>(entry);
       if (op->generation != gen) continue;  // stale: the slot was reused
+      op->cqe_flags = cqe->flags;
+      if (cqe->flags & IORING_CQE_F_MORE) {
+        op->res = cqe->res;
+        op->complete(op, cqe->res);  // a multishot's result; it stays armed
+        continue;
+      }
       finish(op, cqe->res);
     }
     io_uring_smp_store_release(cq.khead, tail);  // io_uring_cq_advance
+    if (bufs_ && bufs_->returned > 0) {
+      io_uring_buf_ring_advance(bufs_->br, bufs_->returned);  // the buffers handled in this batch
+      bufs_->returned = 0;
+    }
   }
   return reaped;
 }

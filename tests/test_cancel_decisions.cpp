@@ -129,9 +129,19 @@ task<seen> cancel_completed_in_kernel(Op op, OnValue on_value) {
   co_return s;
 }
 
+// One receive per read, one accept per call: these pin the decisions of operations the kernel
+// holds; receive-ahead's reads and accepts never reach it (tests/test_receive_ahead.cpp).
+tcp_listener one_shot_listener() {
+  quell::listen_options o;
+  o.accept_queue = 0;
+  return tcp_listener::bind(address::parse("127.0.0.1", 0), o);
+}
+
 task<std::tuple<tcp_stream, tcp_stream>> connected_pair() {
-  auto l = tcp_listener::bind(address::parse("127.0.0.1", 0));
+  auto l = one_shot_listener();
   auto [server, client] = co_await quell::join(l.accept(), tcp_stream::connect(l.local_address()));
+  server.set_receive_ahead(false);
+  client.set_receive_ahead(false);
   co_return std::tuple<tcp_stream, tcp_stream>(std::move(server), std::move(client));
 }
 
@@ -335,7 +345,7 @@ TEST(CancelDecision, RealKernelAWriteThatFitInTheSocketBufferCompletesAlthoughIt
 
 TEST(CancelDecision, AnAcceptStoppedByTheKernelEndsCancelled) {
   auto body = []() -> task<> {
-    auto l = tcp_listener::bind(address::parse("127.0.0.1", 0));
+    auto l = one_shot_listener();
     seen s = co_await cancel_held(l.accept(), -ECANCELED, nullptr, ignore);
     EXPECT_EQ(s.how, ended::cancelled);
   };
@@ -344,7 +354,7 @@ TEST(CancelDecision, AnAcceptStoppedByTheKernelEndsCancelled) {
 
 TEST(CancelDecision, AnAcceptThatGotAConnectionAnywayEndsCancelledAndTheNextAcceptReturnsIt) {
   auto body = []() -> task<> {
-    auto l = tcp_listener::bind(address::parse("127.0.0.1", 0));
+    auto l = one_shot_listener();
     int sv[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     seen s = co_await cancel_held(l.accept(), sv[0], nullptr, ignore);
@@ -359,7 +369,7 @@ TEST(CancelDecision, AnAcceptThatGotAConnectionAnywayEndsCancelledAndTheNextAcce
 
 TEST(CancelDecision, AnAcceptThatFailedAnywayDeliversItsError) {
   auto body = []() -> task<> {
-    auto l = tcp_listener::bind(address::parse("127.0.0.1", 0));
+    auto l = one_shot_listener();
     seen s = co_await cancel_held(l.accept(), -EMFILE, nullptr, ignore);
     EXPECT_EQ(s.how, ended::error);
     EXPECT_EQ(s.code, EMFILE);

@@ -34,10 +34,16 @@ struct injecting {
   ~injecting() { quell::detail::reactor::current().inject_faults(nullptr); }
 };
 
+// One receive per read: the faults are injected into the kernel's operations, and a socket with
+// receive-ahead reads none of its own (tests/test_receive_ahead.cpp covers that path).
 task<std::tuple<quell::tcp_stream, quell::tcp_stream>> connected_pair() {
-  auto l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+  quell::listen_options one_accept_per_call;
+  one_accept_per_call.accept_queue = 0;
+  auto l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0), one_accept_per_call);
   quell::tcp_stream a, b;
   std::tie(a, b) = co_await quell::join(quell::tcp_stream::connect(l.local_address()), l.accept());
+  a.set_receive_ahead(false);
+  b.set_receive_ahead(false);
   co_return std::make_tuple(std::move(a), std::move(b));
 }
 

@@ -192,6 +192,7 @@ TEST(Net, BytesAReadReceivedWhileItsCancelWasInFlightGoToTheNextRead) {
   auto reader = [&]() -> task<> {
     tcp_listener l = local_listener();
     std::tie(a, b) = co_await connected_pair(l);
+    a.set_receive_ahead(false);  // a read of its own in the kernel (receive-ahead: test_receive_ahead.cpp)
     char buf[16];
     co_await race(
         [&]() -> task<> {
@@ -563,6 +564,25 @@ TEST(Net, ReleaseGivesTheDescriptorUpOnlyWhenNothingWouldBeLost) {
     tcp_listener l = local_listener();
     tcp_stream client = co_await tcp_stream::connect(l.local_address());
     tcp_stream server = co_await l.accept();
+    {
+      // Receive-ahead armed (after a first read): its multishot is in the kernel, so no release.
+      tcp_stream probe = co_await tcp_stream::connect(l.local_address());
+      tcp_stream probed = co_await l.accept();
+      co_await probe.write_all("x");
+      char x;
+      co_await probed.read_exact(std::span<char>(&x, 1));
+      try {
+        (void)probed.release();
+        ADD_FAILURE() << "released a stream with receive-ahead armed";
+      } catch (const std::logic_error& e) {
+        EXPECT_NE(std::string(e.what()).find("set_receive_ahead(false)"), std::string::npos) << e.what();
+      }
+      EXPECT_TRUE(probed.is_open());
+      co_await probed.close();
+      co_await probe.close();
+    }
+    // A stream meant to be handed over reads one receive per read.
+    server.set_receive_ahead(false);
     // A read_exact cancelled after two of its four bytes came keeps them: releasing would lose them.
     co_await client.write_all("ab");
     auto partial = [&]() -> task<> {

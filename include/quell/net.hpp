@@ -7,9 +7,36 @@
 //   co_await conn.write_all(std::string_view(buf, n));
 //   co_await conn.close();
 //
-// Every operation is an io_uring leaf with two-phase cancellation (quell/detail/reactor.hpp):
-// cancelled before it reached the kernel, it ends at once without a system call; cancelled in
-// the kernel, it ends when the kernel has let go of it (its buffer is untouched from then on).
+// Receive-ahead (streams and listeners, on by default). A stream keeps one multishot receive
+// armed in the kernel from its first read that has to wait until it closes; the kernel fills
+// buffers of a ring its executor owns (set_receive_ring) and each CQE's bytes are copied at once,
+// to the read that waits (one copy, as a plain recv makes) or to the stream's queue, and the
+// buffer goes back to the ring. So:
+//   - Who owns the bytes: the stream, from the moment its executor reaps them. read_some and
+//     read_exact take from the queue, or wait *in user space* for the next bytes.
+//   - When the kernel is touched: to arm the receive (once), to re-arm it (below), to close.
+//     Cancelling a read never is: it is taken off the stream's list of waiting reads, ends in
+//     the same turn, and whatever arrives afterwards waits in the queue for the next read.
+//   - The bound: the queue holds at most set_receive_bound bytes (default 64 KiB). The receive is
+//     armed for at most the room left (Linux 6.17's length cap; older kernels: cancelled once the
+//     queue is full, so it may hold one kernel wake-up's worth more); it is armed again once reads
+//     take the queue below half. Meanwhile the kernel's socket buffer fills and TCP tells the
+//     peer to wait, as it does for a socket nobody reads.
+//   - A ring that runs dry (ENOBUFS) stops the receive until the executor's next step, when the
+//     buffers handled meanwhile are back: it never fails a read.
+//   - The end of the stream and errors (ECONNRESET) come after every byte received before them;
+//     an error is reported once, then the stream reads as ended.
+// A listener keeps one multishot accept armed the same way; connections queue (listen_options::
+// accept_queue, default 64; above it the kernel's backlog holds them) until accept() takes them.
+// Closing a listener closes the connections it queued. Writes, connect, UDP and files submit one
+// operation per call. Receive-ahead falls back to one receive per read, with one line on stderr,
+// on kernels without multishot receive (before 6.1) or provided-buffer rings, and per socket
+// (tcp_stream::set_receive_ahead(false), listen_options::accept_queue = 0).
+//
+// Every operation that goes to the kernel is an io_uring leaf with two-phase cancellation
+// (quell/detail/reactor.hpp): cancelled before it reached the kernel, it ends at once without a
+// system call; cancelled in the kernel, it ends when the kernel has let go of it (its buffer is
+// untouched from then on).
 //
 // Cancel-safety: "cancelled" means "it did not happen", so nothing received is dropped. A cancel
 // can meet an operation in three places: before it reached the kernel, in the kernel, or after
@@ -18,7 +45,9 @@
 // second and third (the first simply never happened):
 //   - read_some, read_exact: whatever they received (bytes, the end of the stream) stays in the
 //     stream and is returned first by the next read, and the read ends cancelled; read_exact
-//     keeps all it received, even a complete buffer.
+//     keeps all it received, even a complete buffer. With receive-ahead the second place does not
+//     exist (a waiting read is not in the kernel), and the third is bytes handed to a waiting read
+//     that is cancelled before it resumes: they go back to the front of the queue.
 //   - accept: a connection it received anyway is returned by the next accept; it ends cancelled.
 //   - recv_from: a datagram it received anyway is returned by the next recv_from; it ends
 //     cancelled.
@@ -39,8 +68,11 @@
 // has finished each of them, then releases the descriptor, so a reused fd number never sees an
 // old completion. Those operations end with std::system_error(ECANCELED) in their waiters. close()
 // itself is not cancellable (it finishes as soon as the kernel confirms). Destroying a socket
-// without close() closes it the same way in the background; operations started afterwards, or on
-// a closed socket, throw std::system_error(EBADF).
+// without close() closes it the same way in the background (a socket with receive-ahead armed is
+// shut down at once, so its peer sees the end then, and its descriptor is released at the
+// executor's next step); operations started afterwards, or on a closed socket, throw
+// std::system_error(EBADF). An executor that ends cancels the receive-ahead of sockets that outlive
+// it (what they received stays with them; a later executor arms them again).
 //
 // Errors are std::system_error carrying the errno and what was attempted ("connect 127.0.0.1:1:
 // Connection refused"); read_exact throws quell::end_of_stream if the peer closes first.
@@ -120,6 +152,8 @@ class io_handle {
 struct read_some_op : io_leaf<read_some_op> {
   read_some_op(io_object* o, std::span<char> b) : io_leaf(o), buf(b) {}
   bool await_ready();
+  bool parks() noexcept;
+  bool feed_me() noexcept;
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int) noexcept { return true; }
   bool on_cancel() noexcept;
@@ -128,12 +162,16 @@ struct read_some_op : io_leaf<read_some_op> {
 
   std::span<char> buf;
   std::size_t from_stash = 0;
-  bool ready_eof = false;
+  bool ready = false;  // served by await_ready (res: an error it found, if negative)
+  bool took_eof = false;  // ... with the end of stream a cancelled one-shot read kept
+  bool fed = false;    // served by receive-ahead: res is what it took (bytes, 0 or an error)
 };
 
 struct read_exact_op : io_leaf<read_exact_op> {
   read_exact_op(io_object* o, std::span<char> b) : io_leaf(o), buf(b) {}
   bool await_ready();
+  bool parks() noexcept;
+  bool feed_me() noexcept;
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int res) noexcept;
   bool on_cancel() noexcept;
@@ -143,6 +181,7 @@ struct read_exact_op : io_leaf<read_exact_op> {
   std::span<char> buf;
   std::size_t got = 0;
   bool eof = false;
+  bool ahead = false;  // waits for receive-ahead: what it took came from the front of the queue
 };
 
 struct write_all_op : io_leaf<write_all_op> {
@@ -161,6 +200,8 @@ struct write_all_op : io_leaf<write_all_op> {
 struct accept_op : io_leaf<accept_op> {
   explicit accept_op(io_object* o) : io_leaf(o) {}
   bool await_ready();
+  bool parks() noexcept;
+  bool feed_me() noexcept;
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int) noexcept { return true; }
   bool on_cancel() noexcept;
@@ -168,6 +209,8 @@ struct accept_op : io_leaf<accept_op> {
   tcp_stream await_resume();
 
   int stashed_fd = -1;
+  bool ready = false;  // an error await_ready found (in res)
+  bool fed = false;    // served by receive-ahead (res: the descriptor or an error)
 };
 
 struct connect_op : io_leaf<connect_op> {
@@ -242,12 +285,31 @@ class tcp_stream {
   int release() { return h_.release("release"); }
   address local_address() const;
   address peer_address() const;
-  // Bytes received by cancelled reads, waiting for the next read.
+  // Bytes received and not read yet (receive-ahead's queue, and what cancelled reads kept).
   std::size_t buffered() const noexcept { return h_.get() ? h_.get()->stashed() : 0; }
+
+  // Receive-ahead (on by default): false makes every read one receive of its own, from the next
+  // read on. Turned off while armed, the multishot is cancelled and reads wait for its end (what
+  // it received is read first). Throws std::system_error(EBADF) on a closed stream.
+  void set_receive_ahead(bool on);
+  // The most bytes receive-ahead keeps for this stream before it stops receiving (default
+  // 64 KiB); it starts again once reads take the queue below half. From the next arm on.
+  void set_receive_bound(std::size_t bytes);
 
  private:
   detail::io_handle h_;
 };
+
+// The receive ring of an executor: the provided buffers its sockets' multishot receives fill.
+struct receive_ring_options {
+  std::uint32_t buffer_size = detail::default_receive_buffer_size;  // bytes per buffer
+  std::uint32_t buffers = detail::default_receive_buffers;          // a power of two, at most 32768
+  bool receive_ahead = true;  // false: every socket of this executor reads one receive per read
+};
+// Sets the receive ring of the executor running on the calling thread. Only before the first
+// read of a socket there (std::logic_error afterwards, or outside an executor);
+// std::invalid_argument for a size of 0 or a count that is not a power of two up to 32768.
+void set_receive_ring(const receive_ring_options& options);
 
 struct listen_options {
   int backlog = 512;
@@ -258,6 +320,9 @@ struct listen_options {
   // first one (port 0 picks a free port), then the others to its local_address(). IPv4 and IPv6
   // only (std::invalid_argument for a Unix path).
   bool reuse_port = false;
+  // Connections the listener's multishot accept takes ahead of accept() (receive-ahead); above
+  // it the accept stops and the kernel's backlog holds the rest. 0: one accept per call.
+  std::size_t accept_queue = detail::default_accept_bound;
 };
 
 class tcp_listener {

@@ -14,12 +14,17 @@
 //                                 result (a race's loser): put it back in the stash, in front, and
 //                                 return true; false if there is nothing to put back (an error)
 //   D::await_resume()             the result, or throws std::system_error
+//   D::parks() -> bool            optional: wait in user space for the descriptor's receive-ahead
+//                                 (quell/detail/receive_ahead.hpp) instead of going to the kernel
+//   D::feed_me() -> bool          with parks(): take what the descriptor holds; true when finished
 //
 // -EINTR and -EAGAIN are retried (submitted again) by the state machine itself.
 //
 // Cancel: queued (never reached the kernel) → unlinked, cancelled synchronously, no system call.
 // In flight → ASYNC_CANCEL is queued and the waiter is resumed by the op's own final CQE, which
 // says whether the kernel stopped it or it completed anyway; on_cancel decides what that means.
+// Parked (waiting in user space for what receive-ahead brings) → taken off its descriptor's list,
+// cancelled synchronously; on_cancel keeps whatever a read had already taken (read_exact's part).
 // Done, its waiter queued but not resumed yet (the completion window: the reactor reaped the CQE
 // in the same step as other work that now cancels it) → on_cancel decides the same way, with no
 // system call, and the queued resumption delivers the outcome. Without this a read that lost a
@@ -32,6 +37,7 @@
 #include <system_error>
 
 #include "quell/detail/reactor.hpp"
+#include "quell/detail/receive_ahead.hpp"
 #include "quell/detail/scheduler.hpp"
 
 namespace quell::detail {
@@ -43,17 +49,31 @@ class io_leaf : public io_op {
  public:
   io_leaf(const io_leaf&) = delete;
   io_leaf& operator=(const io_leaf&) = delete;
-  io_leaf(io_leaf&& o) noexcept : io_op(&prep_thunk, &cqe_thunk) { object = o.object; }
+  io_leaf(io_leaf&& o) noexcept : io_op(&prep_thunk, &cqe_thunk, feed_ptr()) { object = o.object; }
 
   bool await_ready() noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h) {
     reactor& r = reactor::current();
     waiter = h;
     owner_ = &r;
+    if constexpr (parking()) {
+      if (static_cast<D*>(this)->parks()) {
+        ahead_park(this);
+        return;
+      }
+    }
     r.submit(this);
   }
   bool await_cancel(std::coroutine_handle<>) noexcept {
     switch (state) {
+      case phase::parked:
+        ahead_unpark(this);  // nothing was handed to it that it has not kept: no system call
+        state = phase::done;
+        cancel_sent = true;
+        res = -ECANCELED;
+        cancelled_ = static_cast<D*>(this)->on_cancel();
+        if (!cancelled_) post(waiter);
+        return cancelled_;
       case phase::queued:
       case phase::in_flight:
         if (!owner_->cancel(this)) return false;  // in the kernel: its final CQE decides
@@ -80,11 +100,26 @@ class io_leaf : public io_op {
   }
 
  protected:
-  explicit io_leaf(io_object* obj) noexcept : io_op(&prep_thunk, &cqe_thunk) { object = obj; }
+  explicit io_leaf(io_object* obj) noexcept : io_op(&prep_thunk, &cqe_thunk, feed_ptr()) { object = obj; }
 
   bool cancelled_ = false;
 
  private:
+  // A function, not a constant: D is incomplete where this base is instantiated.
+  static constexpr bool parking() noexcept {
+    return requires(D& d) {
+      { d.parks() } -> std::same_as<bool>;
+    };
+  }
+  static bool feed_thunk(io_op* op) noexcept {
+    if constexpr (parking()) {
+      return static_cast<D*>(op)->feed_me();
+    } else {
+      return false;
+    }
+  }
+  static constexpr feed_fn feed_ptr() noexcept { return parking() ? &feed_thunk : nullptr; }
+
   static void prep_thunk(io_op* op, io_uring_sqe* sqe) noexcept { static_cast<D*>(op)->prep(sqe); }
   static bool cqe_thunk(io_op* op, int res) noexcept {
     D* d = static_cast<D*>(op);

@@ -13,6 +13,11 @@
 // says whether it was cancelled (-ECANCELED) or completed anyway. user_data is a slot index and
 // a generation, so a stale cancel can never hit a slot that was reused.
 //
+// A multishot (receive-ahead, quell/detail/receive_ahead.hpp) stays in flight across many CQEs:
+// complete() sees each of them, and the one without IORING_CQE_F_MORE ends it like any final CQE.
+// It belongs to a descriptor, not to a waiting task ("background"), so it does not count as I/O
+// a task waits for (a task that waits for nothing else is still reported stuck).
+//
 // The reactor belongs to one executor and is created the first time one of its tasks starts an
 // I/O operation, so executors that do no I/O never touch io_uring.
 #pragma once
@@ -37,25 +42,37 @@ namespace quell::detail {
 class reactor;
 
 struct io_object;
+struct receive_ahead;
 
 struct io_op : list_node {
-  enum class phase : std::uint8_t { idle, queued, in_flight, done };
+  // parked: waiting in user space for what its descriptor's receive-ahead brings (no SQE, no
+  // slot; linked in io_object::parked instead of the reactor's queue).
+  enum class phase : std::uint8_t { idle, queued, in_flight, done, parked };
 
   using prep_fn = void (*)(io_op*, io_uring_sqe*) noexcept;
   // Called with the final CQE's result. Returns true when the operation is finished; false to be
   // submitted again (e.g. the rest of a partial write). Must return true once cancel_sent is set.
   using complete_fn = bool (*)(io_op*, int res) noexcept;
+  // A parked op is offered what its object holds (the stash, then `incoming`): it takes what it
+  // can and returns true when it is finished (its waiter is then resumed).
+  using feed_fn = bool (*)(io_op*) noexcept;
 
-  io_op(prep_fn p, complete_fn c) noexcept : prep(p), complete(c) {}
+  io_op(prep_fn p, complete_fn c, feed_fn f = nullptr) noexcept : prep(p), complete(c), feed(f) {}
   io_op(const io_op&) = delete;
   io_op& operator=(const io_op&) = delete;
 
   prep_fn prep;
   complete_fn complete;
-  std::coroutine_handle<> waiter;  // resumed once the op is done
+  feed_fn feed;
+  std::coroutine_handle<> waiter;  // resumed once the op is done (none for a multishot of a descriptor)
   phase state = phase::idle;
   bool cancel_sent = false;  // an ASYNC_CANCEL was aimed at it (or it was unlinked)
+  // A multishot that belongs to a descriptor, not to a waiting task (receive-ahead): it does not
+  // keep the executor awake and is not shown to the fault injector; complete() sees every CQE
+  // (cqe_flags tells IORING_CQE_F_MORE and the buffer id apart).
+  bool background = false;
   int res = 0;               // last CQE result
+  std::uint32_t cqe_flags = 0;  // flags of the CQE being handled (background ops only)
   static constexpr std::uint32_t no_slot = 0xffffffffu;
   std::uint32_t slot = no_slot;  // its index in the reactor's table while it has an SQE or may get a CQE
   std::uint32_t generation = 0;  // set when it takes a slot; unique per slot holder (reactor-wide count)
@@ -83,6 +100,16 @@ struct io_object {
   std::vector<int> stash_fds;
   std::vector<int> stash_signals;
   std::vector<std::string> stash_datagrams;  // sender address length, address, payload
+  // Receive-ahead (stream sockets and listeners, quell/detail/receive_ahead.hpp): the armed
+  // multishot and its state, created on the first read or accept; the reads and accepts parked
+  // until it brings something; the bytes of the CQE being handled, offered to them before the
+  // rest goes to the stash (so a parked read copies straight from the ring buffer).
+  receive_ahead* ahead = nullptr;
+  node_list parked;
+  const char* incoming = nullptr;
+  std::size_t incoming_len = 0;
+  bool ahead_off = false;                  // this socket reads one receive per read
+  std::size_t ahead_bound = 64 * 1024;     // most bytes (or connections) kept before re-arming stops
 
   std::size_t stashed() const noexcept { return stash.size() - stash_pos; }
   void retain() noexcept { ++refs; }
@@ -135,8 +162,50 @@ class reactor {
   // Cancels every operation on `fd` (IORING_ASYNC_CANCEL_FD | ALL); fire and forget.
   void cancel_all_on(int fd) noexcept;
 
-  // Operations queued or in the kernel (excluding fire-and-forget cancels).
-  std::size_t in_flight() const noexcept { return ops_; }
+  // Operations a task waits for: queued, in the kernel, or parked on a receive-ahead queue
+  // (excluding fire-and-forget cancels and the multishots of receive-ahead, which wake nobody
+  // by themselves).
+  std::size_t in_flight() const noexcept { return ops_ - background_ + parked; }
+  // Receive-ahead multishots queued or in the kernel.
+  std::size_t background_in_flight() const noexcept { return background_; }
+  // Ops parked on receive-ahead queues (maintained by quell/detail/receive_ahead.hpp).
+  std::size_t parked = 0;
+
+  // ---- Receive-ahead: the provided-buffer ring (one per reactor, buffer group 0) ----
+  struct ring_options {
+    std::uint32_t buffer_size = 0;  // 0: the defaults in receive_ahead.hpp
+    std::uint32_t buffers = 0;
+    bool enabled = true;
+  };
+  // Before the ring is set up (the first receive-ahead arm): its size, or receive-ahead off.
+  // False if it is set up already.
+  bool configure_ring(const ring_options& o) noexcept;
+  // Sets the ring up on first use; false if this reactor reads without it (the kernel cannot, or
+  // it was turned off): one log line the first time, sockets fall back to one receive per read.
+  bool ring_ready() noexcept;
+  // A buffer the kernel filled (from the CQE's IORING_CQE_F_BUFFER bits); give_buffer returns it.
+  const char* buffer(unsigned bid) const noexcept;
+  void give_buffer(unsigned bid) noexcept;
+  std::uint32_t buffer_size() const noexcept;
+  // Multishot receive with a total length cap (Linux 6.17): known to work, known not to, or unknown.
+  enum class tri : std::uint8_t { unknown, yes, no };
+  tri receive_cap = tri::unknown;
+  // Turns receive-ahead off for the rest of this reactor's life (the kernel refused a multishot).
+  void disable_ahead(const char* why) noexcept;
+  // A receive-ahead multishot whose descriptor is closing: from now on it is I/O the executor
+  // waits for (its final CQE releases the descriptor).
+  void to_foreground(io_op* op) noexcept {
+    op->background = false;
+    --background_;
+  }
+  // Submits `op` (a receive-ahead multishot) at the next flush; holds a reference on its object
+  // until then. Used from complete(), where the op cannot be submitted again yet.
+  void rearm_later(io_op* op) noexcept;
+  // The executor is stopping: cancels every receive-ahead multishot and re-arms none from now
+  // on (what they received stays queued on their sockets); the executor then waits for
+  // background_in_flight() to reach zero.
+  void stop_background() noexcept;
+  bool background_stopped() const noexcept { return stopped_; }
   // An external event source (a signal watcher, a cross-thread waker) is armed: the executor can
   // still be woken from outside even with nothing else in flight.
   int external_sources = 0;
@@ -177,7 +246,14 @@ class reactor {
   [[gnu::noinline, gnu::cold]] std::uint32_t add_slot() noexcept;
   void release_slot(io_op* op) noexcept;
 
+  struct buffers;
+  void disarm_ring() noexcept;
+
   std::unique_ptr<ring> ring_;
+  std::unique_ptr<buffers> bufs_;
+  std::vector<io_op*> rearm_;  // receive-ahead multishots to submit at the next flush
+  std::size_t background_ = 0;
+  bool stopped_ = false;
   node_list queued_;
   // The user_data table. A taken entry is its op's address (even: io_op holds pointers); a free
   // one is the next free index shifted left with the low bit set, so the free list lives in the

@@ -1,0 +1,582 @@
+// Receive-ahead sockets (quell/detail/receive_ahead.hpp): a multishot receive armed per stream, a
+// multishot accept per listener, reads and accepts that wait in user space. Cancelling them is
+// synchronous; what the kernel delivered stays queued for the next call; the queue is bounded;
+// an exhausted ring only delays; the end of a stream and errors come after the bytes before them.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <span>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "quell/quell.hpp"
+
+using namespace std::chrono_literals;
+using quell::address;
+using quell::race;
+using quell::task;
+using quell::tcp_listener;
+using quell::tcp_stream;
+using quell::detail::reactor;
+
+namespace {
+
+tcp_listener local_listener(std::size_t accept_queue = quell::detail::default_accept_bound) {
+  quell::listen_options o;
+  o.accept_queue = accept_queue;
+  return tcp_listener::bind(address::parse("127.0.0.1", 0), o);
+}
+
+task<std::tuple<tcp_stream, tcp_stream>> connected_pair(tcp_listener& l) {
+  auto [server, client] = co_await quell::join(l.accept(), tcp_stream::connect(l.local_address()));
+  co_return std::tuple<tcp_stream, tcp_stream>(std::move(server), std::move(client));
+}
+
+std::string pattern(std::size_t n, std::size_t from = 0) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((from + i) * 7 % 251);
+  return s;
+}
+
+std::size_t open_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+task<std::string> read_to_end(tcp_stream& s) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const std::size_t n = co_await s.read_some(buf);
+    if (n == 0) co_return out;
+    out.append(buf, n);
+  }
+}
+
+bool ahead_on() { return reactor::current().ring_ready(); }
+
+}  // namespace
+
+TEST(ReceiveAhead, ACancelledReadEndsAtOnceWithoutASystemCallAndTheBytesGoToTheNextRead) {
+  auto body = []() -> task<> {
+    tcp_listener l = local_listener(0);  // one accept per call: the stream's multishot is the only one
+    auto [a, b] = co_await connected_pair(l);
+    if (!ahead_on()) co_return;  // (this kernel: logged; the one-shot path is tested elsewhere)
+    reactor& io = reactor::current();
+    char buf[16];
+    // Armed by a first read that waits: the multishot is in the kernel from then on.
+    auto first = co_await race(a.read_some(buf), quell::sleep_for(5ms));
+    EXPECT_EQ(first.index(), 1u);
+    EXPECT_EQ(io.background_in_flight(), 1u);
+    // A parked read cancelled: the race's loser ends in the same turn, no io_uring_enter.
+    auto parked = [&]() -> task<int> {
+      co_await a.read_some(buf);
+      co_return 1;
+    };
+    auto decide = [&]() -> task<int> {
+      co_await quell::yield();
+      co_return 2;
+    };
+    const std::uint64_t enters = io.enters();
+    const int r = co_await race(parked(), decide());  // (a race of one type yields the winner's value)
+    EXPECT_EQ(r, 2);
+    EXPECT_EQ(io.enters(), enters);
+    EXPECT_EQ(io.in_flight(), 0u);
+    // Bytes that arrive with nobody reading are queued, and the next read takes them.
+    co_await b.write_all("hello");
+    co_await quell::sleep_for(5ms);
+    EXPECT_EQ(a.buffered(), 5u);
+    std::size_t n = co_await a.read_some(buf);
+    EXPECT_EQ(std::string(buf, n), "hello");
+    co_await a.close();
+    co_await b.close();
+  };
+  quell::block_on(body());
+}
+
+// The window after receive-ahead handed bytes to a parked read and before that read resumed: a
+// cancel there keeps them, in front of what came after.
+TEST(ReceiveAhead, BytesHandedToAReadThatIsCancelledBeforeItResumesAreReadNext) {
+  auto body = []() -> task<> {
+    tcp_listener l = local_listener();
+    auto [a, b] = co_await connected_pair(l);
+    if (!ahead_on()) co_return;
+    reactor& io = reactor::current();
+    char buf[4];
+    std::string got;
+    int lost = 0;
+    for (int round = 0; round < 50; ++round) {
+      const std::string msg = pattern(6, static_cast<std::size_t>(round) * 6);
+      auto reader = [&]() -> task<std::size_t> { co_return co_await a.read_some(buf); };
+      // Decides in the turn the read's bytes were handed over: the read has them, not yet resumed.
+      auto cut = [&]() -> task<bool> {
+        while (io.parked > 0) co_await quell::yield();
+        co_return true;
+      };
+      auto sender = [&]() -> task<> { co_await b.write_all(msg); };
+      auto [r, sent] = co_await quell::join(race(reader(), cut()), sender());
+      (void)sent;
+      if (r.index() == 0) {
+        got.append(buf, std::get<0>(r));
+      } else {
+        ++lost;
+      }
+    }
+    b.shutdown();
+    got += co_await read_to_end(a);
+    EXPECT_EQ(got, pattern(300));
+    EXPECT_GT(lost, 0);
+    co_await a.close();
+    co_await b.close();
+  };
+  quell::block_on(body());
+}
+
+TEST(ReceiveAhead, AMegabyteUnderRandomCancelsArrivesExactlyInOrder) {
+  auto body = []() -> task<> {
+    tcp_listener l = local_listener();
+    auto [a, b] = co_await connected_pair(l);
+    constexpr std::size_t total = 1 << 20;
+    const std::string data = pattern(total);
+    std::mt19937 rng(20261207);
+    std::string got;
+    got.reserve(total);
+    auto writer = [&]() -> task<> {
+      std::size_t off = 0;
+      while (off < total) {
+        const std::size_t n = std::min<std::size_t>(total - off, 1 + rng() % 9000);
+        co_await b.write_all(std::string_view(data).substr(off, n));
+        off += n;
+        if (rng() % 4 == 0) co_await quell::yield();
+      }
+      b.shutdown();
+    };
+    auto reader = [&]() -> task<> {
+      std::vector<char> buf(70000);
+      for (;;) {
+        const std::size_t want = 1 + rng() % buf.size();
+        const int how = static_cast<int>(rng() % 3);
+        if (how == 0) {
+          const std::size_t n = co_await a.read_some(std::span<char>(buf.data(), want));
+          if (n == 0) co_return;
+          got.append(buf.data(), n);
+        } else if (how == 1) {
+          // read_some raced against a turn or two: cancelled parked, or in its window, or won.
+          const int turns = static_cast<int>(rng() % 3);
+          auto r = co_await race(a.read_some(std::span<char>(buf.data(), want)), [&]() -> task<int> {
+            for (int i = 0; i < turns; ++i) co_await quell::yield();
+            co_return 0;
+          }());
+          if (r.index() == 0) {
+            if (std::get<0>(r) == 0) co_return;
+            got.append(buf.data(), std::get<0>(r));
+          }
+        } else {
+          // read_exact raced likewise: a cancelled one keeps its part for the next read.
+          const std::size_t exact = std::min<std::size_t>(want, 3000);
+          auto r = co_await race(a.read_exact(std::span<char>(buf.data(), exact)), [&]() -> task<int> {
+            co_await quell::yield();
+            co_return 0;
+          }());
+          if (r.index() == 0) got.append(buf.data(), exact);
+        }
+      }
+    };
+    co_await quell::join(writer(), reader());
+    EXPECT_EQ(got.size(), total);
+    EXPECT_TRUE(got == data) << "the byte stream differs";
+    co_await a.close();
+    co_await b.close();
+  };
+  quell::block_on(body());
+}
+
+// A peer sends 10 MB to a socket nobody reads: the process keeps at most the bound (plus a
+// buffer with the kernel's cap; plus one wake-up's buffers without it); reading drains all.
+TEST(ReceiveAhead, ASocketNobodyReadsKeepsAtMostItsBoundAndReadingDrainsEveryByte) {
+  for (const bool kernel_cap : {true, false}) {
+    auto body = [&]() -> task<> {
+      tcp_listener l = local_listener();
+      auto [a, b] = co_await connected_pair(l);
+      if (!ahead_on()) co_return;
+      reactor& io = reactor::current();
+      if (!kernel_cap) io.receive_cap = reactor::tri::no;  // the bound as older kernels get it
+      constexpr std::size_t bound = 32 * 1024;
+      a.set_receive_bound(bound);
+      char one;
+      auto first = co_await race(a.read_some(std::span<char>(&one, 1)), quell::sleep_for(1ms));  // arms it
+      EXPECT_EQ(first.index(), 1u);
+      constexpr std::size_t total = 10 << 20;
+      const int peer = b.release();  // a blocking sender on its own thread
+      std::atomic<bool> sent{false};
+      std::thread sender([&] {
+        const std::string chunk = pattern(65536);
+        std::size_t off = 0;
+        while (off < total) {
+          const std::size_t at = off % chunk.size();
+          const ssize_t n = ::send(peer, chunk.data() + at, std::min(chunk.size() - at, total - off), MSG_NOSIGNAL);
+          if (n <= 0) break;
+          off += static_cast<std::size_t>(n);
+        }
+        sent = off == total;
+        ::shutdown(peer, SHUT_WR);
+      });
+      std::size_t most = 0;
+      for (int i = 0; i < 60; ++i) {  // 300 ms of the peer pushing (kernel buffers fill meanwhile)
+        co_await quell::sleep_for(5ms);
+        most = std::max(most, a.buffered());
+      }
+      const std::size_t slack = kernel_cap && io.receive_cap == reactor::tri::yes ? io.buffer_size() : 32 * io.buffer_size();
+      EXPECT_LE(most, bound + slack) << (kernel_cap ? "with" : "without") << " the kernel's length cap";
+      EXPECT_GE(most, bound / 2);
+      std::size_t got = 0;
+      bool in_order = true;
+      std::vector<char> buf(100000);
+      for (;;) {
+        const std::size_t n = co_await a.read_some(buf);
+        if (n == 0) break;
+        for (std::size_t i = 0; i < n && in_order; ++i) {
+          if (buf[i] != static_cast<char>(((got + i) % 65536) * 7 % 251)) in_order = false;
+        }
+        got += n;
+      }
+      sender.join();
+      ::close(peer);
+      EXPECT_TRUE(sent.load());
+      EXPECT_EQ(got, total);
+      EXPECT_TRUE(in_order);
+      co_await a.close();
+    };
+    quell::block_on(body());
+  }
+}
+
+// 1,000 sockets, a ring of 16 small buffers: the ring runs dry again and again; every byte still
+// arrives and no read fails.
+TEST(ReceiveAhead, AThousandSocketsOnASmallRingGetEveryByteAndNoReadFails) {
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < 4096 && lim.rlim_max >= 4096) {
+    lim.rlim_cur = 4096;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  auto body = []() -> task<> {
+    quell::receive_ring_options ring;
+    ring.buffer_size = 512;
+    ring.buffers = 16;
+    quell::set_receive_ring(ring);
+    constexpr int sockets = 1000;
+    constexpr std::size_t each = 3000;
+    tcp_listener l = local_listener(256);
+    std::vector<tcp_stream> readers, writers;
+    for (int i = 0; i < sockets; ++i) {
+      auto [a, b] = co_await connected_pair(l);
+      readers.push_back(std::move(a));
+      writers.push_back(std::move(b));
+    }
+    int failures = 0, complete = 0;
+    auto read_one = [&](int i) -> task<> {
+      try {
+        std::string got;
+        char buf[1000];
+        while (got.size() < each) {
+          const std::size_t n = co_await readers[i].read_some(buf);
+          if (n == 0) break;
+          got.append(buf, n);
+        }
+        if (got == pattern(each, static_cast<std::size_t>(i))) ++complete;
+      } catch (const std::exception&) {
+        ++failures;
+      }
+    };
+    auto write_all = [&]() -> task<> {
+      for (int i = 0; i < sockets; ++i) co_await writers[i].write_all(pattern(each, static_cast<std::size_t>(i)));
+    };
+    auto all = [&](quell::scope& s) -> task<> {
+      for (int i = 0; i < sockets; ++i) s.spawn(read_one(i));
+      co_await write_all();
+    };
+    co_await quell::with_scope(all);
+    EXPECT_EQ(failures, 0);
+    EXPECT_EQ(complete, sockets);
+    for (auto& s : readers) co_await s.close();
+    for (auto& s : writers) co_await s.close();
+  };
+  quell::block_on(body());
+}
+
+TEST(ReceiveAhead, TheEndOfTheStreamAndAResetComeAfterTheBytesBeforeThem) {
+  auto body = []() -> task<> {
+    tcp_listener l = local_listener();
+    {
+      // Bytes, then the end, sent back to back (the order the kernel must keep).
+      auto [a, b] = co_await connected_pair(l);
+      char buf[64];
+      auto armed = co_await race(a.read_some(buf), quell::sleep_for(1ms));
+      EXPECT_EQ(armed.index(), 1u);
+      co_await b.write_all("last words");
+      b.shutdown();
+      co_await quell::sleep_for(5ms);  // both arrive while nobody reads
+      EXPECT_EQ(a.buffered(), 10u);
+      std::size_t n = co_await a.read_some(std::span<char>(buf, 4));
+      EXPECT_EQ(std::string(buf, n), "last");
+      n = co_await a.read_some(buf);
+      EXPECT_EQ(std::string(buf, n), " words");
+      EXPECT_EQ(co_await a.read_some(buf), 0u);
+      EXPECT_EQ(co_await a.read_some(buf), 0u);  // the end stays the end
+      co_await a.close();
+      co_await b.close();
+    }
+    {
+      // Bytes, then a reset (SO_LINGER 0): the bytes first, then ECONNRESET once, then the end.
+      auto [a, b] = co_await connected_pair(l);
+      char buf[64];
+      auto armed = co_await race(a.read_some(buf), quell::sleep_for(1ms));
+      EXPECT_EQ(armed.index(), 1u);
+      co_await b.write_all("partial");
+      co_await quell::sleep_for(5ms);
+      const int fd = b.release();
+      linger lg{1, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+      ::close(fd);
+      co_await quell::sleep_for(5ms);
+      std::size_t n = co_await a.read_some(buf);
+      EXPECT_EQ(std::string(buf, n), "partial");
+      int err = 0;
+      try {
+        co_await a.read_some(buf);
+      } catch (const std::system_error& e) {
+        err = e.code().value();
+      }
+      EXPECT_EQ(err, ECONNRESET);
+      EXPECT_EQ(co_await a.read_some(buf), 0u);
+      co_await a.close();
+    }
+    {
+      // read_exact across the end: it keeps the part that came, and says where it ended.
+      auto [a, b] = co_await connected_pair(l);
+      co_await b.write_all("abc");
+      b.shutdown();
+      char four[4];
+      bool eos = false;
+      try {
+        co_await a.read_exact(four);
+      } catch (const quell::end_of_stream&) {
+        eos = true;
+      }
+      EXPECT_TRUE(eos);
+      char buf[8];
+      std::size_t n = co_await a.read_some(buf);
+      EXPECT_EQ(std::string(buf, n), "abc");
+      EXPECT_EQ(co_await a.read_some(buf), 0u);
+      co_await a.close();
+      co_await b.close();
+    }
+  };
+  quell::block_on(body());
+}
+
+TEST(ReceiveAhead, ConnectionsAcceptedWhileAcceptIsCancelledAreReturnedByTheNextAccept) {
+  auto body = []() -> task<> {
+    tcp_listener l = local_listener();
+    const address at = l.local_address();
+    reactor& io = reactor::current();
+    std::vector<int> clients;
+    int accepted = 0;
+    for (int round = 0; round < 40; ++round) {
+      // The accept races a turn or two while a client connects: cancelled parked, cancelled with
+      // the connection handed to it, or won.
+      const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      auto turns = [&](int k) -> task<int> {
+        for (int i = 0; i < k; ++i) co_await quell::yield();
+        co_return 0;
+      };
+      EXPECT_EQ(::connect(c, at.data(), at.size()), 0);
+      clients.push_back(c);
+      auto r = co_await race(l.accept(), turns(round % 3));
+      if (r.index() == 0) ++accepted;
+    }
+    // Every connection made is accepted exactly once.
+    while (accepted < 40) {
+      tcp_stream s = co_await quell::timeout(5s, l.accept());
+      ++accepted;
+    }
+    auto extra = co_await race(l.accept(), quell::sleep_for(20ms));
+    EXPECT_EQ(extra.index(), 1u);
+    EXPECT_EQ(accepted, 40);
+    EXPECT_EQ(io.in_flight(), 0u);
+    for (int c : clients) ::close(c);
+    co_await l.close();
+  };
+  quell::block_on(body());
+}
+
+TEST(ReceiveAhead, ClosingAListenerClosesTheConnectionsItQueuedAndLeaksNoDescriptor) {
+  const std::size_t before = open_fds();
+  std::vector<int> clients;
+  auto body = [&]() -> task<> {
+    tcp_listener l = local_listener(4);
+    const address at = l.local_address();
+    auto armed = co_await race(l.accept(), quell::sleep_for(1ms));  // arms the multishot accept
+    EXPECT_EQ(armed.index(), 1u);
+    for (int i = 0; i < 10; ++i) {  // more than its queue of 4: the kernel's backlog holds the rest
+      const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      EXPECT_EQ(::connect(c, at.data(), at.size()), 0);
+      clients.push_back(c);
+    }
+    co_await quell::sleep_for(10ms);  // the multishot takes its share, then stops
+    co_await l.close();
+  };
+  quell::block_on(body());
+  // Each client sees its connection end: an end of stream or a reset, never silence.
+  for (int c : clients) {
+    char x;
+    pollfd p{c, POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 2000), 1);
+    const ssize_t n = ::recv(c, &x, 1, MSG_DONTWAIT);
+    EXPECT_TRUE(n == 0 || (n < 0 && errno == ECONNRESET)) << n << " " << std::strerror(errno);
+    ::close(c);
+  }
+  EXPECT_EQ(open_fds(), before);
+}
+
+// A listener's queue is bounded; above it the kernel's backlog holds the rest, and accept()
+// takes them all in order of arrival as the queue drains.
+TEST(ReceiveAhead, AListenerTakesAtMostItsQueueAheadAndEveryConnectionIsAcceptedOnce) {
+  auto body = []() -> task<> {
+    tcp_listener l = local_listener(3);
+    const address at = l.local_address();
+    auto armed = co_await race(l.accept(), quell::sleep_for(1ms));
+    EXPECT_EQ(armed.index(), 1u);
+    std::vector<tcp_stream> clients;
+    for (int i = 0; i < 12; ++i) clients.push_back(co_await tcp_stream::connect(at));
+    co_await quell::sleep_for(10ms);
+    std::vector<std::uint16_t> ports;
+    for (int i = 0; i < 12; ++i) {
+      tcp_stream s = co_await quell::timeout(5s, l.accept());
+      ports.push_back(s.peer_address().port());
+      co_await s.close();
+    }
+    std::vector<std::uint16_t> expected;
+    for (auto& c : clients) expected.push_back(c.local_address().port());
+    std::sort(ports.begin(), ports.end());
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(ports, expected);
+    for (auto& c : clients) co_await c.close();
+    co_await l.close();
+  };
+  quell::block_on(body());
+}
+
+TEST(ReceiveAhead, TurningItOffMidStreamKeepsEveryByteInOrder) {
+  auto body = []() -> task<> {
+    tcp_listener l = local_listener(0);
+    auto [a, b] = co_await connected_pair(l);
+    reactor& io = reactor::current();
+    co_await b.write_all("one,");
+    char buf[64];
+    std::string got;
+    got.append(buf, co_await a.read_some(std::span<char>(buf, 2)));
+    // Armed now; turned off with bytes queued and more on the way.
+    co_await b.write_all("two,");
+    auto parked = [&]() -> task<> {
+      got.append(buf, co_await a.read_some(std::span<char>(buf, 64)));
+    };
+    auto turn_off = [&]() -> task<> {
+      a.set_receive_ahead(false);
+      co_await b.write_all("three");
+      b.shutdown();
+    };
+    co_await quell::join(parked(), turn_off());
+    got += co_await read_to_end(a);
+    EXPECT_EQ(got, "one,two,three");
+    EXPECT_EQ(io.background_in_flight(), 0u);
+    co_await a.close();
+    co_await b.close();
+  };
+  quell::block_on(body());
+}
+
+TEST(ReceiveAhead, AnExecutorWithItTurnedOffReadsOneReceivePerRead) {
+  auto body = []() -> task<> {
+    quell::receive_ring_options off;
+    off.receive_ahead = false;
+    quell::set_receive_ring(off);
+    tcp_listener l = local_listener();
+    auto [a, b] = co_await connected_pair(l);
+    co_await b.write_all("plain");
+    char buf[8];
+    std::size_t n = co_await a.read_some(buf);
+    EXPECT_EQ(std::string(buf, n), "plain");
+    EXPECT_EQ(reactor::current().background_in_flight(), 0u);
+    EXPECT_THROW(quell::set_receive_ring({}), std::logic_error);  // set up already
+    co_await a.close();
+    co_await b.close();
+  };
+  quell::block_on(body());
+  quell::receive_ring_options bad;
+  bad.buffers = 1000;
+  auto misuse = [&]() -> task<> {
+    EXPECT_THROW(quell::set_receive_ring(bad), std::invalid_argument);
+    co_return;
+  };
+  quell::block_on(misuse());
+  EXPECT_THROW(quell::set_receive_ring({}), std::logic_error);  // outside an executor
+}
+
+// A stream that outlives its executor: the executor ends its multishot before it returns, what
+// arrived stays with the stream, and the next executor reads on.
+TEST(ReceiveAhead, AStreamOutlivesItsExecutorAndReadsOnInTheNext) {
+  tcp_listener l;
+  tcp_stream a, b;
+  auto first = [&]() -> task<> {
+    l = local_listener();
+    std::tie(a, b) = co_await connected_pair(l);
+    co_await b.write_all("kept");
+    char buf[2];
+    std::size_t n = co_await a.read_some(buf);  // arms it; the rest is queued
+    EXPECT_EQ(std::string(buf, n), "ke");
+  };
+  quell::block_on(first());
+  auto second = [&]() -> task<> {
+    co_await b.write_all("!");
+    b.shutdown();
+    EXPECT_EQ(co_await read_to_end(a), "pt!");
+    co_await a.close();
+    co_await b.close();
+    co_await l.close();
+  };
+  quell::block_on(second());
+}
+
+// The multishot is no task's I/O: a task that waits for something nobody will do is still
+// reported stuck, not left hanging, while a socket has receive-ahead armed.
+TEST(ReceiveAhead, AnArmedSocketDoesNotHideATaskThatCanNeverFinish) {
+  tcp_listener l;
+  tcp_stream a, b;
+  quell::event never;
+  auto body = [&]() -> task<> {
+    l = local_listener();
+    std::tie(a, b) = co_await connected_pair(l);
+    char buf[4];
+    auto armed = co_await race(a.read_some(buf), quell::sleep_for(1ms));
+    EXPECT_EQ(armed.index(), 1u);
+    co_await never.wait();
+  };
+  EXPECT_THROW(quell::block_on(body()), quell::stuck_error);
+}
