@@ -85,7 +85,8 @@ bool executor_core::turn() {
   sched_.take_next_turn(batch);
   if (!started_) {
     started_ = true;
-    if (root_.start_erased(this, &root_done, req_.level != cancel_level::none ? &req_ : nullptr)) root_done(this, nullptr);
+    if (root_.start_erased(this, &root_done, req_.level != cancel_level::none ? &req_ : nullptr))
+      root_done(this, nullptr);
   }
   sched_.timers().fire_due([&](std::coroutine_handle<> h) { sched_.post_completed(h); });
   sched_.run_batch(batch);
@@ -161,8 +162,8 @@ void executor_core::go_active() noexcept {
 bool executor_core::group_wait_step() {
   if (!quiet_) {
     quiet_ = true;
-    const std::uint64_t now = group_->counts.fetch_sub(core_group::one_busy, std::memory_order_acq_rel) -
-                              core_group::one_busy;
+    const std::uint64_t now =
+        group_->counts.fetch_sub(core_group::one_busy, std::memory_order_acq_rel) - core_group::one_busy;
     if (now == 0 && index_ != 0) group_->wake_core0();
   }
   if (index_ == 0 && group_->counts.load(std::memory_order_acquire) == 0) {
@@ -266,7 +267,8 @@ void executor_core::drive_lockstep() {
           if (!c->remote_->inbox_empty()) reaped = true;
           if (c->io_live()) {
             inside_executor in(c->sched_);
-            reaped |= c->sched_.io().poll(true, std::min(until, clock_type::now() + std::chrono::microseconds(200))) > 0;
+            reaped |=
+                c->sched_.io().poll(true, std::min(until, clock_type::now() + std::chrono::microseconds(200))) > 0;
           }
         }
       } while (!reaped && clock_type::now() < until);
@@ -296,7 +298,7 @@ void executor_core::add_service(service* s) {
 void executor_core::stop_services() noexcept {
   if (escalate_) escalate_->disarm();
   reactor* io = sched_.io_if_any();
-  if (services_.empty() && (!io || io->background_in_flight() == 0)) return;
+  if (services_.empty() && (!io || (io->background_in_flight() == 0 && io->in_flight() == 0))) return;
   enter_executor in(sched_);
   reactor& r = sched_.io();
   // Receive-ahead multishots belong to sockets, which may outlive the executor: they end here
@@ -308,7 +310,8 @@ void executor_core::stop_services() noexcept {
     if (s->armed()) r.cancel(s);
   }
   auto armed = [&] {
-    if (r.background_in_flight() > 0) return true;
+    // Also what no task waits for any more: the multishot of a socket dropped at the end.
+    if (r.background_in_flight() > 0 || r.in_flight() > 0) return true;
     for (service* s : services_) {
       if (s->armed()) return true;
     }
@@ -592,7 +595,8 @@ void remote_handle::finished_awaiter::await_suspend(std::coroutine_handle<> h) {
   w_.home = detail::home_core::current();
   if (w_.home.box() == s_.get()) {
     w_.home = detail::home_core();
-    throw std::logic_error("quell: a task awaited its own executor's remote_handle::cancel(): it would wait for itself");
+    throw std::logic_error(
+        "quell: a task awaited its own executor's remote_handle::cancel(): it would wait for itself");
   }
   {
     std::lock_guard<std::mutex> lock(s_->m);

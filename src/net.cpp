@@ -72,7 +72,8 @@ void io_handle::reset() noexcept {
 int io_handle::release(const char* what) {
   io_object* o = use(what);
   if (!o->parked.empty()) throw std::logic_error(std::string(what) + ": a read is waiting on the socket");
-  if (o->ahead && o->in_flight == 1 && (o->ahead->state == io_op::phase::queued || o->ahead->state == io_op::phase::in_flight)) {
+  if (o->ahead && o->in_flight == 1 &&
+      (o->ahead->state == io_op::phase::queued || o->ahead->state == io_op::phase::in_flight)) {
     throw std::logic_error(std::string(what) +
                            ": receive-ahead is armed on the socket (call set_receive_ahead(false) before its first "
                            "read to hand it over later)");
@@ -112,6 +113,7 @@ namespace {
 // Serves a read from what cancelled reads kept; returns bytes copied.
 std::size_t take_stash(io_object* o, std::span<char> buf) {
   const std::size_t n = std::min(buf.size(), o->stashed());
+  if (n == 0) return 0;  // (an empty stash has no data pointer for memcpy)
   std::memcpy(buf.data(), o->stash.data() + o->stash_pos, n);
   o->stash_pos += n;
   if (o->stash_pos == o->stash.size()) {
@@ -123,6 +125,7 @@ std::size_t take_stash(io_object* o, std::span<char> buf) {
 // Then from the bytes of the CQE being handled (receive-ahead), straight from the ring buffer.
 std::size_t take_incoming(io_object* o, std::span<char> buf) noexcept {
   const std::size_t n = std::min(buf.size(), o->incoming_len);
+  if (n == 0) return 0;
   std::memcpy(buf.data(), o->incoming, n);
   o->incoming += n;
   o->incoming_len -= n;
@@ -135,6 +138,7 @@ void keep(io_object* o, const char* p, std::size_t n) {
 // Bytes a read took and its waiter discards: first in line again (and offered to a read that
 // is waiting for receive-ahead, which may be behind it).
 void put_back(io_object* o, const char* p, std::size_t n) {
+  if (n == 0) return;
   const auto* b = reinterpret_cast<const std::byte*>(p);
   if (o->stash_pos >= n) {
     o->stash_pos -= n;
@@ -640,7 +644,8 @@ int bound_socket(const address& local, int type, const char* what, bool reuse_po
     if (reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
       const int err = errno;
       ::close(fd);
-      throw std::system_error(err, std::system_category(), std::string(what) + " " + local.to_string() + " (SO_REUSEPORT)");
+      throw std::system_error(err, std::system_category(),
+                              std::string(what) + " " + local.to_string() + " (SO_REUSEPORT)");
     }
   }
   if (::bind(fd, local.data(), local.size()) != 0) {
@@ -661,8 +666,8 @@ void tcp_stream::set_receive_ahead(bool on) {
     return;
   }
   o->ahead_off = false;
-  if (o->ahead && o->ahead->m == detail::receive_ahead::mode::off &&
-      o->ahead->state != detail::io_op::phase::queued && o->ahead->state != detail::io_op::phase::in_flight) {
+  if (o->ahead && o->ahead->m == detail::receive_ahead::mode::off && o->ahead->state != detail::io_op::phase::queued &&
+      o->ahead->state != detail::io_op::phase::in_flight) {
     o->ahead->m = detail::receive_ahead::mode::idle;
   }
 }
@@ -675,17 +680,19 @@ void set_receive_ring(const receive_ring_options& options) {
   if (!detail::tls.current) throw std::logic_error("quell: set_receive_ring is called outside an executor");
   const std::uint32_t n = options.buffers;
   if (options.buffer_size == 0 || n == 0 || n > 32768 || (n & (n - 1)) != 0) {
-    throw std::invalid_argument("quell: set_receive_ring: buffer_size must be positive and buffers a power of two "
-                                "from 1 to 32768 (got " +
-                                std::to_string(options.buffer_size) + " x " + std::to_string(n) + ")");
+    throw std::invalid_argument(
+        "quell: set_receive_ring: buffer_size must be positive and buffers a power of two "
+        "from 1 to 32768 (got " +
+        std::to_string(options.buffer_size) + " x " + std::to_string(n) + ")");
   }
   detail::reactor::ring_options r;
   r.buffer_size = options.buffer_size;
   r.buffers = n;
   r.enabled = options.receive_ahead;
   if (!detail::tls.current->io().configure_ring(r)) {
-    throw std::logic_error("quell: set_receive_ring: this executor's receive ring is set up already (set it before "
-                           "the first read)");
+    throw std::logic_error(
+        "quell: set_receive_ring: this executor's receive ring is set up already (set it before "
+        "the first read)");
   }
 }
 

@@ -435,16 +435,16 @@ TEST_P(CompletionWindow, AConnectionADatagramAndASignalUnderADeadlineThatFiresWi
       auto recv_one = [&]() -> task<quell::datagram> { co_return co_await rx.recv_from(buf); };
       auto wait_one = [&]() -> task<int> { co_return co_await sigs.wait(); };
       if (in_task()) {
-        auto [c, d, s, p] = co_await quell::join(quell::move_on_after(1ms, accept_one()),
-                                                 quell::move_on_after(1ms, recv_one()),
-                                                 quell::move_on_after(1ms, wait_one()), produce());
+        auto [c, d, s, p] =
+            co_await quell::join(quell::move_on_after(1ms, accept_one()), quell::move_on_after(1ms, recv_one()),
+                                 quell::move_on_after(1ms, wait_one()), produce());
         count(c, accepted);
         count(d, received);
         count(s, caught);
       } else {
-        auto [c, d, s, p] = co_await quell::join(quell::move_on_after(1ms, l.accept()),
-                                                 quell::move_on_after(1ms, rx.recv_from(buf)),
-                                                 quell::move_on_after(1ms, sigs.wait()), produce());
+        auto [c, d, s, p] =
+            co_await quell::join(quell::move_on_after(1ms, l.accept()), quell::move_on_after(1ms, rx.recv_from(buf)),
+                                 quell::move_on_after(1ms, sigs.wait()), produce());
         count(c, accepted);
         count(d, received);
         count(s, caught);

@@ -75,7 +75,8 @@ bool ahead_on() { return reactor::current().ring_ready(); }
 TEST(ReceiveAhead, ACancelledReadEndsAtOnceWithoutASystemCallAndTheBytesGoToTheNextRead) {
   auto body = []() -> task<> {
     tcp_listener l = local_listener(0);  // one accept per call: the stream's multishot is the only one
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;                     // (not a structured binding: clang 14 cannot capture those)
+    std::tie(a, b) = co_await connected_pair(l);
     if (!ahead_on()) co_return;  // (this kernel: logged; the one-shot path is tested elsewhere)
     reactor& io = reactor::current();
     char buf[16];
@@ -114,7 +115,8 @@ TEST(ReceiveAhead, ACancelledReadEndsAtOnceWithoutASystemCallAndTheBytesGoToTheN
 TEST(ReceiveAhead, BytesHandedToAReadThatIsCancelledBeforeItResumesAreReadNext) {
   auto body = []() -> task<> {
     tcp_listener l = local_listener();
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;  // (not a structured binding: clang 14 cannot capture those)
+    std::tie(a, b) = co_await connected_pair(l);
     if (!ahead_on()) co_return;
     reactor& io = reactor::current();
     char buf[4];
@@ -150,7 +152,8 @@ TEST(ReceiveAhead, BytesHandedToAReadThatIsCancelledBeforeItResumesAreReadNext) 
 TEST(ReceiveAhead, AMegabyteUnderRandomCancelsArrivesExactlyInOrder) {
   auto body = []() -> task<> {
     tcp_listener l = local_listener();
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;  // (not a structured binding: clang 14 cannot capture those)
+    std::tie(a, b) = co_await connected_pair(l);
     constexpr std::size_t total = 1 << 20;
     const std::string data = pattern(total);
     std::mt19937 rng(20261207);
@@ -212,7 +215,8 @@ TEST(ReceiveAhead, ASocketNobodyReadsKeepsAtMostItsBoundAndReadingDrainsEveryByt
   for (const bool kernel_cap : {true, false}) {
     auto body = [&]() -> task<> {
       tcp_listener l = local_listener();
-      auto [a, b] = co_await connected_pair(l);
+      tcp_stream a, b;  // (not a structured binding: clang 14 cannot capture those)
+      std::tie(a, b) = co_await connected_pair(l);
       if (!ahead_on()) co_return;
       reactor& io = reactor::current();
       if (!kernel_cap) io.receive_cap = reactor::tri::no;  // the bound as older kernels get it
@@ -241,7 +245,8 @@ TEST(ReceiveAhead, ASocketNobodyReadsKeepsAtMostItsBoundAndReadingDrainsEveryByt
         co_await quell::sleep_for(5ms);
         most = std::max(most, a.buffered());
       }
-      const std::size_t slack = kernel_cap && io.receive_cap == reactor::tri::yes ? io.buffer_size() : 32 * io.buffer_size();
+      const std::size_t slack =
+          kernel_cap && io.receive_cap == reactor::tri::yes ? io.buffer_size() : 32 * io.buffer_size();
       EXPECT_LE(most, bound + slack) << (kernel_cap ? "with" : "without") << " the kernel's length cap";
       EXPECT_GE(most, bound / 2);
       std::size_t got = 0;
@@ -285,7 +290,8 @@ TEST(ReceiveAhead, AThousandSocketsOnASmallRingGetEveryByteAndNoReadFails) {
     tcp_listener l = local_listener(256);
     std::vector<tcp_stream> readers, writers;
     for (int i = 0; i < sockets; ++i) {
-      auto [a, b] = co_await connected_pair(l);
+      tcp_stream a, b;  // (not a structured binding: clang 14 cannot capture those)
+      std::tie(a, b) = co_await connected_pair(l);
       readers.push_back(std::move(a));
       writers.push_back(std::move(b));
     }
@@ -325,7 +331,8 @@ TEST(ReceiveAhead, TheEndOfTheStreamAndAResetComeAfterTheBytesBeforeThem) {
     tcp_listener l = local_listener();
     {
       // Bytes, then the end, sent back to back (the order the kernel must keep).
-      auto [a, b] = co_await connected_pair(l);
+      tcp_stream a, b;  // (not a structured binding: clang 14 cannot capture those)
+      std::tie(a, b) = co_await connected_pair(l);
       char buf[64];
       auto armed = co_await race(a.read_some(buf), quell::sleep_for(1ms));
       EXPECT_EQ(armed.index(), 1u);
@@ -344,7 +351,8 @@ TEST(ReceiveAhead, TheEndOfTheStreamAndAResetComeAfterTheBytesBeforeThem) {
     }
     {
       // Bytes, then a reset (SO_LINGER 0): the bytes first, then ECONNRESET once, then the end.
-      auto [a, b] = co_await connected_pair(l);
+      tcp_stream a, b;  // (not a structured binding: clang 14 cannot capture those)
+      std::tie(a, b) = co_await connected_pair(l);
       char buf[64];
       auto armed = co_await race(a.read_some(buf), quell::sleep_for(1ms));
       EXPECT_EQ(armed.index(), 1u);
@@ -369,7 +377,8 @@ TEST(ReceiveAhead, TheEndOfTheStreamAndAResetComeAfterTheBytesBeforeThem) {
     }
     {
       // read_exact across the end: it keeps the part that came, and says where it ended.
-      auto [a, b] = co_await connected_pair(l);
+      tcp_stream a, b;  // (not a structured binding: clang 14 cannot capture those)
+      std::tie(a, b) = co_await connected_pair(l);
       co_await b.write_all("abc");
       b.shutdown();
       char four[4];
@@ -486,7 +495,8 @@ TEST(ReceiveAhead, AListenerTakesAtMostItsQueueAheadAndEveryConnectionIsAccepted
 TEST(ReceiveAhead, TurningItOffMidStreamKeepsEveryByteInOrder) {
   auto body = []() -> task<> {
     tcp_listener l = local_listener(0);
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;  // (not a structured binding: clang 14 cannot capture those)
+    std::tie(a, b) = co_await connected_pair(l);
     reactor& io = reactor::current();
     co_await b.write_all("one,");
     char buf[64];
@@ -494,9 +504,7 @@ TEST(ReceiveAhead, TurningItOffMidStreamKeepsEveryByteInOrder) {
     got.append(buf, co_await a.read_some(std::span<char>(buf, 2)));
     // Armed now; turned off with bytes queued and more on the way.
     co_await b.write_all("two,");
-    auto parked = [&]() -> task<> {
-      got.append(buf, co_await a.read_some(std::span<char>(buf, 64)));
-    };
+    auto parked = [&]() -> task<> { got.append(buf, co_await a.read_some(std::span<char>(buf, 64))); };
     auto turn_off = [&]() -> task<> {
       a.set_receive_ahead(false);
       co_await b.write_all("three");
@@ -518,7 +526,8 @@ TEST(ReceiveAhead, AnExecutorWithItTurnedOffReadsOneReceivePerRead) {
     off.receive_ahead = false;
     quell::set_receive_ring(off);
     tcp_listener l = local_listener();
-    auto [a, b] = co_await connected_pair(l);
+    tcp_stream a, b;  // (not a structured binding: clang 14 cannot capture those)
+    std::tie(a, b) = co_await connected_pair(l);
     co_await b.write_all("plain");
     char buf[8];
     std::size_t n = co_await a.read_some(buf);

@@ -162,9 +162,9 @@ struct read_some_op : io_leaf<read_some_op> {
 
   std::span<char> buf;
   std::size_t from_stash = 0;
-  bool ready = false;  // served by await_ready (res: an error it found, if negative)
+  bool ready = false;     // served by await_ready (res: an error it found, if negative)
   bool took_eof = false;  // ... with the end of stream a cancelled one-shot read kept
-  bool fed = false;    // served by receive-ahead: res is what it took (bytes, 0 or an error)
+  bool fed = false;       // served by receive-ahead: res is what it took (bytes, 0 or an error)
 };
 
 struct read_exact_op : io_leaf<read_exact_op> {

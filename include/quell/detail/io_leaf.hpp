@@ -82,7 +82,7 @@ class io_leaf : public io_op {
         return cancelled_;
       case phase::done:
         cancelled_ = static_cast<D*>(this)->on_cancel();  // the completion window
-        return false;                                      // its resumption is already queued
+        return false;                                     // its resumption is already queued
       case phase::idle:
         break;
     }
@@ -90,7 +90,7 @@ class io_leaf : public io_op {
   }
   bool await_must_resume() const noexcept { return !cancelled_; }
   bool await_give_back() noexcept {
-    if constexpr (requires(D& d) {
+    if constexpr (requires(D & d) {
                     { d.give_back() } -> std::same_as<bool>;
                   }) {
       return static_cast<D*>(this)->give_back();
@@ -107,7 +107,7 @@ class io_leaf : public io_op {
  private:
   // A function, not a constant: D is incomplete where this base is instantiated.
   static constexpr bool parking() noexcept {
-    return requires(D& d) {
+    return requires(D & d) {
       { d.parks() } -> std::same_as<bool>;
     };
   }

@@ -71,7 +71,7 @@ struct io_op : list_node {
   // keep the executor awake and is not shown to the fault injector; complete() sees every CQE
   // (cqe_flags tells IORING_CQE_F_MORE and the buffer id apart).
   bool background = false;
-  int res = 0;               // last CQE result
+  int res = 0;                  // last CQE result
   std::uint32_t cqe_flags = 0;  // flags of the CQE being handled (background ops only)
   static constexpr std::uint32_t no_slot = 0xffffffffu;
   std::uint32_t slot = no_slot;  // its index in the reactor's table while it has an SQE or may get a CQE
@@ -108,8 +108,8 @@ struct io_object {
   node_list parked;
   const char* incoming = nullptr;
   std::size_t incoming_len = 0;
-  bool ahead_off = false;                  // this socket reads one receive per read
-  std::size_t ahead_bound = 64 * 1024;     // most bytes (or connections) kept before re-arming stops
+  bool ahead_off = false;               // this socket reads one receive per read
+  std::size_t ahead_bound = 64 * 1024;  // most bytes (or connections) kept before re-arming stops
 
   std::size_t stashed() const noexcept { return stash.size() - stash_pos; }
   void retain() noexcept { ++refs; }
@@ -265,7 +265,7 @@ class reactor {
   std::vector<std::uint64_t> pending_cancels_;  // user_data to cancel, in submission order
   std::vector<int> pending_fd_cancels_;
   std::vector<std::pair<io_op*, int>> faked_;  // fault injection: completions without the kernel
-  std::vector<io_op*> held_;                    // fault injection: "in the kernel" until cancelled
+  std::vector<io_op*> held_;                   // fault injection: "in the kernel" until cancelled
   fault_injector* faults_ = nullptr;
   std::size_t ops_ = 0;
   unsigned flags_ = 0;
