@@ -13,6 +13,14 @@
 //   W6b  hand-written liburing: submit a recv on an idle connected socket, then an
 //        IORING_OP_ASYNC_CANCEL for it; wait for both CQEs. Ported from W6b_cancel_in_kernel_raw.
 //   W2, W3, W4, W6a, W7, W8, W9: no limit is defined (`RESULT <W> n/a no-limit`).
+//
+// Built a second time with LIMITS_MULTISHOT (quell_compare_limits_multishot, peer "limit-ms"):
+// the limits of receive-ahead, hand-written the same way.
+//   W5   every socket keeps one multishot recv armed into a provided-buffer ring (the ring quell's
+//        reactor registers: same buffer size and count); each CQE's bytes are copied out and the
+//        buffer returned at once; sends are single-shot.
+//   W6b  arm a multishot recv on the idle socket, cancel it, wait for its final CQE and the
+//        cancel's: what a runtime would pay per cancelled read if it stopped the multishot for it.
 #include <arpa/inet.h>
 #include <liburing.h>
 #include <netinet/in.h>
@@ -117,7 +125,7 @@ static void w1_batch(std::uint64_t n) {
   if (sum != N * (N - 1) / 2) fail("W1", "sum != N(N-1)/2");
 }
 
-static void run_w1() { result("W1", "ns/op", measure_ns_per_op(w1_batch)); }
+[[maybe_unused]] static void run_w1() { result("W1", "ns/op", measure_ns_per_op(w1_batch)); }
 
 // ---------------------------------------------------------------------------------------------
 // Rings and sockets
@@ -323,13 +331,13 @@ static double run() {
 }
 }  // namespace w5
 
-static void run_w5() { result("W5", "msg/s", w5::run()); }
+[[maybe_unused]] static void run_w5() { result("W5", "msg/s", w5::run()); }
 
 // ---------------------------------------------------------------------------------------------
 // W6b cancel_inflight_read, kernel-side: submit a recv on the idle socket, then an ASYNC_CANCEL
 // for it; wait for both CQEs.
 
-static void run_w6b() {
+[[maybe_unused]] static void run_w6b() {
   raw_sockets socks("W6b", 1);
   const int sock = socks.server[0], peer = socks.client[0];
   io_uring ring;
@@ -377,6 +385,231 @@ static void run_w6b() {
   result("W6b", "ns/op", ns);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Receive-ahead limits (LIMITS_MULTISHOT): multishot recv into a provided-buffer ring.
+
+#ifdef LIMITS_MULTISHOT
+#include <sys/mman.h>
+
+#include "quell/detail/receive_ahead.hpp"
+
+namespace ms {
+constexpr unsigned kBufSize = quell::detail::default_receive_buffer_size;
+constexpr unsigned kBufs = quell::detail::default_receive_buffers;
+
+struct buffer_ring {
+  io_uring_buf_ring* br = nullptr;
+  char* slab = nullptr;
+  std::size_t ring_bytes = 0;
+  int returned = 0;
+  buffer_ring(const char* w, io_uring* ring) {
+    ring_bytes = (kBufs * sizeof(io_uring_buf) + 4095) & ~std::size_t{4095};
+    void* r = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* b = ::mmap(nullptr, std::size_t{kBufSize} * kBufs, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r == MAP_FAILED || b == MAP_FAILED) die(w, "mmap", errno);
+    br = static_cast<io_uring_buf_ring*>(r);
+    slab = static_cast<char*>(b);
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<std::uint64_t>(br);
+    reg.ring_entries = kBufs;
+    reg.bgid = 0;
+    if (int rc = io_uring_register_buf_ring(ring, &reg, 0); rc != 0) die(w, "io_uring_register_buf_ring", -rc);
+    io_uring_buf_ring_init(br);
+    for (unsigned i = 0; i < kBufs; ++i)
+      io_uring_buf_ring_add(br, slab + std::size_t{i} * kBufSize, kBufSize, static_cast<unsigned short>(i),
+                            io_uring_buf_ring_mask(kBufs), static_cast<int>(i));
+    io_uring_buf_ring_advance(br, static_cast<int>(kBufs));
+  }
+  const char* get(unsigned bid) const { return slab + std::size_t{bid} * kBufSize; }
+  void give(unsigned bid) {
+    io_uring_buf_ring_add(br, slab + std::size_t{bid} * kBufSize, kBufSize, static_cast<unsigned short>(bid),
+                          io_uring_buf_ring_mask(kBufs), returned++);
+  }
+  void publish() {
+    if (returned) io_uring_buf_ring_advance(br, returned);
+    returned = 0;
+  }
+  ~buffer_ring() {
+    ::munmap(br, ring_bytes);
+    ::munmap(slab, std::size_t{kBufSize} * kBufs);
+  }
+};
+
+void prep_multishot(io_uring_sqe* e, int fd, std::uint64_t ud) {
+  io_uring_prep_recv_multishot(e, fd, nullptr, 0, 0);
+  e->flags |= IOSQE_BUFFER_SELECT;
+  e->buf_group = 0;
+  io_uring_sqe_set_data64(e, ud);
+}
+
+// W5 with receive-ahead: user_data = connection << 2 | operation.
+namespace w5 {
+constexpr int kConns = 50;
+constexpr int kMsg = 64;
+enum op : std::uint64_t { client_send, client_recv, server_recv, server_send };
+
+struct conn {
+  char out[kMsg], in[kMsg], sbuf[kMsg];
+  int in_got = 0, out_sent = 0, s_len = 0, s_sent = 0;
+  std::uint64_t seq = 0;
+  bool client_idle = false;
+};
+
+static double run() {
+  raw_sockets socks("W5", kConns);
+  io_uring ring;
+  init_ring("W5", &ring, 256);
+  buffer_ring bufs("W5", &ring);
+  std::vector<conn> conns(kConns);
+  auto sqe = [&]() {
+    io_uring_sqe* e = io_uring_get_sqe(&ring);
+    if (!e) {
+      io_uring_submit(&ring);
+      e = io_uring_get_sqe(&ring);
+    }
+    return e;
+  };
+  auto send_client = [&](int i) {
+    conn& c = conns[i];
+    io_uring_sqe* e = sqe();
+    io_uring_prep_send(e, socks.client[i], c.out + c.out_sent, kMsg - c.out_sent, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(e, std::uint64_t(i) << 2 | client_send);
+  };
+  auto send_server = [&](int i) {
+    conn& c = conns[i];
+    io_uring_sqe* e = sqe();
+    io_uring_prep_send(e, socks.server[i], c.sbuf + c.s_sent, c.s_len - c.s_sent, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(e, std::uint64_t(i) << 2 | server_send);
+  };
+  auto start_message = [&](int i) {
+    conn& c = conns[i];
+    echo_message::fill(c.out, i, c.seq);
+    c.out_sent = 0;
+    c.in_got = 0;
+    send_client(i);
+  };
+  std::uint64_t round_trips = 0, c0 = 0, c1 = 0;
+  const auto start = clock_type::now();
+  auto t0 = start, t1 = start;
+  bool warm = true, stop = false;
+  int active = kConns;
+  for (int i = 0; i < kConns; ++i) {
+    prep_multishot(sqe(), socks.server[i], std::uint64_t(i) << 2 | server_recv);
+    prep_multishot(sqe(), socks.client[i], std::uint64_t(i) << 2 | client_recv);
+  }
+  for (int i = 0; i < kConns; ++i) start_message(i);
+  while (active > 0) {
+    io_uring_submit_and_wait(&ring, 1);
+    if (!stop) {
+      const auto now = clock_type::now();
+      if (warm && now - start >= std::chrono::milliseconds(200)) {
+        warm = false;
+        c0 = round_trips;
+        t0 = now;
+      } else if (!warm && now - t0 >= std::chrono::seconds(2)) {
+        stop = true;
+        c1 = round_trips;
+        t1 = now;
+      }
+    }
+    unsigned head, seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring, head, cqe) {
+      ++seen;
+      const int i = static_cast<int>(cqe->user_data >> 2);
+      const int res = cqe->res;
+      const unsigned flags = cqe->flags;
+      conn& c = conns[i];
+      const std::uint64_t kind = cqe->user_data & 3;
+      if (kind == client_recv || kind == server_recv) {
+        if (res <= 0) fail("W5", "a multishot recv ended");
+        const unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+        const char* data = bufs.get(bid);
+        if (kind == client_recv) {
+          std::memcpy(c.in + c.in_got, data, static_cast<std::size_t>(res));
+          c.in_got += res;
+        } else {
+          std::memcpy(c.sbuf, data, static_cast<std::size_t>(res));
+          c.s_len = res;
+          c.s_sent = 0;
+        }
+        bufs.give(bid);
+        if (!(flags & IORING_CQE_F_MORE)) prep_multishot(sqe(), kind == client_recv ? socks.client[i] : socks.server[i], cqe->user_data);
+        if (kind == server_recv) {
+          send_server(i);
+        } else if (c.in_got == kMsg) {
+          if (std::memcmp(c.in, c.out, kMsg) != 0) fail("W5", "echo differs from message");
+          ++round_trips;
+          ++c.seq;
+          if (!stop) {
+            start_message(i);
+          } else {
+            c.client_idle = true;
+            --active;
+          }
+        }
+        continue;
+      }
+      if (res <= 0) fail("W5", "a raw send failed");
+      if (kind == client_send) {
+        c.out_sent += res;
+        if (c.out_sent < kMsg) send_client(i);
+      } else {
+        c.s_sent += res;
+        if (c.s_sent < c.s_len) send_server(i);
+      }
+    }
+    io_uring_cq_advance(&ring, seen);
+    bufs.publish();
+  }
+  io_uring_queue_exit(&ring);
+  if (c1 <= c0) fail("W5", "no round trips in the timed window");
+  return static_cast<double>(c1 - c0) / std::chrono::duration<double>(t1 - t0).count();
+}
+}  // namespace w5
+
+static void run_w6b() {
+  raw_sockets socks("W6b", 1);
+  const int sock = socks.server[0], peer = socks.client[0];
+  io_uring ring;
+  init_ring("W6b", &ring, 256);
+  buffer_ring bufs("W6b", &ring);
+  std::uint64_t tag = 0;
+  auto batch = [&](std::uint64_t n) {
+    for (std::uint64_t i = 0; i < n; ++i) {
+      const std::uint64_t ud = ++tag << 1;
+      prep_multishot(io_uring_get_sqe(&ring), sock, ud);
+      io_uring_submit(&ring);  // armed in the kernel (no data: it waits there)
+      io_uring_sqe* e = io_uring_get_sqe(&ring);
+      io_uring_prep_cancel64(e, ud, 0);
+      io_uring_sqe_set_data64(e, ud | 1);
+      int need = 2;
+      io_uring_submit_and_wait(&ring, 2);
+      while (need > 0) {
+        unsigned head, seen = 0;
+        io_uring_cqe* cqe;
+        io_uring_for_each_cqe(&ring, head, cqe) {
+          ++seen;
+          if (cqe->user_data == ud && (cqe->flags & IORING_CQE_F_MORE)) continue;  // (never: no data)
+          --need;
+          if (cqe->user_data == ud && cqe->res != -ECANCELED) fail("W6b", "the multishot was not cancelled");
+        }
+        io_uring_cq_advance(&ring, seen);
+        if (need > 0) io_uring_submit_and_wait(&ring, 1);
+      }
+    }
+  };
+  const double ns = measure_ns_per_op(batch);
+  if (::send(peer, "x", 1, MSG_NOSIGNAL) != 1) fail("W6b", "send from the peer failed");
+  char b = 0;
+  if (::recv(sock, &b, 1, 0) != 1 || b != 'x') fail("W6b", "socket unusable after the cancelled receives");
+  io_uring_queue_exit(&ring);
+  result("W6b", "ns/op", ns);
+}
+}  // namespace ms
+#endif
+
 // ---------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
@@ -385,9 +618,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string_view w = argv[1];
+#ifdef LIMITS_MULTISHOT
+  if (w == "W5") result("W5", "msg/s", ms::w5::run());
+  else if (w == "W6b") ms::run_w6b();
+  else if (w == "W1") no_limit(argv[1]);
+#else
   if (w == "W1") run_w1();
   else if (w == "W5") run_w5();
   else if (w == "W6b") run_w6b();
+#endif
   else if (w == "W2" || w == "W3" || w == "W4" || w == "W6a" || w == "W7" || w == "W8" || w == "W9" ||
            w == "W5m" || w == "W10" || w == "W11")
     no_limit(argv[1]);
