@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -588,4 +589,75 @@ TEST(ReceiveAhead, AnArmedSocketDoesNotHideATaskThatCanNeverFinish) {
     co_await never.wait();
   };
   EXPECT_THROW(quell::block_on(body()), quell::stuck_error);
+}
+
+// The reactor under mass timeouts: 10,000 reads over 1,000 sockets (half reading one receive per
+// read, half with receive-ahead), each under a timeout that expires at the same virtual moment
+// as writes to a third of the sockets. Thousands of cancels (ASYNC_CANCEL for the one-shot reads,
+// more than the submission queue holds) meet completions in one step. Every read ends exactly
+// once, and every byte written is read exactly once: by a read that completed, or afterwards.
+TEST(ReactorStress, TenThousandTimeoutsExpiringTogetherOverAThousandSocketsEndEveryReadOnce) {
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_cur < 4096 && lim.rlim_max >= 4096) {
+    lim.rlim_cur = 4096;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  constexpr int sockets = 1000;
+  constexpr int reads = 10000;
+  quell::virtual_clock clock;
+  clock.set_io_grace(2ms);
+  std::vector<int> ends(reads, 0);
+  std::uint64_t written = 0, read_during = 0, read_after = 0;
+  int completed = 0, timed_out = 0;
+  auto body = [&]() -> task<> {
+    tcp_listener l = local_listener();
+    std::vector<tcp_stream> rd, wr;
+    for (int i = 0; i < sockets; ++i) {
+      tcp_stream a, b;
+      std::tie(a, b) = co_await connected_pair(l);
+      if (i % 2 == 0) a.set_receive_ahead(false);
+      rd.push_back(std::move(a));
+      wr.push_back(std::move(b));
+    }
+    auto one_read = [&](int k) -> task<> {
+      auto mark = [&ends, k] { ++ends[k]; };
+      co_await quell::defer(mark);
+      char buf[8];
+      // Most expire with the writes; some a moment later, once the bytes may have come.
+      const quell::duration limit = k % 7 == 0 ? 50ms + 10us : 50ms;
+      auto r = co_await quell::move_on_after(limit, rd[k % sockets].read_some(buf));
+      if (r) {
+        ++completed;
+        read_during += *r;
+      } else {
+        ++timed_out;
+      }
+    };
+    auto writer = [&]() -> task<> {
+      co_await quell::sleep_for(50ms);  // the same moment as every timeout
+      for (int i = 0; i < sockets; i += 3) {
+        co_await wr[i].write_all("0123456789");
+        written += 10;
+      }
+    };
+    auto all = [&](quell::scope& s) -> task<> {
+      s.spawn(writer());  // its timer first: the writes go out in the step of the cancels, before them
+      for (int k = 0; k < reads; ++k) s.spawn(one_read(k));
+      co_return;
+    };
+    co_await quell::with_scope(all);
+    for (auto& w : wr) w.shutdown();
+    for (auto& r : rd) read_after += (co_await read_to_end(r)).size();
+    for (auto& r : rd) co_await r.close();
+    for (auto& w : wr) co_await w.close();
+  };
+  quell::executor ex{body(), clock};
+  ex.run();
+  EXPECT_EQ(std::count(ends.begin(), ends.end(), 1), reads);
+  EXPECT_EQ(completed + timed_out, reads);
+  EXPECT_GT(timed_out, reads / 2);
+  EXPECT_EQ(read_during + read_after, written);
+  std::printf("[ stress   ] %d reads completed, %d timed out; %llu bytes read by them, %llu afterwards\n", completed,
+              timed_out, static_cast<unsigned long long>(read_during), static_cast<unsigned long long>(read_after));
 }

@@ -249,7 +249,7 @@ static double run() {
   const auto start = clock_type::now();
   auto t0 = start, t1 = start;
   bool warm = true, stop = false;
-  int active = kConns;  // clients with a round trip under way
+  int active = kConns;                              // clients with a round trip under way
   for (int i = 0; i < kConns; ++i) recv_server(i);  // the servers' recvs stay posted throughout
   for (int i = 0; i < kConns; ++i) start_message(i);
   while (active > 0) {
@@ -385,7 +385,6 @@ static double run() {
   result("W6b", "ns/op", ns);
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Receive-ahead limits (LIMITS_MULTISHOT): multishot recv into a provided-buffer ring.
 
@@ -406,7 +405,8 @@ struct buffer_ring {
   buffer_ring(const char* w, io_uring* ring) {
     ring_bytes = (kBufs * sizeof(io_uring_buf) + 4095) & ~std::size_t{4095};
     void* r = ::mmap(nullptr, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    void* b = ::mmap(nullptr, std::size_t{kBufSize} * kBufs, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* b =
+        ::mmap(nullptr, std::size_t{kBufSize} * kBufs, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (r == MAP_FAILED || b == MAP_FAILED) die(w, "mmap", errno);
     br = static_cast<io_uring_buf_ring*>(r);
     slab = static_cast<char*>(b);
@@ -535,7 +535,8 @@ static double run() {
           c.s_sent = 0;
         }
         bufs.give(bid);
-        if (!(flags & IORING_CQE_F_MORE)) prep_multishot(sqe(), kind == client_recv ? socks.client[i] : socks.server[i], cqe->user_data);
+        if (!(flags & IORING_CQE_F_MORE))
+          prep_multishot(sqe(), kind == client_recv ? socks.client[i] : socks.server[i], cqe->user_data);
         if (kind == server_recv) {
           send_server(i);
         } else if (c.in_got == kMsg) {
@@ -619,16 +620,22 @@ int main(int argc, char** argv) {
   }
   const std::string_view w = argv[1];
 #ifdef LIMITS_MULTISHOT
-  if (w == "W5") result("W5", "msg/s", ms::w5::run());
-  else if (w == "W6b") ms::run_w6b();
-  else if (w == "W1") no_limit(argv[1]);
+  if (w == "W5")
+    result("W5", "msg/s", ms::w5::run());
+  else if (w == "W6b")
+    ms::run_w6b();
+  else if (w == "W1")
+    no_limit(argv[1]);
 #else
-  if (w == "W1") run_w1();
-  else if (w == "W5") run_w5();
-  else if (w == "W6b") run_w6b();
+  if (w == "W1")
+    run_w1();
+  else if (w == "W5")
+    run_w5();
+  else if (w == "W6b")
+    run_w6b();
 #endif
-  else if (w == "W2" || w == "W3" || w == "W4" || w == "W6a" || w == "W7" || w == "W8" || w == "W9" ||
-           w == "W5m" || w == "W10" || w == "W11")
+  else if (w == "W2" || w == "W3" || w == "W4" || w == "W6a" || w == "W7" || w == "W8" || w == "W9" || w == "W5m" ||
+           w == "W10" || w == "W11")
     no_limit(argv[1]);
   else {
     std::fprintf(stderr, "unknown workload %s\n", argv[1]);
