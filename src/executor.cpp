@@ -298,7 +298,8 @@ void executor_core::add_service(service* s) {
 void executor_core::stop_services() noexcept {
   if (escalate_) escalate_->disarm();
   reactor* io = sched_.io_if_any();
-  if (services_.empty() && (!io || (io->background_in_flight() == 0 && io->in_flight() == 0))) return;
+  if (services_.empty() && (!io || (io->background_in_flight() == 0 && io->in_flight() == 0 && !io->rearm_pending())))
+    return;
   enter_executor in(sched_);
   reactor& r = sched_.io();
   // Receive-ahead multishots belong to sockets, which may outlive the executor: they end here

@@ -72,6 +72,9 @@ void io_handle::reset() noexcept {
 int io_handle::release(const char* what) {
   io_object* o = use(what);
   if (!o->parked.empty()) throw std::logic_error(std::string(what) + ": a read is waiting on the socket");
+  if (o->ahead && o->ahead->m == receive_ahead::mode::ended && o->ahead->end < 0) {
+    throw std::logic_error(std::string(what) + ": the socket has an error to report (read it first)");
+  }
   if (o->ahead && o->in_flight == 1 &&
       (o->ahead->state == io_op::phase::queued || o->ahead->state == io_op::phase::in_flight)) {
     throw std::logic_error(std::string(what) +
@@ -173,7 +176,7 @@ bool read_some_op::await_ready() {
   return false;
 }
 
-bool read_some_op::parks() noexcept { return ahead_wanted(object, receive_ahead::kind::stream); }
+bool read_some_op::parks() { return ahead_wanted(object, receive_ahead::kind::stream); }
 
 bool read_some_op::feed_me() noexcept {
   std::size_t n = take_stash(object, buf);
@@ -257,7 +260,7 @@ bool read_exact_op::await_ready() {
   return false;
 }
 
-bool read_exact_op::parks() noexcept { return ahead = ahead_wanted(object, receive_ahead::kind::stream); }
+bool read_exact_op::parks() { return ahead = ahead_wanted(object, receive_ahead::kind::stream); }
 
 bool read_exact_op::feed_me() noexcept {
   got += take_stash(object, buf.subspan(got));
@@ -288,7 +291,7 @@ bool read_exact_op::on_cancel() noexcept {
   // Keep what arrived, all of it even if the read is complete, in order, in front of anything
   // stashed later: a cancelled read did not happen, and its bytes are the next read's.
   if (ahead) {
-    put_back(object, buf.data(), got);  // receive-ahead's end of stream stays where it is
+    if (object) put_back(object, buf.data(), got);  // receive-ahead's end of stream stays where it is
     return true;
   }
   keep(object, buf.data(), got);
@@ -305,7 +308,9 @@ bool read_exact_op::give_back() noexcept {
 void read_exact_op::await_resume() {
   if (got == buf.size()) return;
   // The bytes that did arrive stay readable.
-  if (ahead) {
+  if (!object) {
+    // Failed by close() while waiting: the socket is gone, and so is what it had taken.
+  } else if (ahead) {
     put_back(object, buf.data(), got);
   } else {
     keep(object, buf.data(), got);
@@ -371,7 +376,7 @@ bool accept_op::await_ready() {
   return false;
 }
 
-bool accept_op::parks() noexcept { return ahead_wanted(object, receive_ahead::kind::listener); }
+bool accept_op::parks() { return ahead_wanted(object, receive_ahead::kind::listener); }
 
 bool accept_op::feed_me() noexcept {
   if (!object->stash_fds.empty()) {

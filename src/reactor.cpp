@@ -96,6 +96,13 @@ reactor::reactor() : ring_(std::make_unique<ring>()) {
 }
 
 reactor::~reactor() {
+  // (stop_background has emptied it when the executor ended; a reactor torn down otherwise still
+  // lets go of the sockets it kept for re-arming, and leaves them idle for a later executor.)
+  for (io_op* op : rearm_) {
+    static_cast<receive_ahead*>(op)->m = receive_ahead::mode::idle;
+    op->object->release();
+  }
+  rearm_.clear();
   io_uring_queue_exit(&ring_->r);  // the kernel lets go of the buffer ring here: only then unmap it
   bufs_.reset();
 }
@@ -177,9 +184,11 @@ void reactor::give_buffer(unsigned bid) noexcept {
                         io_uring_buf_ring_mask(b.count), b.returned++);
 }
 
-void reactor::disable_ahead(const char* why) noexcept {
-  if (bufs_) bufs_->ok = false;  // the memory stays: multishots still armed may write into it
-  log_ahead_off(why);
+void reactor::drop_rearm(io_op* op) noexcept {
+  auto it = std::find(rearm_.begin(), rearm_.end(), op);
+  if (it == rearm_.end()) return;
+  rearm_.erase(it);
+  op->object->release();
 }
 
 void reactor::rearm_later(io_op* op) noexcept {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 
 #include "quell/detail/scheduler.hpp"
 
@@ -76,6 +77,10 @@ void settle(receive_ahead* a) noexcept {
   io_object* o = a->object;
   if (o->closing || a->r->background_stopped()) {
     a->m = mode::idle;
+  } else if (o->ahead_off) {
+    // Turned off while its cancel was on the way, and it ended for another reason first.
+    a->m = mode::off;
+    submit_parked(o, *a->r);
   } else if (queued(a) * 2 >= o->ahead_bound) {
     a->m = mode::full;  // re-armed by ahead_took once a read takes the queue below half
   } else {
@@ -87,7 +92,7 @@ void settle(receive_ahead* a) noexcept {
 // The multishot ended because it was cancelled (or interrupted).
 void after_cancel(receive_ahead* a) noexcept {
   io_object* o = a->object;
-  if (a->turning_off || o->ahead_off) {
+  if (o->ahead_off) {  // (turned on again meanwhile: settle re-arms it)
     a->m = mode::off;
     if (!o->closing) submit_parked(o, *a->r);
   } else if (o->closing || a->r->background_stopped()) {
@@ -141,11 +146,8 @@ void on_stream(receive_ahead* a, int res) noexcept {
   } else if (res == -EINVAL && a->capped && r.receive_cap != reactor::tri::yes) {
     r.receive_cap = reactor::tri::no;  // a kernel before 6.17: bound by cancelling instead
     settle(a);
-  } else if (res == -EINVAL && r.receive_cap != reactor::tri::yes) {
-    r.disable_ahead("the kernel refused a multishot receive (EINVAL)");
-    a->m = mode::off;
-    submit_parked(o, r);
   } else {
+    // (EINVAL otherwise is the socket's: ring_ready() required 6.1, which has multishot receive.)
     a->m = mode::ended;
     a->end = res;
   }
@@ -177,15 +179,10 @@ void on_listener(receive_ahead* a, int res) noexcept {
     settle(a);  // the CQ was full
   } else if (res == -ECANCELED || res == -EINTR) {
     after_cancel(a);
-  } else if (res == -EINVAL && !o->closing) {
-    // A kernel without multishot accept (before 5.19). A plain accept tells the truth if it is
-    // the socket instead (not listening).
-    r.disable_ahead("the kernel refused a multishot accept (EINVAL)");
-    a->m = mode::off;
-    submit_parked(o, r);
   } else {
-    // EMFILE, ECONNABORTED, ...: the next accept reports it, after the connections before it;
-    // the one after that arms again (so a process out of descriptors does not spin).
+    // EMFILE, ECONNABORTED, EINVAL (not listening: ring_ready() required 6.1, which has multishot
+    // accept), ...: the next accept reports it, after the connections before it; the one after
+    // that arms again (so a process out of descriptors does not spin).
     a->m = mode::ended;
     a->end = res;
   }
@@ -211,11 +208,18 @@ receive_ahead::receive_ahead(io_object* o, kind k) noexcept : io_op(&prep_ahead,
   background = true;
 }
 
-bool ahead_wanted(io_object* o, receive_ahead::kind k) noexcept {
+bool ahead_wanted(io_object* o, receive_ahead::kind k) {
   receive_ahead* a = o->ahead;
   // Still armed (or about to be): even a socket turning receive-ahead off waits for its end, or
   // a receive of its own could overtake bytes the multishot has already taken.
-  if (a && (in_reactor(a) || a->m == mode::armed || a->m == mode::starved)) return true;
+  if (a && (in_reactor(a) || a->m == mode::armed || a->m == mode::starved)) {
+    if (a->r != &reactor::current()) {
+      throw std::logic_error(
+          "quell: a socket is read on an executor while its receive-ahead is armed on another (one executor at a "
+          "time; call set_receive_ahead(false) on a socket that moves)");
+    }
+    return true;
+  }
   if (o->ahead_off) return false;
   if (a && a->m == mode::off) return false;
   reactor& r = reactor::current();
@@ -235,6 +239,7 @@ void ahead_park(io_op* op) noexcept {
   op->state = io_op::phase::parked;
   o->parked.push_back(op);
   ++r.parked;
+  if (!in_reactor(a) && a->m != mode::armed && a->m != mode::starved) a->r = &r;  // whose `parked` counts it
   if (a->m == mode::idle && !in_reactor(a)) arm(a, r);
 }
 
@@ -267,6 +272,10 @@ void ahead_took(io_object* o) noexcept {
   const bool want = (a->m == mode::full && queued(a) * 2 < o->ahead_bound) ||
                     (a->m == mode::idle && !o->parked.empty());  // a listener's error was taken
   if (!want) return;
+  if (o->ahead_off) {
+    a->m = mode::off;
+    return;
+  }
   if (in_reactor(a)) {  // its final CQE is being handled: it cannot be submitted yet
     a->m = mode::armed;
     a->r->rearm_later(a);
@@ -277,17 +286,22 @@ void ahead_took(io_object* o) noexcept {
 
 void ahead_closing(io_object* o, int res, bool dropped) noexcept {
   receive_ahead* a = o->ahead;
-  if (a && a->background && in_reactor(a)) {
+  if (!a) return;
+  if (a->background && in_reactor(a)) {
     if (dropped) ::shutdown(o->fd, a->what == kind::stream ? SHUT_RDWR : SHUT_RD);
     a->r->to_foreground(a);
+  } else if (!in_reactor(a) && (a->m == mode::armed || a->m == mode::starved)) {
+    a->r->drop_rearm(a);  // set aside for the next flush: it would hold the descriptor open until then
+    a->m = mode::idle;
   }
   if (o->parked.empty()) return;
-  reactor& r = reactor::current();
+  reactor& r = *a->r;
   o->retain();
   while (list_node* n = o->parked.pop_front()) {
     auto* op = static_cast<io_op*>(n);
     op->res = res;
     op->state = io_op::phase::done;
+    op->object = nullptr;  // it ends with the error; what it took goes nowhere (the socket is gone)
     --r.parked;
     post_completed(op->waiter);
     o->release();

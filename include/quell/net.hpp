@@ -152,7 +152,7 @@ class io_handle {
 struct read_some_op : io_leaf<read_some_op> {
   read_some_op(io_object* o, std::span<char> b) : io_leaf(o), buf(b) {}
   bool await_ready();
-  bool parks() noexcept;
+  bool parks();
   bool feed_me() noexcept;
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int) noexcept { return true; }
@@ -170,7 +170,7 @@ struct read_some_op : io_leaf<read_some_op> {
 struct read_exact_op : io_leaf<read_exact_op> {
   read_exact_op(io_object* o, std::span<char> b) : io_leaf(o), buf(b) {}
   bool await_ready();
-  bool parks() noexcept;
+  bool parks();
   bool feed_me() noexcept;
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int res) noexcept;
@@ -200,7 +200,7 @@ struct write_all_op : io_leaf<write_all_op> {
 struct accept_op : io_leaf<accept_op> {
   explicit accept_op(io_object* o) : io_leaf(o) {}
   bool await_ready();
-  bool parks() noexcept;
+  bool parks();
   bool feed_me() noexcept;
   void prep(io_uring_sqe* sqe) noexcept;
   bool on_cqe(int) noexcept { return true; }

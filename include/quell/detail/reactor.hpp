@@ -190,14 +190,15 @@ class reactor {
   // Multishot receive with a total length cap (Linux 6.17): known to work, known not to, or unknown.
   enum class tri : std::uint8_t { unknown, yes, no };
   tri receive_cap = tri::unknown;
-  // Turns receive-ahead off for the rest of this reactor's life (the kernel refused a multishot).
-  void disable_ahead(const char* why) noexcept;
   // A receive-ahead multishot whose descriptor is closing: from now on it is I/O the executor
   // waits for (its final CQE releases the descriptor).
   void to_foreground(io_op* op) noexcept {
     op->background = false;
     --background_;
   }
+  // Takes `op` out of the multishots set aside for the next flush (its descriptor is closing).
+  void drop_rearm(io_op* op) noexcept;
+  bool rearm_pending() const noexcept { return !rearm_.empty(); }
   // Submits `op` (a receive-ahead multishot) at the next flush; holds a reference on its object
   // until then. Used from complete(), where the op cannot be submitted again yet.
   void rearm_later(io_op* op) noexcept;

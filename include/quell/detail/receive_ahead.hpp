@@ -17,7 +17,6 @@
 //       end of stream, or an error             --> ended    (delivered after the bytes before it)
 //       cancelled: close() or the executor stopping --> idle
 //       the socket turned receive-ahead off    --> off      (parked reads go to the kernel one by one)
-//       the kernel refuses multishots (EINVAL) --> off for the whole reactor, with one log line
 //
 // Ring buffers are never held: each CQE's bytes are copied to the parked read's buffer (one copy,
 // the same as a plain recv) or to the socket's queue, and the buffer goes back to the ring at once.
@@ -62,8 +61,9 @@ struct receive_ahead : io_op {
 };
 
 // Whether a read (stream) or accept (listener) on `o` waits for receive-ahead rather than going
-// to the kernel itself; creates the state on first use. Called from await_suspend.
-bool ahead_wanted(io_object* o, receive_ahead::kind k) noexcept;
+// to the kernel itself; creates the state on first use. Called from await_suspend. Throws
+// std::logic_error if the multishot is armed on another executor's reactor.
+bool ahead_wanted(io_object* o, receive_ahead::kind k);
 // Parks `op` on its object (state parked) and arms the multishot if it is idle.
 void ahead_park(io_op* op) noexcept;
 // Takes a parked `op` off its object (its cancel): no system call.
