@@ -1,16 +1,16 @@
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
-
-#include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
-#include <atomic>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -43,53 +43,100 @@ std::optional<std::string_view> find_header(const std::vector<header>& headers, 
 std::string_view reason_phrase(int status) noexcept {
   // RFC 9110 section 15, plus the registered codes a service meets (429, 431 from RFC 6585).
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 203: return "Non-Authoritative Information";
-    case 204: return "No Content";
-    case 205: return "Reset Content";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 407: return "Proxy Authentication Required";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 421: return "Misdirected Request";
-    case 422: return "Unprocessable Entity";
-    case 426: return "Upgrade Required";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 203:
+      return "Non-Authoritative Information";
+    case 204:
+      return "No Content";
+    case 205:
+      return "Reset Content";
+    case 206:
+      return "Partial Content";
+    case 300:
+      return "Multiple Choices";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 402:
+      return "Payment Required";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 406:
+      return "Not Acceptable";
+    case 407:
+      return "Proxy Authentication Required";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 411:
+      return "Length Required";
+    case 412:
+      return "Precondition Failed";
+    case 413:
+      return "Payload Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 416:
+      return "Range Not Satisfiable";
+    case 417:
+      return "Expectation Failed";
+    case 421:
+      return "Misdirected Request";
+    case 422:
+      return "Unprocessable Entity";
+    case 426:
+      return "Upgrade Required";
+    case 428:
+      return "Precondition Required";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -239,6 +286,7 @@ struct server::impl {
   // Connections waiting for their next request, oldest first: the ones closed to make room.
   struct idle_connection : quell::detail::list_node {
     event evict;
+    const tcp_stream* conn = nullptr;
   };
   quell::detail::node_list idle;
   std::size_t body_bytes_held = 0;  // bodies of requests read and not yet finished
@@ -274,10 +322,24 @@ struct server::impl {
   }
 
   // Closes the connection idle the longest, if any: room for a new one. True if one was asked.
+  // The oldest connection waiting for its next request whose request has not started to arrive:
+  // bytes kept by the stream (receive-ahead's queue) or still in the socket mean a client is
+  // sending, and closing under it would reset the connection under that request.
   bool evict_oldest_idle() noexcept {
-    auto* n = static_cast<idle_connection*>(idle.pop_front());
-    if (!n) return false;
-    n->evict.set();
+    idle_connection* victim = nullptr;
+    idle.for_each([&](quell::detail::list_node* n) {
+      if (victim) return;
+      auto* c = static_cast<idle_connection*>(n);
+      int unread = 0;
+      if (c->conn &&
+          (c->conn->buffered() > 0 || (::ioctl(c->conn->native_handle(), FIONREAD, &unread) == 0 && unread > 0))) {
+        return;
+      }
+      victim = c;
+    });
+    if (!victim) return false;
+    victim->unlink();
+    victim->evict.set();
     return true;
   }
   void shed_log(const char* what);
@@ -376,8 +438,8 @@ task<void> server::impl::run_core(bool is_home, address bound) {
       lo.reuse_port = true;
       mine = tcp_listener::bind(bound, lo);
     } catch (const std::system_error& e) {
-      throw std::system_error(e.code(), "quell::http::server on core " + std::to_string(this_core()) + ": " +
-                                            e.what() + " (every_core: the server's listener must be bound with reuse_port)");
+      throw std::system_error(e.code(), "quell::http::server on core " + std::to_string(this_core()) + ": " + e.what() +
+                                            " (every_core: the server's listener must be bound with reuse_port)");
     }
     server_options o = opts;
     o.every_core = false;
@@ -511,6 +573,7 @@ task<void> server::impl::serve(tcp_stream conn) {
         // Idle between requests: the next request's first byte, the idle timeout, or shutdown.
         if (draining) break;
         idle_connection me;
+        me.conn = &conn;
         idle.push_back(&me);
         struct unlink_at_end {
           idle_connection& n;
