@@ -303,7 +303,11 @@ void ahead_closing(io_object* o, int res, bool dropped) noexcept {
     op->state = io_op::phase::done;
     op->object = nullptr;  // it ends with the error; what it took goes nowhere (the socket is gone)
     --r.parked;
-    post_completed(op->waiter);
+    if (r.home) {
+      r.home->post_completed(op->waiter);  // also from outside its turns (see reactor::home)
+    } else {
+      post_completed(op->waiter);
+    }
     o->release();
   }
   o->release();

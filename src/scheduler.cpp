@@ -67,6 +67,7 @@ scheduler::~scheduler() = default;
 
 reactor& scheduler::make_io() {
   io_ = std::make_unique<reactor>();
+  io_->home = this;
   return *io_;
 }
 

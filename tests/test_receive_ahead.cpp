@@ -614,6 +614,42 @@ TEST(ReceiveAhead, AReceiveWaitingToBeArmedAgainEndsWithItsExecutorAndClosesAtOn
   quell::block_on(second());
 }
 
+// A socket dropped between two poll_once() calls, while a read waits on its queue: the read
+// ends in the executor's next turn (not inside the drop, where no executor runs), with an error.
+TEST(ReceiveAhead, ASocketDroppedBetweenTurnsEndsTheWaitingReadInTheNextTurn) {
+  tcp_listener l;
+  tcp_stream a, b;
+  bool waiting = false;
+  bool ended = false;
+  bool on_executor = false;
+  auto body = [&]() -> task<> {
+    l = local_listener();
+    std::tie(a, b) = co_await connected_pair(l);
+    if (!ahead_on()) {
+      ended = on_executor = true;  // one receive per read: the kernel's read is another test's
+      co_return;
+    }
+    char buf[4];
+    waiting = true;
+    try {
+      (void)co_await a.read_some(buf);
+    } catch (const std::system_error&) {
+    }
+    ended = true;
+    on_executor = quell::detail::this_thread().current != nullptr;
+  };
+  quell::executor ex{body()};
+  for (int i = 0; i < 10000 && !(waiting && ex.reactor_if_any()->parked == 1); ++i) ex.poll_once();
+  if (waiting) {
+    ASSERT_EQ(ex.reactor_if_any()->parked, 1u);
+    a = tcp_stream{};  // no executor runs here
+    EXPECT_FALSE(ended) << "the read resumed inside the drop";
+  }
+  ex.run();
+  EXPECT_TRUE(ended);
+  EXPECT_TRUE(on_executor);
+}
+
 // The multishot is no task's I/O: a task that waits for something nobody will do is still
 // reported stuck, not left hanging, while a socket has receive-ahead armed.
 TEST(ReceiveAhead, AnArmedSocketDoesNotHideATaskThatCanNeverFinish) {

@@ -40,6 +40,7 @@ struct io_uring_sqe;
 namespace quell::detail {
 
 class reactor;
+class scheduler;
 
 struct io_object;
 struct receive_ahead;
@@ -170,6 +171,9 @@ class reactor {
   std::size_t background_in_flight() const noexcept { return background_; }
   // Ops parked on receive-ahead queues (maintained by quell/detail/receive_ahead.hpp).
   std::size_t parked = 0;
+  // The executor's scheduler: a socket closed between two poll_once() calls posts the reads
+  // waiting on it there, so that they resume in the executor's next turn, not inside the close.
+  scheduler* home = nullptr;
 
   // ---- Receive-ahead: the provided-buffer ring (one per reactor, buffer group 0) ----
   struct ring_options {
