@@ -176,7 +176,10 @@ bool read_some_op::await_ready() {
   return false;
 }
 
-bool read_some_op::parks() { return ahead_wanted(object, receive_ahead::kind::stream); }
+bool read_some_op::parks() {
+  if (object->parked.empty()) object->ahead_want = buf.size();
+  return ahead_wanted(object, receive_ahead::kind::stream);
+}
 
 bool read_some_op::feed_me() noexcept {
   std::size_t n = take_stash(object, buf);
@@ -260,14 +263,20 @@ bool read_exact_op::await_ready() {
   return false;
 }
 
-bool read_exact_op::parks() { return ahead = ahead_wanted(object, receive_ahead::kind::stream); }
+bool read_exact_op::parks() {
+  if (object->parked.empty()) object->ahead_want = buf.size() - got;
+  return ahead = ahead_wanted(object, receive_ahead::kind::stream);
+}
 
 bool read_exact_op::feed_me() noexcept {
   got += take_stash(object, buf.subspan(got));
   got += take_incoming(object, buf.subspan(got));
   if (got == buf.size()) return true;
   const int end = ahead_take_end(object);
-  if (end > 0) return false;  // waits for the rest
+  if (end > 0) {
+    object->ahead_want = buf.size() - got;  // (the cap of a receive armed again)
+    return false;                           // waits for the rest
+  }
   if (end == 0) eof = true;
   res = end;
   return true;

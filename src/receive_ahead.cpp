@@ -38,13 +38,21 @@ void prep_ahead(io_op* op, io_uring_sqe* sqe) noexcept {
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = 0;
   a->capped = a->r->receive_cap != reactor::tri::no;
+  a->raised = false;
   if (a->capped) {
     // The total length cap (Linux 6.17, `optlen`, which liburing 2.3 calls file_index): the
     // kernel stops after this many bytes, so the queue can overshoot its bound by less than one
-    // buffer. Older kernels refuse a non-zero value with EINVAL (handled in on_stream).
+    // buffer. Older kernels refuse a non-zero value with EINVAL (handled in on_stream). Bytes a
+    // waiting read takes at once do not fill the queue: the cap leaves room for them, or a 1 MiB
+    // read_exact would re-arm the receive every 64 KiB (W12 in bench/compare/WORKLOADS.md: 1.6x
+    // slower). If that read is cancelled while it waits, the receive is cancelled with it (at the
+    // next flush, before the kernel receives more: with DEFER_TASKRUN it receives only inside
+    // io_uring_enter, after the submissions), and armed again within the bound.
     const std::size_t q = o->stashed();
     const std::size_t room = o->ahead_bound > q ? o->ahead_bound - q : 1;
-    sqe->file_index = static_cast<std::uint32_t>(std::min<std::size_t>(room, 0x7fffffff));
+    a->raised = !o->parked.empty() && o->ahead_want > room;  // (a small read fits the room)
+    const std::size_t cap = room + (a->raised ? o->ahead_want : 0);
+    sqe->file_index = static_cast<std::uint32_t>(std::min<std::size_t>(cap, 0x7fffffff));
   }
 }
 
@@ -120,8 +128,8 @@ void on_stream(receive_ahead* a, int res) noexcept {
     r.give_buffer(bid);
   }
   if (flags & IORING_CQE_F_MORE) {
-    if (!a->capped && !a->cancel_sent && o->stashed() >= o->ahead_bound) {
-      a->stop_for_bound = true;  // no kernel cap: stop it ourselves
+    if (!a->cancel_sent && o->stashed() >= o->ahead_bound) {
+      a->stop_for_bound = true;  // no kernel cap, or one raised for a read that went: stop it ourselves
       r.cancel(a);
     }
     return;
@@ -135,6 +143,7 @@ void on_stream(receive_ahead* a, int res) noexcept {
   } else if (res == -ENOBUFS) {
     // The ring ran dry: the bytes are still in the socket. Buffers go back as each CQE is handled,
     // so by the next flush the ring has them again.
+    ++r.ring_ran_dry;
     if (o->closing || r.background_stopped()) {
       a->m = mode::idle;
     } else {
@@ -245,8 +254,14 @@ void ahead_park(io_op* op) noexcept {
 
 void ahead_unpark(io_op* op) noexcept {
   io_object* o = op->object;
+  reactor& r = reactor::current();
   op->unlink();
-  --reactor::current().parked;
+  --r.parked;
+  receive_ahead* a = o->ahead;
+  if (a && a->raised && a->r == &r && a->state == io_op::phase::in_flight && !a->cancel_sent && o->parked.empty()) {
+    a->stop_for_bound = true;  // its cap made room for this read's bytes: the queue has no such room
+    r.cancel(a);
+  }
   o->release();
 }
 

@@ -1,6 +1,6 @@
 // asio_peer.cpp: the Boost.Asio 1.81 peer of the quell comparison (bench/compare/WORKLOADS.md).
 //
-// One program, one workload per call: `asio_peer <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>`,
+// One program, one workload per call: `asio_peer <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11|W12>`,
 // printing `RESULT <workload> <unit> <value>` lines. Asio's public API only: C++20 awaitables
 // (awaitable, co_spawn, use_awaitable, as_tuple, experimental::awaitable_operators,
 // bind_cancellation_slot, cancellation_signal), one io_context run from one thread with the
@@ -773,6 +773,67 @@ static void run_w11() {
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// W12 bulk_read: a writer coroutine async_write()s 1 MiB chunks, a reader coroutine async_read()s
+// them into a 1 MiB buffer on the other end of a loopback pair.
+
+namespace w12 {
+struct state {
+  std::uint64_t sent = 0, received = 0;
+  bool stop = false, writer_done = false;
+  double mb_per_s = 0;
+};
+
+static awaitable<void> writer(tcp::socket& s, state& st) {
+  std::vector<unsigned char> out(bulk_chunk::size);
+  bulk_chunk::fill_pattern(out.data());
+  while (!st.stop) {
+    bulk_chunk::stamp(out.data(), st.sent);
+    co_await asio::async_write(s, asio::buffer(out), use_awaitable);
+    ++st.sent;
+  }
+  st.writer_done = true;
+}
+
+static awaitable<void> reader(tcp::socket& s, state& st) {
+  std::vector<unsigned char> in(bulk_chunk::size);
+  const auto start = clock_type::now();
+  auto t0 = start;
+  std::uint64_t c0 = 0;
+  bool warm = true;
+  while (!(st.writer_done && st.received == st.sent)) {
+    co_await asio::async_read(s, asio::buffer(in), use_awaitable);
+    if (!bulk_chunk::check(in.data(), st.received)) fail("W12", "a chunk arrived out of order or damaged");
+    ++st.received;
+    if (st.stop) continue;
+    const auto now = clock_type::now();
+    if (warm && now - start >= 200ms) {
+      warm = false;
+      t0 = now;
+      c0 = st.received;
+    } else if (!warm && now - t0 >= 1s) {
+      st.mb_per_s = static_cast<double>((st.received - c0) * bulk_chunk::size) / 1e6 /
+                    std::chrono::duration<double>(now - t0).count();
+      st.stop = true;
+    }
+  }
+}
+}  // namespace w12
+
+static void run_w12() {
+  asio::io_context ioc(1);
+  auto pair = tcp_pair(ioc);
+  w12::state st;
+  auto rethrow = [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  };
+  asio::co_spawn(ioc, w12::reader(pair.first, st), rethrow);
+  asio::co_spawn(ioc, w12::writer(pair.second, st), rethrow);
+  ioc.run();
+  if (st.mb_per_s <= 0) fail("W12", "no chunk in the timed window");
+  result("W12", "MB/s", st.mb_per_s);
+}
+
 int main(int argc, char** argv) {
   // W7 needs ~5,000 descriptors: raise the soft limit to the hard limit.
   rlimit rl{};
@@ -781,7 +842,7 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11|W12>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
@@ -804,3 +865,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+  else if (w == "W12")
+    run_w12();

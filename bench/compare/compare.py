@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W5m", "W6a", "W6b", "W7", "W8", "W9", "W10", "W11"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W5m", "W6a", "W6b", "W7", "W8", "W9", "W10", "W11", "W12"]
 TITLES = {
     "W1": "await_chain",
     "W2": "race_pending_loser",
@@ -35,8 +35,9 @@ TITLES = {
     "W9": "task_set_next, 100,000 tasks",
     "W10": "cross_core_call, two cores",
     "W11": "cross_core_cancel, two cores",
+    "W12": "bulk_read, 1 MiB reads",
 }
-HIGHER_IS_BETTER = {"msg/s", "msg/s@1", "scaling"}
+HIGHER_IS_BETTER = {"msg/s", "msg/s@1", "scaling", "MB/s", "MB/s@one-shot"}
 
 # Issue 6's targets: (workload, unit, description, test(quell's median, quell's median advantage
 # over each peer) -> bool or None). Targets relative to a limit use the per-round ratio.
@@ -95,7 +96,7 @@ def geometric_mean(vs):
 def fmt(v, unit):
     if v is None:
         return "n/a"
-    if unit in ("msg/s", "msg/s@1"):
+    if unit in ("msg/s", "msg/s@1", "MB/s", "MB/s@one-shot"):
         return f"{v:,.0f}"
     if unit == "scaling":
         return f"{v:.2f}x"

@@ -12,6 +12,8 @@
 //        both ends. Ported from bench/bench_io.cpp's W5_tcp_echo_raw, time-based.
 //   W6b  hand-written liburing: submit a recv on an idle connected socket, then an
 //        IORING_OP_ASYNC_CANCEL for it; wait for both CQEs. Ported from W6b_cancel_in_kernel_raw.
+//   W12  hand-written liburing: a send and a recv of the rest of a 1 MiB chunk stay posted on the
+//        two ends of a loopback pair; the kernel copies straight into the reader's buffer.
 //   W2, W3, W4, W6a, W7, W8, W9: no limit is defined (`RESULT <W> n/a no-limit`).
 //
 // Built a second time with LIMITS_MULTISHOT (quell_compare_limits_multishot, peer "limit-ms"):
@@ -21,6 +23,7 @@
 //        buffer returned at once; sends are single-shot.
 //   W6b  arm a multishot recv on the idle socket, cancel it, wait for its final CQE and the
 //        cancel's: what a runtime would pay per cancelled read if it stopped the multishot for it.
+//   W12  the reader keeps a multishot recv armed; each CQE's bytes are copied into its buffer.
 #include <arpa/inet.h>
 #include <liburing.h>
 #include <netinet/in.h>
@@ -386,6 +389,108 @@ static double run() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// W12 bulk_read: one ring; a send of the rest of the current 1 MiB chunk stays posted on one end
+// of a loopback pair, and the other end receives into a 1 MiB buffer: a recv of the rest of the
+// chunk (the kernel copies straight into it), or with LIMITS_MULTISHOT a multishot recv into the
+// provided-buffer ring whose bytes are copied into it (what receive-ahead pays).
+namespace w12 {
+enum op : std::uint64_t { sending = 1, receiving = 2 };
+
+template <class Receiver>
+static double run(Receiver& recv, io_uring& ring, int to, int from) {
+  std::vector<unsigned char> out(bulk_chunk::size), in(bulk_chunk::size);
+  bulk_chunk::fill_pattern(out.data());
+  std::uint64_t sent = 0, received = 0, c0 = 0;
+  std::size_t out_off = 0, in_got = 0;
+  bool stop = false, writer_done = false, warm = true;
+  double mb_per_s = 0;
+  const auto start = clock_type::now();
+  auto t0 = start;
+  auto post_send = [&] {
+    io_uring_sqe* e = io_uring_get_sqe(&ring);
+    io_uring_prep_send(e, to, out.data() + out_off, bulk_chunk::size - out_off, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(e, sending);
+  };
+  // Bytes of the chunk being read arrived: count whole chunks, check them, time the window.
+  auto got = [&](std::size_t n) {
+    in_got += n;
+    if (in_got < bulk_chunk::size) return;
+    in_got = 0;
+    if (!bulk_chunk::check(in.data(), received)) fail("W12", "a chunk arrived out of order or damaged");
+    ++received;
+    if (stop) return;
+    const auto now = clock_type::now();
+    if (warm && now - start >= std::chrono::milliseconds(200)) {
+      warm = false;
+      t0 = now;
+      c0 = received;
+    } else if (!warm && now - t0 >= std::chrono::seconds(1)) {
+      mb_per_s = static_cast<double>((received - c0) * bulk_chunk::size) / 1e6 /
+                 std::chrono::duration<double>(now - t0).count();
+      stop = true;
+    }
+  };
+  bulk_chunk::stamp(out.data(), 0);
+  post_send();
+  recv.start(ring, from, in.data(), in_got);
+  while (!(writer_done && received == sent)) {
+    io_uring_submit_and_wait(&ring, 1);
+    unsigned head, seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring, head, cqe) {
+      ++seen;
+      if (cqe->user_data == sending) {
+        if (cqe->res <= 0) fail("W12", "a raw send failed");
+        out_off += static_cast<std::size_t>(cqe->res);
+        if (out_off == bulk_chunk::size) {
+          out_off = 0;
+          ++sent;
+          if (stop) {
+            writer_done = true;
+            continue;
+          }
+          bulk_chunk::stamp(out.data(), sent);
+        }
+        post_send();
+      } else {
+        recv.completed(ring, cqe, from, in.data(), in_got, got);
+      }
+    }
+    io_uring_cq_advance(&ring, seen);
+    recv.publish();
+  }
+  return mb_per_s;
+}
+
+// One recv of the rest of the chunk, straight into it.
+struct one_shot {
+  void start(io_uring& ring, int fd, unsigned char* in, std::size_t in_got) {
+    io_uring_sqe* e = io_uring_get_sqe(&ring);
+    io_uring_prep_recv(e, fd, in + in_got, bulk_chunk::size - in_got, 0);
+    io_uring_sqe_set_data64(e, receiving);
+  }
+  template <class Got>
+  void completed(io_uring& ring, io_uring_cqe* cqe, int fd, unsigned char* in, std::size_t& in_got, Got& got) {
+    if (cqe->res <= 0) fail("W12", "a raw recv failed");
+    got(static_cast<std::size_t>(cqe->res));
+    start(ring, fd, in, in_got);
+  }
+  void publish() {}
+};
+}  // namespace w12
+
+[[maybe_unused]] static void run_w12() {
+  raw_sockets socks("W12", 1);
+  io_uring ring;
+  init_ring("W12", &ring, 64);
+  w12::one_shot recv;
+  const double mb_per_s = w12::run(recv, ring, socks.client[0], socks.server[0]);
+  io_uring_queue_exit(&ring);
+  if (mb_per_s <= 0) fail("W12", "no chunk in the timed window");
+  result("W12", "MB/s", mb_per_s);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Receive-ahead limits (LIMITS_MULTISHOT): multishot recv into a provided-buffer ring.
 
 #ifdef LIMITS_MULTISHOT
@@ -608,6 +713,44 @@ static void run_w6b() {
   io_uring_queue_exit(&ring);
   result("W6b", "ns/op", ns);
 }
+
+// W12 with receive-ahead: each CQE's bytes are copied into the chunk (spanning two chunks if the
+// kernel's segment does), the buffer returned at once.
+struct multishot_receiver {
+  buffer_ring& bufs;
+  void start(io_uring& ring, int fd, unsigned char*, std::size_t) {
+    prep_multishot(io_uring_get_sqe(&ring), fd, w12::receiving);
+  }
+  template <class Got>
+  void completed(io_uring& ring, io_uring_cqe* cqe, int fd, unsigned char* in, std::size_t& in_got, Got& got) {
+    if (cqe->res <= 0) fail("W12", "a multishot recv ended");
+    const unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    const char* data = bufs.get(bid);
+    auto left = static_cast<std::size_t>(cqe->res);
+    while (left > 0) {
+      const std::size_t n = std::min(left, bulk_chunk::size - in_got);
+      std::memcpy(in + in_got, data, n);
+      data += n;
+      left -= n;
+      got(n);
+    }
+    bufs.give(bid);
+    if (!(cqe->flags & IORING_CQE_F_MORE)) start(ring, fd, in, in_got);
+  }
+  void publish() { bufs.publish(); }
+};
+
+static void run_w12() {
+  raw_sockets socks("W12", 1);
+  io_uring ring;
+  init_ring("W12", &ring, 64);
+  buffer_ring bufs("W12", &ring);
+  multishot_receiver recv{bufs};
+  const double mb_per_s = w12::run(recv, ring, socks.client[0], socks.server[0]);
+  io_uring_queue_exit(&ring);
+  if (mb_per_s <= 0) fail("W12", "no chunk in the timed window");
+  result("W12", "MB/s", mb_per_s);
+}
 }  // namespace ms
 #endif
 
@@ -624,6 +767,8 @@ int main(int argc, char** argv) {
     result("W5", "msg/s", ms::w5::run());
   else if (w == "W6b")
     ms::run_w6b();
+  else if (w == "W12")
+    ms::run_w12();
   else if (w == "W1")
     no_limit(argv[1]);
 #else
@@ -633,6 +778,8 @@ int main(int argc, char** argv) {
     run_w5();
   else if (w == "W6b")
     run_w6b();
+  else if (w == "W12")
+    run_w12();
 #endif
   else if (w == "W2" || w == "W3" || w == "W4" || w == "W6a" || w == "W7" || w == "W8" || w == "W9" || w == "W5m" ||
            w == "W10" || w == "W11")

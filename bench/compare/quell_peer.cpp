@@ -22,6 +22,10 @@
 //                            the executor's next turn, after the read was submitted (tokio's
 //                            branch is yield_now() itself; a task around yield() would add a
 //                            coroutine frame no other peer pays for).
+//   W12 bulk_read            a writer task write_all()s 1 MiB chunks, a reader task read_exact()s
+//                            them into a 1 MiB buffer on the other end of a loopback pair; twice:
+//                            receive-ahead (MB/s: the copy out of the ring) and one receive per
+//                            read (MB/s@one-shot: the kernel copies into the buffer).
 //   W8  any_of_pending_loser W2 with `any_of` instead of race: every branch's value is kept.
 //   W9  task_set_next        a task_set<int64_t>; 100,000 members, each `co_await yield()` then
 //                            returning its index; close(), then next() until nullopt, summing.
@@ -204,6 +208,23 @@ static quell::task<double> measure_ns_per_op(const char* w, Batch batch) {
                  static_cast<double>(allocs() - a0) / static_cast<double>(5 * per_batch));
   }
   co_return median(ns);
+}
+
+// QUELL_PEER_RING=<buffer size>x<count> (e.g. 65536x128) and QUELL_PEER_BOUND=<bytes>: W5 and
+// W12 with another receive ring or per-socket bound than the defaults (how the defaults were
+// chosen: docs/decisions.md). Call inside the executor, before the first read.
+static void ring_from_env() {
+  if (const char* e = std::getenv("QUELL_PEER_RING"); e && *e) {
+    quell::receive_ring_options o;
+    unsigned long size = 0, count = 0;
+    if (std::sscanf(e, "%lux%lu", &size, &count) != 2) fail("QUELL_PEER_RING", "expected <size>x<count>");
+    o.buffer_size = static_cast<std::uint32_t>(size);
+    o.buffers = static_cast<std::uint32_t>(count);
+    quell::set_receive_ring(o);
+  }
+}
+static void bound_from_env(quell::tcp_stream& s) {
+  if (const char* e = std::getenv("QUELL_PEER_BOUND"); e && *e) s.set_receive_bound(std::strtoul(e, nullptr, 10));
 }
 
 // A connected loopback TCP pair (W6): (server side, client side).
@@ -448,6 +469,7 @@ static quell::task<double> timed_window(state& st) {
 }
 
 static quell::task<double> run() {
+  ring_from_env();
   auto l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
   const quell::address ep = l.local_address();
   state st;
@@ -497,9 +519,17 @@ static quell::task<> w6b_batch(quell::tcp_stream& sock, std::uint64_t n) {
     auto r = co_await quell::race(sock.read_some(buf), quell::yield());
     if (r.index() != 1) fail("W6b", "the read returned data");
   }
-  // Each read was submitted in one io_uring_enter and cancelled by an ASYNC_CANCEL in another.
-  if (quell::detail::reactor::current().enters() - enters0 < 2 * n)
+  quell::detail::reactor& io = quell::detail::reactor::current();
+  if (io.ring_ready()) {
+    // Receive-ahead: the socket's multishot receive stays armed in the kernel; each read waited
+    // on its queue and was cancelled there, without a system call.
+    // (Two multishots: this socket's receive and the listener's accept.)
+    if (io.background_in_flight() != 2) fail("W6b", "the socket's receive is not armed in the kernel");
+  } else if (io.enters() - enters0 < 2 * n) {
+    // One receive per read: each read was submitted in one io_uring_enter and cancelled by an
+    // ASYNC_CANCEL in another.
     fail("W6b", "a read was cancelled before it reached the kernel");
+  }
 }
 
 template <bool Kernel>
@@ -580,8 +610,11 @@ static quell::task<double> one_rep(std::vector<quell::tcp_stream>& ends) {
   const std::uint64_t enters0 = io.enters();
   co_await quell::yield();
   if (st.started != kLeaves || st.ended != 0 || root.running() != kSubtrees) fail("W7", "not every leaf blocked");
-  if (io.in_flight() != static_cast<std::size_t>(kEnds) || io.enters() == enters0)
-    fail("W7", "not every read is in the kernel");
+  // Receive-ahead: each end's multishot receive is armed in the kernel (from the first repetition
+  // on) and its read waits on the socket's queue; otherwise each read was submitted in this turn.
+  const bool armed =
+      io.ring_ready() ? io.background_in_flight() == static_cast<std::size_t>(kEnds) : io.enters() != enters0;
+  if (io.in_flight() != static_cast<std::size_t>(kEnds) || !armed) fail("W7", "not every read is in the kernel");
 
   const auto t0 = clock_type::now();
   co_await root.cancel_and_join();
@@ -709,6 +742,78 @@ static void run_w5m() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// W12 bulk_read
+
+namespace w12 {
+struct state {
+  std::uint64_t sent = 0, received = 0;
+  bool stop = false, writer_done = false;
+};
+
+static quell::task<> writer(quell::tcp_stream& s, state& st) {
+  std::vector<unsigned char> out(bulk_chunk::size);
+  bulk_chunk::fill_pattern(out.data());
+  while (!st.stop) {
+    bulk_chunk::stamp(out.data(), st.sent);
+    co_await s.write_all(std::string_view(reinterpret_cast<const char*>(out.data()), out.size()));
+    ++st.sent;
+  }
+  st.writer_done = true;
+}
+
+// Reads whole chunks until the window has passed and every chunk written has been read (the
+// writer, when not done, is inside write_all of a chunk that will arrive).
+static quell::task<double> reader(quell::tcp_stream& s, state& st) {
+  std::vector<unsigned char> in(bulk_chunk::size);
+  const auto start = clock_type::now();
+  auto t0 = start;
+  std::uint64_t c0 = 0;
+  double mb_per_s = 0;
+  bool warm = true;
+  while (!(st.writer_done && st.received == st.sent)) {
+    co_await s.read_exact(std::span<char>(reinterpret_cast<char*>(in.data()), in.size()));
+    if (!bulk_chunk::check(in.data(), st.received)) fail("W12", "a chunk arrived out of order or damaged");
+    ++st.received;
+    if (st.stop) continue;
+    const auto now = clock_type::now();
+    if (warm && now - start >= 200ms) {
+      warm = false;
+      t0 = now;
+      c0 = st.received;
+    } else if (!warm && now - t0 >= 1s) {
+      mb_per_s = static_cast<double>((st.received - c0) * bulk_chunk::size) / 1e6 /
+                 std::chrono::duration<double>(now - t0).count();
+      st.stop = true;
+    }
+  }
+  co_return mb_per_s;
+}
+
+static quell::task<double> run(bool ahead) {
+  ring_from_env();
+  auto l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
+  auto pair = co_await tcp_pair(l);
+  quell::tcp_stream& in = pair.first;
+  quell::tcp_stream& out = pair.second;
+  in.set_receive_ahead(ahead);
+  bound_from_env(in);
+  state st;
+  auto [mb_per_s, none] = co_await quell::join(reader(in, st), writer(out, st));
+  (void)none;
+  if (mb_per_s <= 0) fail("W12", "no chunk in the timed window");
+  co_await in.close();
+  co_await out.close();
+  co_await l.close();
+  co_return mb_per_s;
+}
+}  // namespace w12
+
+static void run_w12() {
+  result("W12", "MB/s", quell::block_on(w12::run(true)));
+  result("W12", "MB/s@one-shot", quell::block_on(w12::run(false)));
+}
+
+// ---------------------------------------------------------------------------------------------
 
 int main(int argc, char** argv) {
   // W7 needs ~5,000 descriptors: raise the soft limit to the hard limit.
@@ -718,7 +823,7 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11|W12>\n", argv[0]);
     return 2;
   }
   const std::string_view w = argv[1];
@@ -736,6 +841,7 @@ int main(int argc, char** argv) {
     else if (w == "W7") run_w7();
     else if (w == "W10") run_w10();
     else if (w == "W11") run_w11();
+    else if (w == "W12") run_w12();
     else {
       std::fprintf(stderr, "unknown workload %s\n", argv[1]);
       return 2;

@@ -111,6 +111,7 @@ struct io_object {
   std::size_t incoming_len = 0;
   bool ahead_off = false;               // this socket reads one receive per read
   std::size_t ahead_bound = 64 * 1024;  // most bytes (or connections) kept before re-arming stops
+  std::size_t ahead_want = 0;           // bytes the first parked read still wants (the kernel's cap)
 
   std::size_t stashed() const noexcept { return stash.size() - stash_pos; }
   void retain() noexcept { ++refs; }
@@ -191,6 +192,8 @@ class reactor {
   const char* buffer(unsigned bid) const noexcept;
   void give_buffer(unsigned bid) noexcept;
   std::uint32_t buffer_size() const noexcept;
+  // Multishot receives that ended with ENOBUFS (the ring had no free buffer); each armed again.
+  std::uint64_t ring_ran_dry = 0;
   // Multishot receive with a total length cap (Linux 6.17): known to work, known not to, or unknown.
   enum class tri : std::uint8_t { unknown, yes, no };
   tri receive_cap = tri::unknown;

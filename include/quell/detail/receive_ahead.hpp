@@ -56,6 +56,7 @@ struct receive_ahead : io_op {
   bool stop_for_bound = false;  // its cancel was sent because the queue reached the bound
   bool turning_off = false;     // its cancel was sent because the socket turned receive-ahead off
   bool capped = false;          // armed with the kernel's total length cap
+  bool raised = false;          // ... raised for a waiting read (cancelled if that read goes)
   std::uint32_t cap = 0;
   reactor* r = nullptr;  // the reactor it was last armed on
 };

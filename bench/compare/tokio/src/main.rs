@@ -2,7 +2,7 @@
 //! written against tokio 1.24's public API on a `current_thread` runtime with `enable_all()`
 //! (W10 and W11: a `multi_thread` runtime with `worker_threads(2)` and `enable_all()`).
 //!
-//! Usage: `quell-bench-tokio <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>`; prints
+//! Usage: `quell-bench-tokio <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11|W12>`; prints
 //! `RESULT <workload> <unit> <value>` lines, exits 1 with a message on stderr when the
 //! workload's self-check fails.
 //!
@@ -25,6 +25,8 @@
 //! - W7 cancel_latency: a root `CancellationToken`, a `child_token()` per subtree, a `JoinSet` of
 //!   subtree tasks in the root and of leaf tasks in each subtree; a leaf is
 //!   `select! { biased; _ = token.cancelled() => hook, _ = read or sleep => .. }`.
+//! - W12 bulk_read: `write_all` of 1 MiB chunks and `read_exact` of them on a loopback pair,
+//!   as two futures of one task (`join!`).
 //! - W10 cross_core_call: `sum += tokio::spawn(async move { black_box(i) }).await` in the
 //!   `block_on` of the two-worker runtime (on the main thread); tokio decides where the child runs.
 //! - W11 cross_core_cancel: `tokio::spawn` of a child that sets an `AtomicBool` and then
@@ -643,6 +645,75 @@ fn raise_nofile_limit() {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// W12 bulk_read: `write_all` of 1 MiB chunks on one end of a loopback pair, `read_exact` of them
+// into a 1 MiB buffer on the other, as two futures of one task (`join!`).
+
+const W12_CHUNK: usize = 1 << 20;
+
+fn w12_fill_pattern(c: &mut [u8]) {
+    for (k, b) in c.iter_mut().enumerate() {
+        *b = (k * 7 % 251) as u8;
+    }
+}
+
+fn w12_stamp(c: &mut [u8], seq: u64) {
+    c[..8].copy_from_slice(&seq.to_le_bytes());
+    c[W12_CHUNK - 8..].copy_from_slice(&seq.to_le_bytes());
+}
+
+fn w12_check(c: &[u8], seq: u64) -> bool {
+    c[..8] == seq.to_le_bytes()
+        && c[W12_CHUNK - 8..] == seq.to_le_bytes()
+        && c[W12_CHUNK / 2 + 3] == ((W12_CHUNK / 2 + 3) * 7 % 251) as u8
+}
+
+async fn w12() -> Res<f64> {
+    let (mut rd, mut wr) = tcp_pair().await?;
+    let sent = Cell::new(0u64);
+    let stop = Cell::new(false);
+    let writer_done = Cell::new(false);
+    let writer = async {
+        let mut out = vec![0u8; W12_CHUNK];
+        w12_fill_pattern(&mut out);
+        while !stop.get() {
+            w12_stamp(&mut out, sent.get());
+            wr.write_all(&out).await.map_err(|e| format!("W12: write: {e}"))?;
+            sent.set(sent.get() + 1);
+        }
+        writer_done.set(true);
+        Ok::<(), String>(())
+    };
+    let reader = async {
+        let mut input = vec![0u8; W12_CHUNK];
+        let start = Instant::now();
+        let (mut t0, mut c0, mut warm, mut received, mut mb_per_s) = (start, 0u64, true, 0u64, 0.0);
+        while !(writer_done.get() && received == sent.get()) {
+            rd.read_exact(&mut input).await.map_err(|e| format!("W12: read: {e}"))?;
+            check(w12_check(&input, received), || "W12: a chunk arrived out of order or damaged".into())?;
+            received += 1;
+            if stop.get() {
+                continue;
+            }
+            let now = Instant::now();
+            if warm && now - start >= Duration::from_millis(200) {
+                warm = false;
+                t0 = now;
+                c0 = received;
+            } else if !warm && now - t0 >= Duration::from_secs(1) {
+                mb_per_s = ((received - c0) as usize * W12_CHUNK) as f64 / 1e6 / (now - t0).as_secs_f64();
+                stop.set(true);
+            }
+        }
+        Ok::<f64, String>(mb_per_s)
+    };
+    let (w, r) = tokio::join!(writer, reader);
+    w?;
+    let mb_per_s = r?;
+    check(mb_per_s > 0.0, || "W12: no chunk in the timed window".into())?;
+    Ok(mb_per_s)
+}
+
 fn run(workload: &str) -> Res<Vec<(&'static str, f64)>> {
     let rt = if matches!(workload, "W10" | "W11") {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
@@ -693,14 +764,15 @@ fn run(workload: &str) -> Res<Vec<(&'static str, f64)>> {
         }
         "W10" => vec![("ns/op", bench(&rt, w10_batch)?)],
         "W11" => vec![("µs", rt.block_on(w11())?)],
-        _ => return Err(format!("unknown workload {workload:?} (W1 W2 W3 W4 W5 W5m W6a W6b W7 W8 W9 W10 W11)")),
+        "W12" => vec![("MB/s", rt.block_on(w12())?)],
+        _ => return Err(format!("unknown workload {workload:?} (W1 W2 W3 W4 W5 W5m W6a W6b W7 W8 W9 W10 W11 W12)")),
     })
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 2 {
-        eprintln!("usage: {} <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11>", args[0]);
+        eprintln!("usage: {} <W1|W2|W3|W4|W5|W5m|W6a|W6b|W7|W8|W9|W10|W11|W12>", args[0]);
         exit(2);
     }
     raise_nofile_limit();
