@@ -110,6 +110,14 @@ void after_cancel(receive_ahead* a) noexcept {
   }
 }
 
+// After a multishot's final CQE (stream or listener): the reasons for its cancel are spent, and
+// the reads or accepts that wait take what it left (the end of the stream, an error).
+void after_final_cqe(receive_ahead* a) noexcept {
+  a->stop_for_bound = false;
+  a->turning_off = false;
+  if (!a->object->parked.empty()) ahead_feed(a->object);
+}
+
 void on_stream(receive_ahead* a, int res) noexcept {
   io_object* o = a->object;
   reactor& r = *a->r;
@@ -160,9 +168,7 @@ void on_stream(receive_ahead* a, int res) noexcept {
     a->m = mode::ended;
     a->end = res;
   }
-  a->stop_for_bound = false;
-  a->turning_off = false;
-  if (!o->parked.empty()) ahead_feed(o);
+  after_final_cqe(a);
 }
 
 void on_listener(receive_ahead* a, int res) noexcept {
@@ -195,9 +201,7 @@ void on_listener(receive_ahead* a, int res) noexcept {
     a->m = mode::ended;
     a->end = res;
   }
-  a->stop_for_bound = false;
-  a->turning_off = false;
-  if (!o->parked.empty()) ahead_feed(o);
+  after_final_cqe(a);
 }
 
 bool on_cqe(io_op* op, int res) noexcept {

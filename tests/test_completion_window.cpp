@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "quell/quell.hpp"
+#include "support/net_client.hpp"
 
 using namespace std::chrono_literals;
 using quell::address;
@@ -26,6 +27,7 @@ using quell::task;
 using quell::tcp_listener;
 using quell::tcp_stream;
 using quell::yield;
+using quell::test::read_to_end;
 
 namespace {
 
@@ -57,17 +59,6 @@ std::string chunk(int i) {
   s += std::to_string(i);
   s += '>';
   return s;
-}
-
-// Reads until the peer's end of stream.
-task<std::string> read_to_end(tcp_stream& s) {
-  std::string out;
-  char buf[256];
-  for (;;) {
-    const std::size_t n = co_await s.read_some(buf);
-    if (n == 0) co_return out;
-    out.append(buf, n);
-  }
 }
 
 constexpr int rounds = 300;

@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <random>
 #include <span>
 #include <string>
@@ -26,6 +25,7 @@
 #include <vector>
 
 #include "quell/quell.hpp"
+#include "support/net_client.hpp"
 
 using namespace std::chrono_literals;
 using quell::address;
@@ -34,6 +34,8 @@ using quell::task;
 using quell::tcp_listener;
 using quell::tcp_stream;
 using quell::detail::reactor;
+using quell::test::open_fds;
+using quell::test::read_to_end;
 
 namespace {
 
@@ -52,22 +54,6 @@ std::string pattern(std::size_t n, std::size_t from = 0) {
   std::string s(n, '\0');
   for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((from + i) * 7 % 251);
   return s;
-}
-
-std::size_t open_fds() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
-
-task<std::string> read_to_end(tcp_stream& s) {
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    const std::size_t n = co_await s.read_some(buf);
-    if (n == 0) co_return out;
-    out.append(buf, n);
-  }
 }
 
 bool ahead_on() { return reactor::current().ring_ready(); }

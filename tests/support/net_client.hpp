@@ -1,5 +1,6 @@
-// Client-side helpers shared by the HTTP, gateway and fuzz tests: a raw request/response exchange
-// over loopback, curl in another thread, and the count of this process's open descriptors.
+// Client-side helpers shared by the socket, HTTP, gateway and fuzz tests: reading to the end of a
+// stream, a raw request/response exchange over loopback, curl in another thread, and the count of
+// this process's open descriptors.
 #pragma once
 
 #include <sys/socket.h>
@@ -23,6 +24,17 @@ inline std::size_t open_fds() {
   std::size_t n = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
   return n;
+}
+
+// Reads until the peer's end of stream.
+task<std::string> read_to_end(tcp_stream& s) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const std::size_t n = co_await s.read_some(buf);
+    if (n == 0) co_return out;
+    out.append(buf, n);
+  }
 }
 
 // Writes `bytes`, optionally half-closes, and reads until the server closes the connection.
