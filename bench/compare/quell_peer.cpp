@@ -212,8 +212,15 @@ static quell::task<double> measure_ns_per_op(const char* w, Batch batch) {
 
 // QUELL_PEER_RING=<buffer size>x<count> (e.g. 65536x128) and QUELL_PEER_BOUND=<bytes>: W5 and
 // W12 with another receive ring or per-socket bound than the defaults (how the defaults were
-// chosen: docs/decisions.md). Call inside the executor, before the first read.
+// chosen: docs/decisions.md); QUELL_PEER_RECEIVE_AHEAD=0: W5, W6b, W7 and W12 with receive-ahead
+// off (the A/B in docs/performance.md). Call inside the executor, before the first read.
 static void ring_from_env() {
+  if (const char* e = std::getenv("QUELL_PEER_RECEIVE_AHEAD"); e && *e == '0') {
+    quell::receive_ring_options o;
+    o.receive_ahead = false;  // one receive per read, as before receive-ahead (an A/B in one run)
+    quell::set_receive_ring(o);
+    return;
+  }
   if (const char* e = std::getenv("QUELL_PEER_RING"); e && *e) {
     quell::receive_ring_options o;
     unsigned long size = 0, count = 0;
@@ -534,6 +541,7 @@ static quell::task<> w6b_batch(quell::tcp_stream& sock, std::uint64_t n) {
 
 template <bool Kernel>
 static quell::task<double> w6_run(const char* w) {
+  ring_from_env();
   auto l = quell::tcp_listener::bind(quell::address::parse("127.0.0.1", 0));
   auto pair = co_await tcp_pair(l);
   quell::tcp_stream& sock = pair.first;
@@ -631,6 +639,7 @@ static quell::task<double> one_rep(std::vector<quell::tcp_stream>& ends) {
 }
 
 static quell::task<double> run() {
+  ring_from_env();
   std::vector<quell::tcp_stream> ends;
   ends.reserve(kEnds);
   for (int i = 0; i < kPairs; ++i) {
