@@ -294,9 +294,14 @@ TEST(ReceiveAhead, ALargeWaitingReadRaisesTheCapOnlyWhileItWaits) {
       co_await a.read_exact(big);
       co_return 1;
     };
+    const std::size_t before = io.background_in_flight();  // (a's receive is armed by its first read)
     auto r = co_await race(read_all(), quell::sleep_for(200ms));
     EXPECT_EQ(r.index(), 1u);
     EXPECT_EQ(a.buffered(), first) << "the cancelled read's bytes are queued again";
+    // The peer sends nothing more yet: only the read's cancel can have ended the raised receive
+    // (the queue is above half its bound, so it is not armed again).
+    co_await quell::sleep_for(5ms);
+    EXPECT_EQ(io.background_in_flight(), before) << "the raised receive outlived its read";
     go = true;
     std::size_t most = 0;
     for (int i = 0; i < 40; ++i) {  // 200 ms of the peer pushing
