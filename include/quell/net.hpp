@@ -21,7 +21,13 @@
 //     armed for at most the room left (Linux 6.17's length cap; older kernels: cancelled once the
 //     queue is full, so it may hold one kernel wake-up's worth more); it is armed again once reads
 //     take the queue below half. Meanwhile the kernel's socket buffer fills and TCP tells the
-//     peer to wait, as it does for a socket nobody reads.
+//     peer to wait, as it does for a socket nobody reads. Bytes handed straight to a waiting read
+//     do not count: a read that wants more than the room (a 1 MiB read_exact) is armed for the
+//     room plus what it wants, and if it is cancelled while it waits the receive is cancelled
+//     with it and armed again within the bound.
+//   - The cost: two copies (the kernel's into the ring, quell's out of it) where a plain recv
+//     makes one. It shows only in bulk transfer (large reads); a socket that carries mostly
+//     that can call set_receive_ahead(false) before its first read.
 //   - A ring that runs dry (ENOBUFS) stops the receive until the executor's next step, when the
 //     buffers handled meanwhile are back: it never fails a read.
 //   - The end of the stream and errors (ECONNRESET) come after every byte received before them;
