@@ -859,11 +859,10 @@ int main(int argc, char** argv) {
   else if (w == "W7") run_w7();
   else if (w == "W10") run_w10();
   else if (w == "W11") run_w11();
+  else if (w == "W12") run_w12();
   else {
     std::fprintf(stderr, "unknown workload %s\n", argv[1]);
     return 2;
   }
   return 0;
 }
-  else if (w == "W12")
-    run_w12();
