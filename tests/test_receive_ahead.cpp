@@ -22,6 +22,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "quell/quell.hpp"
@@ -54,6 +55,21 @@ std::string pattern(std::size_t n, std::size_t from = 0) {
   std::string s(n, '\0');
   for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((from + i) * 7 % 251);
   return s;
+}
+
+// Reads `s` to its end: how many bytes, and whether they were pattern(65536) repeated, in order.
+task<std::pair<std::size_t, bool>> read_pattern_to_end(tcp_stream& s) {
+  std::size_t got = 0;
+  bool in_order = true;
+  std::vector<char> buf(100000);
+  for (;;) {
+    const std::size_t n = co_await s.read_some(buf);
+    if (n == 0) co_return std::pair<std::size_t, bool>(got, in_order);
+    for (std::size_t i = 0; i < n && in_order; ++i) {
+      if (buf[i] != static_cast<char>(((got + i) % 65536) * 7 % 251)) in_order = false;
+    }
+    got += n;
+  }
 }
 
 bool ahead_on() { return reactor::current().ring_ready(); }
@@ -237,17 +253,7 @@ TEST(ReceiveAhead, ASocketNobodyReadsKeepsAtMostItsBoundAndReadingDrainsEveryByt
           kernel_cap && io.receive_cap == reactor::tri::yes ? io.buffer_size() : 32 * io.buffer_size();
       EXPECT_LE(most, bound + slack) << (kernel_cap ? "with" : "without") << " the kernel's length cap";
       EXPECT_GE(most, bound / 2);
-      std::size_t got = 0;
-      bool in_order = true;
-      std::vector<char> buf(100000);
-      for (;;) {
-        const std::size_t n = co_await a.read_some(buf);
-        if (n == 0) break;
-        for (std::size_t i = 0; i < n && in_order; ++i) {
-          if (buf[i] != static_cast<char>(((got + i) % 65536) * 7 % 251)) in_order = false;
-        }
-        got += n;
-      }
+      const auto [got, in_order] = co_await read_pattern_to_end(a);
       sender.join();
       ::close(peer);
       EXPECT_TRUE(sent.load());
@@ -309,16 +315,7 @@ TEST(ReceiveAhead, ALargeWaitingReadRaisesTheCapOnlyWhileItWaits) {
       most = std::max(most, a.buffered());
     }
     EXPECT_LE(most, first + bound + 4 * io.buffer_size()) << "the receive ran on past the bound";
-    std::size_t got = 0;
-    bool in_order = true;
-    for (;;) {
-      const std::size_t n = co_await a.read_some(big);
-      if (n == 0) break;
-      for (std::size_t i = 0; i < n && in_order; ++i) {
-        if (big[i] != static_cast<char>(((got + i) % 65536) * 7 % 251)) in_order = false;
-      }
-      got += n;
-    }
+    const auto [got, in_order] = co_await read_pattern_to_end(a);
     sender.join();
     ::close(peer);
     EXPECT_TRUE(sent.load());
@@ -384,7 +381,9 @@ TEST(ReceiveAhead, AThousandSocketsOnASmallRingGetEveryByteAndNoReadFails) {
     co_await quell::with_scope(all);
     EXPECT_EQ(failures, 0);
     EXPECT_EQ(complete, sockets);
-    if (io.ring_ready()) EXPECT_GT(io.ring_ran_dry, dry0) << "the ring never ran dry: the test tests nothing";
+    if (io.ring_ready()) {
+      EXPECT_GT(io.ring_ran_dry, dry0) << "the ring never ran dry: the test tests nothing";
+    }
     for (auto& s : readers) co_await s.close();
     for (auto& s : writers) co_await s.close();
   };

@@ -27,7 +27,7 @@ inline std::size_t open_fds() {
 }
 
 // Reads until the peer's end of stream.
-task<std::string> read_to_end(tcp_stream& s) {
+[[maybe_unused]] task<std::string> read_to_end(tcp_stream& s) {
   std::string out;
   char buf[4096];
   for (;;) {
@@ -40,7 +40,7 @@ task<std::string> read_to_end(tcp_stream& s) {
 // Writes `bytes`, optionally half-closes, and reads until the server closes the connection.
 // An error on either side ends the exchange with what arrived so far (the server may close
 // before reading everything, or reset).
-task<std::string> exchange(address to, std::string bytes, bool half_close = false) {
+[[maybe_unused]] task<std::string> exchange(address to, std::string bytes, bool half_close = false) {
   auto s = co_await tcp_stream::connect(to);
   try {
     co_await s.write_all(bytes);
