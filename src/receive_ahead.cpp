@@ -44,10 +44,10 @@ void prep_ahead(io_op* op, io_uring_sqe* sqe) noexcept {
     // kernel stops after this many bytes, so the queue can overshoot its bound by less than one
     // buffer. Older kernels refuse a non-zero value with EINVAL (handled in on_stream). Bytes a
     // waiting read takes at once do not fill the queue: the cap leaves room for them, or a 1 MiB
-    // read_exact would re-arm the receive every 64 KiB (W12 in bench/compare/WORKLOADS.md: 1.6x
-    // slower). If that read is cancelled while it waits, the receive is cancelled with it (at the
-    // next flush, before the kernel receives more: with DEFER_TASKRUN it receives only inside
-    // io_uring_enter, after the submissions), and armed again within the bound.
+    // read_exact would re-arm the receive every 64 KiB (W12 in bench/compare/WORKLOADS.md). If
+    // that read is cancelled while it waits, the receive is cancelled with it (at the next flush,
+    // before the kernel receives more: with DEFER_TASKRUN it receives only inside io_uring_enter,
+    // after the submissions), and armed again within the bound.
     const std::size_t q = o->stashed();
     const std::size_t room = o->ahead_bound > q ? o->ahead_bound - q : 1;
     a->raised = !o->parked.empty() && o->ahead_want > room;  // (a small read fits the room)
