@@ -1,6 +1,6 @@
 // libFuzzer target: the fuzzer's bytes choose a combinator tree (tests/support/random_tree.hpp),
 // which is swept by cancel_sweep, gracefully and forcibly at every suspension point, against the
-// same oracle as tests/test_random_trees.cpp. A failure prints the tree and a shrunk tree that
+// same oracle as tests/core/test_random_trees.cpp. A failure prints the tree and a shrunk tree that
 // still fails, then aborts so libFuzzer keeps the input.
 //
 //   cmake -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DQUELL_BUILD_FUZZ=ON \

@@ -49,7 +49,7 @@
 // (obs-fold); an HTTP/1.1 request without exactly one valid Host; Transfer-Encoding together with
 // Content-Length, in HTTP/1.0, or other than exactly "chunked"; a Content-Length that is not one
 // number (equal repeats are one); a chunk size that is not hex, or chunk data not followed by CRLF.
-// Each rule and the smuggling attack it stops is a test in tests/test_http_strict.cpp.
+// Each rule and the smuggling attack it stops is a test in tests/http/test_http_strict.cpp.
 //
 // THE HANDLER AND ITS CLIENT (who cancels whom). While a handler runs, its connection is watched
 // (an io_uring poll for POLLRDHUP, which consumes nothing, so a pipelined request stays in the

@@ -1,4 +1,4 @@
-// Random combinator trees for the sweep (tests/test_random_trees.cpp) and the fuzzer
+// Random combinator trees for the sweep (tests/core/test_random_trees.cpp) and the fuzzer
 // (fuzz/fuzz_random_trees.cpp): generate a tree from a stream of choices, build it as a task,
 // sweep it, and shrink a failing tree to a small one that still fails.
 #pragma once

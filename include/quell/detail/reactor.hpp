@@ -118,7 +118,7 @@ struct io_object {
   void release() noexcept;  // closes the fd (if still open) and frees this at zero
 };
 
-// Testing: fault injection (tests/test_faults.cpp, tests/test_cancel_decisions.cpp). Every
+// Testing: fault injection (tests/io/test_faults.cpp, tests/io/test_cancel_decisions.cpp). Every
 // operation about to become an SQE is shown to the injector, which may (a) complete it at once
 // with a fake result instead (-EINTR, -EAGAIN, -ENOMEM, -ECANCELED, ...): the kernel never sees
 // that submission, so nothing real is consumed or lost; (b) cap its length, so the kernel

@@ -5,7 +5,7 @@
 // offset 8). A struct with that layout can therefore be handed to any awaitable as if it were a
 // coroutine. quell uses this so that when a leaf resumes "its waiter", control first reaches the
 // awaiter state machine (detail/driver.hpp), which decides whether the waiting coroutine's body
-// runs (value, exception, completed anyway) or not (cancelled). tests/test_runtime_internals.cpp
+// runs (value, exception, completed anyway) or not (cancelled). tests/core/test_runtime_internals.cpp
 // pins the layout assumption on both compilers.
 #pragma once
 #include <coroutine>

@@ -41,7 +41,7 @@ std::uint16_t local_port(int fd) {
 // One receive per read: these rounds make the kernel complete a read in the step that submits it.
 // With receive-ahead the bytes are queued before the read starts and it wins at once; its own
 // window (bytes handed to a parked read, which is cancelled before it resumes) is in
-// tests/test_receive_ahead.cpp and in every cancel_sweep over a stream.
+// tests/io/test_receive_ahead.cpp and in every cancel_sweep over a stream.
 task<std::tuple<tcp_stream, tcp_stream>> connected_pair() {
   auto l = tcp_listener::bind(address::parse("127.0.0.1", 0));
   auto [server, client] = co_await quell::join(l.accept(), tcp_stream::connect(l.local_address()));

@@ -130,7 +130,7 @@ task<seen> cancel_completed_in_kernel(Op op, OnValue on_value) {
 }
 
 // One receive per read, one accept per call: these pin the decisions of operations the kernel
-// holds; receive-ahead's reads and accepts never reach it (tests/test_receive_ahead.cpp).
+// holds; receive-ahead's reads and accepts never reach it (tests/io/test_receive_ahead.cpp).
 tcp_listener one_shot_listener() {
   quell::listen_options o;
   o.accept_queue = 0;

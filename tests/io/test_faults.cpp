@@ -35,7 +35,7 @@ struct injecting {
 };
 
 // One receive per read: the faults are injected into the kernel's operations, and a socket with
-// receive-ahead reads none of its own (tests/test_receive_ahead.cpp covers that path).
+// receive-ahead reads none of its own (tests/io/test_receive_ahead.cpp covers that path).
 task<std::tuple<quell::tcp_stream, quell::tcp_stream>> connected_pair() {
   quell::listen_options one_accept_per_call;
   one_accept_per_call.accept_queue = 0;
