@@ -1,6 +1,8 @@
-// executor: turns, run, cancel, destruction, stuck detection, yield and poll_fn.
+// executor: turns, run, cancel, destruction, stuck detection, yield, poll_fn, and shutdown with a
+// grace period on the executor's clock.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -10,10 +12,13 @@
 #include "support/log.hpp"
 #include "support/test_leaf.hpp"
 
+using namespace std::chrono_literals;
 using quell::executor;
 using quell::on_cancel;
 using quell::pending;
+using quell::sleep_for;
 using quell::task;
+using quell::virtual_clock;
 using lines = std::vector<std::string>;
 
 TEST(Executor, TheFirstTurnStartsTheRootAndRunsItUntilItWaits) {
@@ -189,4 +194,37 @@ TEST(Executor, TheCancelReasonOfTheRootIsReportedByRun) {
   } catch (const quell::cancelled_error& e) {
     EXPECT_NE(std::string(e.what()).find("operator said stop"), std::string::npos) << e.what();
   }
+}
+
+TEST(Shutdown, AGracePeriodEscalatesToForcedOnTheExecutorsClock) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    co_await on_cancel(quell::pending(), [&]() -> task<> {
+      log.print("cleanup started");
+      co_await on_cancel(sleep_for(1h), log.hook("cleanup forced"));
+    }());
+  };
+  executor ex{body(), clock};
+  ex.poll_once();
+  const auto t0 = clock.now();
+  ex.shutdown(5s);
+  EXPECT_TRUE(ex.done());
+  EXPECT_EQ(clock.now() - t0, 5s);
+  EXPECT_EQ(log.lines, (lines{"cleanup started", "cleanup forced"}));
+}
+
+TEST(Shutdown, ACleanupThatFinishesInTimeIsNotForced) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    co_await on_cancel(quell::pending(), [&]() -> task<> {
+      co_await on_cancel(sleep_for(1s), log.hook("forced"));
+      log.print("cleanup done");
+    }());
+  };
+  executor ex{body(), clock};
+  ex.poll_once();
+  ex.shutdown(5s);
+  EXPECT_EQ(log.lines, (lines{"cleanup done"}));
 }

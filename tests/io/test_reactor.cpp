@@ -1,333 +1,35 @@
-// The reactor as part of the runtime: files, signals and run_main, cross-thread wake, shutdown
-// with a grace period, virtual time with I/O in flight, and io_uring being unavailable.
+// The io_uring reactor (detail/reactor.hpp) as the executor drives it: virtual time with real I/O
+// in flight, io_uring blocked by seccomp, deferred task running, steps that must not wait, turns
+// that make no system call, and more operations in one turn than the ring holds.
+
 #include <gtest/gtest.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstddef>
-#include <cstdio>
-#include <span>
 #include <string>
 #include <system_error>
-#include <thread>
+#include <tuple>
 #include <vector>
 
 #include "quell/quell.hpp"
+#include "support/child.hpp"
 #include "support/log.hpp"
 
 using namespace std::chrono_literals;
 using quell::executor;
-using quell::on_cancel;
 using quell::race;
 using quell::sleep_for;
 using quell::task;
 using quell::virtual_clock;
+using quell::test::in_child;
+using quell::test::say;
 using lines = std::vector<std::string>;
-
-namespace {
-
-// Runs `child` in a forked process and returns its exit status (or -signal).
-template <class F>
-int in_child(F&& child) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int rc = 99;
-    try {
-      rc = child();
-    } catch (...) {
-      rc = 98;
-    }
-    ::_exit(rc);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-}
-
-std::string read_until(int fd, const std::string& marker) {
-  std::string got;
-  char c;
-  while (got.find(marker) == std::string::npos && ::read(fd, &c, 1) == 1) got += c;
-  return got;
-}
-
-void say(int fd, const char* s) { [[maybe_unused]] auto n = ::write(fd, s, std::char_traits<char>::length(s)); }
-
-}  // namespace
-
-TEST(Files, WriteReadFsyncAndCloseThroughIoUring) {
-  const std::string path = "/tmp/quell-file-" + std::to_string(::getpid());
-  auto body = [&]() -> task<std::string> {
-    quell::file f = co_await quell::file::open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-    EXPECT_EQ(co_await f.write_at("hello, ", 0), 7u);
-    EXPECT_EQ(co_await f.write_at("file", 7), 4u);
-    co_await f.fsync();
-    std::string buf(64, '\0');
-    const std::size_t n = co_await f.read_at(buf, 0);
-    co_await f.close();
-    EXPECT_FALSE(f.is_open());
-    co_return buf.substr(0, n);
-  };
-  EXPECT_EQ(quell::block_on(body()), "hello, file");
-  ::unlink(path.c_str());
-}
-
-TEST(Files, OpeningAMissingFileNamesThePathAndErrno) {
-  auto body = [&]() -> task<> { co_await quell::file::open("/nonexistent/quell/x"); };
-  try {
-    quell::block_on(body());
-    FAIL();
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code().value(), ENOENT);
-    EXPECT_NE(std::string(e.what()).find("/nonexistent/quell/x"), std::string::npos);
-  }
-}
-
-TEST(Files, AnOpenCancelledInTheSameTurnNeverRunsAndLeaksNoDescriptor) {
-  auto body = [&]() -> task<int> {
-    auto r = co_await race(
-        [&]() -> task<int> {
-          quell::file f = co_await quell::file::open("/dev/null");
-          co_return 1;
-        }(),
-        quell::ready(2));
-    co_return r;
-  };
-  const int probe = ::dup(0);
-  ::close(probe);
-  EXPECT_EQ(quell::block_on(body()), 2);
-  const int after = ::dup(0);
-  ::close(after);
-  EXPECT_EQ(after, probe);  // the lowest free descriptor did not move
-}
-
-TEST(Signals, AWaitReceivesTheSignalSentToTheProcess) {
-  const int rc = in_child([] {
-    quell::signal_set sigs{SIGUSR1};
-    auto body = [&]() -> task<int> {
-      ::kill(::getpid(), SIGUSR1);
-      co_return co_await sigs.wait();
-    };
-    return quell::block_on(body()) == SIGUSR1 ? 0 : 1;
-  });
-  EXPECT_EQ(rc, 0);
-}
-
-TEST(Signals, RunMainOnSigintRunsTheCleanupHooksAndExitsZero) {
-  int p[2];
-  ASSERT_EQ(::pipe(p), 0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(p[0]);
-    auto body = [&]() -> task<int> {
-      say(p[1], "ready\n");
-      co_await on_cancel(quell::pending(), [&]() -> task<> {
-        co_await sleep_for(1ms);  // async cleanup
-        say(p[1], "cleanup ran\n");
-      }());
-      co_return 3;
-    };
-    ::_exit(quell::run_main(body()));
-  }
-  ::close(p[1]);
-  EXPECT_NE(read_until(p[0], "ready\n").find("ready"), std::string::npos);
-  ::kill(pid, SIGINT);
-  const std::string rest = read_until(p[0], "cleanup ran\n");
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ::close(p[0]);
-  EXPECT_NE(rest.find("cleanup ran"), std::string::npos);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0);
-}
-
-TEST(Signals, ASecondSigintForcesACleanupThatWouldNotEnd) {
-  int p[2];
-  ASSERT_EQ(::pipe(p), 0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(p[0]);
-    auto body = [&]() -> task<int> {
-      say(p[1], "ready\n");
-      co_await on_cancel(quell::pending(), [&]() -> task<> {
-        say(p[1], "cleanup started\n");
-        co_await on_cancel(sleep_for(1h), [&] { say(p[1], "cleanup cancelled\n"); });
-      }());
-      co_return 3;
-    };
-    ::_exit(quell::run_main(body(), 1h));
-  }
-  ::close(p[1]);
-  read_until(p[0], "ready\n");
-  ::kill(pid, SIGINT);
-  read_until(p[0], "cleanup started\n");
-  ::kill(pid, SIGINT);
-  const std::string rest = read_until(p[0], "cleanup cancelled\n");
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ::close(p[0]);
-  EXPECT_NE(rest.find("cleanup cancelled"), std::string::npos);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT);
-}
-
-TEST(Signals, AThirdSigintExitsAtOnceWhenTheForcedCancellationCannotFinish) {
-  int p[2];
-  ASSERT_EQ(::pipe(p), 0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(p[0]);
-    // A leaf that never completes and answers every cancel "not yet" (an operation the kernel
-    // cannot interrupt): the forced cancellation can never finish.
-    struct deaf {
-      int fd;
-      bool await_ready() const noexcept { return false; }
-      void await_suspend(std::coroutine_handle<>) const noexcept {}
-      bool await_cancel(std::coroutine_handle<>) const noexcept {
-        say(fd, "a cancel reached the leaf\n");
-        return false;
-      }
-      bool await_must_resume() const noexcept { return true; }
-      void await_resume() const noexcept {}
-    };
-    auto body = [&]() -> task<int> {
-      say(p[1], "ready\n");
-      co_await on_cancel(quell::pending(), [&]() -> task<> {
-        say(p[1], "cleanup started\n");
-        co_await deaf{p[1]};
-      }());
-      co_return 3;
-    };
-    ::_exit(quell::run_main(body(), 1h));
-  }
-  ::close(p[1]);
-  read_until(p[0], "ready\n");
-  ::kill(pid, SIGINT);
-  read_until(p[0], "cleanup started\n");
-  ::kill(pid, SIGINT);
-  read_until(p[0], "a cancel reached the leaf\n");
-  ::kill(pid, SIGINT);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ::close(p[0]);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT);
-}
-
-TEST(Signals, TheGracePeriodForcesACleanupThatWouldNotEnd) {
-  const int rc = in_child([] {
-    auto body = []() -> task<int> {
-      ::kill(::getpid(), SIGTERM);  // blocked by run_main in this (only) thread: read via signalfd
-      co_await on_cancel(quell::pending(), []() -> task<> { co_await sleep_for(1h); }());
-      co_return 3;
-    };
-    return quell::run_main(body(), 30ms);
-  });
-  EXPECT_EQ(rc, 128 + SIGTERM);
-}
-
-TEST(RemoteHandle, ACancelFromAnotherThreadWakesABlockedExecutor) {
-  quell::test::log log;
-  auto body = [&]() -> task<int> {
-    co_await on_cancel(quell::pending(), log.hook("hook ran"));
-    co_return 1;
-  };
-  executor ex{body()};
-  std::thread t([h = ex.remote()] {
-    std::this_thread::sleep_for(20ms);
-    h.cancel(quell::cancel_reason(quell::cancel_kind::requested, "from another thread"));
-  });
-  try {
-    ex.run();
-    ADD_FAILURE() << "the root should have ended cancelled";
-  } catch (const quell::cancelled_error& e) {
-    EXPECT_NE(std::string(e.what()).find("from another thread"), std::string::npos);
-  }
-  t.join();
-  EXPECT_EQ(log.lines, (lines{"hook ran"}));
-}
-
-TEST(RemoteHandle, PostedFunctionsRunOnTheExecutorThread) {
-  quell::event ev;
-  std::thread::id ran_on;
-  auto body = [&]() -> task<> { co_await ev.wait(); };
-  executor ex{body()};
-  std::thread t([&, h = ex.remote()] {
-    std::this_thread::sleep_for(10ms);
-    h.post([&] {
-      ran_on = std::this_thread::get_id();
-      ev.set();
-    });
-  });
-  ex.run();
-  t.join();
-  EXPECT_EQ(ran_on, std::this_thread::get_id());
-}
-
-TEST(RemoteHandle, AnExecutorWhoseRemoteWasTakenOnOneThreadRunsOnAnother) {
-  // remote() makes the ring; it must belong to the thread that runs the executor, not this one.
-  quell::event ev;
-  std::thread::id ran_on;
-  auto body = [&]() -> task<> {
-    co_await ev.wait();
-    co_await quell::sleep_for(1ms);  // a timer and a wait through the ring, on the running thread
-    ran_on = std::this_thread::get_id();
-  };
-  executor ex{body()};
-  quell::remote_handle h = ex.remote();
-  std::thread runner([&] { ex.run(); });
-  h.post([&] { ev.set(); });
-  runner.join();
-  EXPECT_NE(ran_on, std::thread::id());
-  EXPECT_NE(ran_on, std::this_thread::get_id());
-}
-
-TEST(RemoteHandle, OnceTheLastHandleIsGoneAnExecutorWithNothingToDoReportsStuck) {
-  auto body = [&]() -> task<> { co_await quell::event().wait(); };
-  executor ex{body()};
-  std::thread t([h = ex.remote()] { std::this_thread::sleep_for(20ms); });
-  EXPECT_THROW(ex.run(), quell::stuck_error);
-  t.join();
-}
-
-TEST(Shutdown, AGracePeriodEscalatesToForcedOnTheExecutorsClock) {
-  virtual_clock clock;
-  quell::test::log log;
-  auto body = [&]() -> task<> {
-    co_await on_cancel(quell::pending(), [&]() -> task<> {
-      log.print("cleanup started");
-      co_await on_cancel(sleep_for(1h), log.hook("cleanup forced"));
-    }());
-  };
-  executor ex{body(), clock};
-  ex.poll_once();
-  const auto t0 = clock.now();
-  ex.shutdown(5s);
-  EXPECT_TRUE(ex.done());
-  EXPECT_EQ(clock.now() - t0, 5s);
-  EXPECT_EQ(log.lines, (lines{"cleanup started", "cleanup forced"}));
-}
-
-TEST(Shutdown, ACleanupThatFinishesInTimeIsNotForced) {
-  virtual_clock clock;
-  quell::test::log log;
-  auto body = [&]() -> task<> {
-    co_await on_cancel(quell::pending(), [&]() -> task<> {
-      co_await on_cancel(sleep_for(1s), log.hook("forced"));
-      log.print("cleanup done");
-    }());
-  };
-  executor ex{body(), clock};
-  ex.poll_once();
-  ex.shutdown(5s);
-  EXPECT_EQ(log.lines, (lines{"cleanup done"}));
-}
 
 TEST(VirtualTime, AnIdleTimeoutOnARealSocketFiresInVirtualTimeNotRealTime) {
   virtual_clock clock;
