@@ -38,7 +38,7 @@ void cleanup_stack::step() noexcept {
     }
     bool sync;
     {
-      scope_guard g(&node_);
+      context_guard g(&node_);
       sync = current_->start(this, &on_cleanup_done);
       if (!sync && owner_.request.forced()) current_->cancel(owner_.request);
     }
@@ -92,8 +92,8 @@ void cleanup_stack::request(const cancel_request& r) noexcept {
 namespace quell::detail {
 
 promise_base& current_task_for_defer() {
-  scope_node* n = tls.scope;
-  if (!n || n->what != scope_node::kind::task) {
+  context_node* n = tls.context;
+  if (!n || n->what != context_node::kind::task) {
     throw std::logic_error("quell: co_await quell::defer(...) must be awaited in the body of a quell task");
   }
   return *static_cast<promise_base*>(static_cast<task_record*>(n));

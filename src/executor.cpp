@@ -37,7 +37,7 @@ class inside_executor {
 
  private:
   enter_executor in_;
-  scope_guard top_;
+  context_guard top_;
 };
 }  // namespace
 
@@ -126,21 +126,22 @@ void executor_core::io_step(bool block) {
   reactor& io = sched_.io();
   timer_queue& timers = sched_.timers();
   if (!block) {
-    io.poll(false, std::nullopt);
+    io.submit_and_reap(false, std::nullopt);
     return;
   }
   if (timers.empty()) {
-    io.poll(true, std::nullopt);
+    io.submit_and_reap(true, std::nullopt);
     return;
   }
   clock_source& clock = timers.clock();
   if (!clock.is_virtual()) {
-    io.poll(true, timers.next_deadline());
+    io.submit_and_reap(true, timers.next_deadline());
     return;
   }
   // Virtual time moves only when nothing else can happen: give I/O its (real-time) chance first.
   const duration grace = clock.io_grace();
-  const std::size_t n = grace > duration::zero() ? io.poll(true, clock_type::now() + grace) : io.poll(false, {});
+  const std::size_t n =
+      grace > duration::zero() ? io.submit_and_reap(true, clock_type::now() + grace) : io.submit_and_reap(false, {});
   if (n == 0) clock.advance_to(timers.next_deadline());
 }
 
@@ -196,7 +197,7 @@ bool executor_core::wait_step() {
   } else if (reactor* io = sched_.io_if_any(); io && io->background_in_flight() > 0) {
     // Sockets with receive-ahead armed keep receiving while tasks sleep: the kernel runs their
     // receives only inside this thread's io_uring_enter (DEFER_TASKRUN), so wait there.
-    io->poll(true, timers.next_deadline());
+    io->submit_and_reap(true, timers.next_deadline());
   } else {
     std::this_thread::sleep_until(timers.next_deadline());
   }
@@ -227,7 +228,7 @@ bool executor_core::step_lockstep() {
   const timer_queue& timers = sched_.timers();
   ran |= sched_.has_work() || !started_ || (!timers.empty() && timers.next_deadline() <= timers.clock().now());
   turn();
-  if (io_live()) ran |= sched_.io().poll(false, std::nullopt) > 0;
+  if (io_live()) ran |= sched_.io().submit_and_reap(false, std::nullopt) > 0;
   return ran || sched_.has_work() || !remote_->inbox_empty();
 }
 
@@ -267,8 +268,8 @@ void executor_core::drive_lockstep() {
           if (!c->remote_->inbox_empty()) reaped = true;
           if (c->io_live()) {
             inside_executor in(c->sched_);
-            reaped |=
-                c->sched_.io().poll(true, std::min(until, clock_type::now() + std::chrono::microseconds(200))) > 0;
+            reaped |= c->sched_.io().submit_and_reap(
+                          true, std::min(until, clock_type::now() + std::chrono::microseconds(200))) > 0;
           }
         }
       } while (!reaped && clock_type::now() < until);
@@ -319,7 +320,7 @@ void executor_core::stop_services() noexcept {
     return false;
   };
   while (armed()) {
-    r.poll(true, std::nullopt);
+    r.submit_and_reap(true, std::nullopt);
     sched_.drain_ready();
   }
   services_.clear();

@@ -362,7 +362,7 @@ void reactor::flush_with_faults(io_op* op) noexcept {
   }
   if (d.fake_result != 0) {
     op->state = io_op::phase::in_flight;
-    faked_.emplace_back(op, d.fake_result);  // completed by poll(), as if by a CQE
+    faked_.emplace_back(op, d.fake_result);  // completed by submit_and_reap(), as if by a CQE
     return;
   }
   if (d.sq_full) {
@@ -437,7 +437,7 @@ void reactor::finish(io_op* op, int res) noexcept {
   if (w) post_completed(w);  // a receive-ahead multishot has no waiter
 }
 
-std::size_t reactor::poll(bool wait, std::optional<time_point> until) {
+std::size_t reactor::submit_and_reap(bool wait, std::optional<time_point> until) {
   flush();
   if (!faked_.empty()) wait = false;  // fault injection: these complete without the kernel
   io_uring* r = &ring_->r;

@@ -7,7 +7,7 @@
 
 namespace quell {
 
-void scope_core::adopt(detail::child_base* c) noexcept {
+void detail::scope_core::adopt(detail::child_base* c) noexcept {
   c->owner = this;
   children_.push_back(c);
   ++running_;
@@ -16,13 +16,13 @@ void scope_core::adopt(detail::child_base* c) noexcept {
     // No guard against the scope's destruction here (unlike child_finished): while the new child
     // runs it counts as running, so destroying a task_group now terminates, and start()'s
     // caller is not resumed before its own await_suspend returns.
-    detail::scope_guard g(&node_);
+    detail::context_guard g(&node_);
     if (c->launch(req_.level != cancel_level::none ? &req_ : nullptr)) child_finished(c);
   }
   leave();  // may destroy *this
 }
 
-void scope_core::child_finished(detail::child_base* c) noexcept {
+void detail::scope_core::child_finished(detail::child_base* c) noexcept {
   enter();
   c->finished = true;
   c->unlink();
@@ -48,7 +48,7 @@ void scope_core::child_finished(detail::child_base* c) noexcept {
   leave();  // may destroy *this
 }
 
-void scope_core::record_error(std::exception_ptr e) noexcept {
+void detail::scope_core::record_error(std::exception_ptr e) noexcept {
   if (!error_) {
     error_ = std::move(e);
     failed_due_ = true;
@@ -67,7 +67,7 @@ struct walk_marker final : detail::child_base {
 };
 }  // namespace
 
-void scope_core::cancel_children(const cancel_request& r) noexcept {
+void detail::scope_core::cancel_children(const cancel_request& r) noexcept {
   if (!merge_request(req_, r)) return;
   enter();
   // One pass, with a cursor that steps past each child just before the child is cancelled:
@@ -96,7 +96,7 @@ void scope_core::cancel_children(const cancel_request& r) noexcept {
   leave();  // may destroy *this
 }
 
-void scope_core::leave() noexcept {
+void detail::scope_core::leave() noexcept {
   if (--busy_ != 0) return;
   if (failed_due_) {
     failed_due_ = false;
@@ -108,7 +108,7 @@ void scope_core::leave() noexcept {
   if (running_ == 0) idle_(this);  // may destroy *this
 }
 
-task_group::task_group(detail::site where) noexcept : scope_core(&on_idle, &on_failed), where_(where) {}
+task_group::task_group(detail::site where) noexcept : detail::scope_core(&on_idle, &on_failed), where_(where) {}
 
 namespace {
 std::string where(const detail::site& s) {
@@ -133,12 +133,12 @@ task_group::~task_group() {
   }
 }
 
-void task_group::on_idle(scope_core* s) noexcept {
+void task_group::on_idle(detail::scope_core* s) noexcept {
   auto* g = static_cast<task_group*>(s);
   if (std::coroutine_handle<> j = std::exchange(g->joiner_, {})) detail::resume(j);
 }
 
-void task_group::on_failed(scope_core* s) noexcept {
+void task_group::on_failed(detail::scope_core* s) noexcept {
   static_cast<task_group*>(s)->cancel_children(
       cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::sibling_failed)});
 }

@@ -66,10 +66,10 @@ class timed_out : public std::runtime_error {
 
 namespace detail {
 
-time_point effective_deadline(const scope_node* from) noexcept;
+time_point effective_deadline(const context_node* from) noexcept;
 // Whether a cancel from above `from` is already on its way to it: a requested task, a passed
 // deadline or shield bound, and not held back by an on_cancel whose hook is still running.
-bool enclosing_cancel_due(const scope_node* from, time_point now) noexcept;
+bool enclosing_cancel_due(const context_node* from, time_point now) noexcept;
 
 template <class OpAw, bool Optional>
 class deadline_op : public composite {
@@ -97,11 +97,11 @@ class deadline_op : public composite {
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
-    node_.parent = outer_scope();
+    node_.parent = outer_context();
     alarm_.reserve();
     const time_point t = now();
     if (relative_) node_.deadline = add_saturating(t, delay_);
-    scope_guard g(&node_);
+    context_guard g(&node_);
     if (node_.deadline <= t) {
       const cancel_request r{cancel_level::graceful, cancel_reason(cancel_kind::deadline)};
       if (op_.start(this, &op_done, &r)) op_finished();
@@ -178,7 +178,7 @@ class deadline_op : public composite {
   driver<OpAw> op_;
   outcome<R> result_;
   alarm alarm_;
-  scope_frame node_{scope_node::kind::deadline, &req_};
+  context_frame node_{context_node::kind::deadline, &req_};
   cancel_request req_{cancel_level::none, {}};
   duration delay_;
   bool relative_;

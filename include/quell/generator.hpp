@@ -76,11 +76,10 @@ class [[nodiscard]] generator {
         p->at_yield = true;
         detail::resume(std::exchange(p->continuation, {}));  // may destroy the frame: nothing after
       }
-      void await_resume() const noexcept { detail::tls.scope = p; }  // the body runs again
+      void await_resume() const noexcept { detail::tls.context = p; }  // the body runs again
     };
     template <class U = T>
-      requires std::is_convertible_v<U&&, T>
-    yield_awaiter yield_value(U&& v) {
+    requires std::is_convertible_v<U&&, T> yield_awaiter yield_value(U&& v) {
       value.emplace(std::forward<U>(v));
       return {this};
     }
@@ -115,7 +114,7 @@ class [[nodiscard]] generator {
       promise_type& p = h_.promise();
       if (p.continuation) throw std::logic_error("quell: a generator's next() awaited by two tasks at once");
       p.continuation = waiter;
-      p.parent = detail::tls.scope;  // the producer runs under the consumer of the moment
+      p.parent = detail::tls.context;  // the producer runs under the consumer of the moment
       if (p.state == detail::promise_base::phase::not_started) {
         p.state = detail::promise_base::phase::running;
       } else if (std::exchange(p.at_yield, false) && p.request.level != cancel_level::none) {
@@ -163,7 +162,8 @@ class [[nodiscard]] generator {
       promise_type& p = h_.promise();
       p.continuation = waiter;
       p.at_yield = false;
-      merge_request(p.request, cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::requested, "generator closed")});
+      merge_request(p.request,
+                    cancel_request{cancel_level::graceful, cancel_reason(cancel_kind::requested, "generator closed")});
       p.end_cancelled();  // its cleanups run, then the waiter is resumed
       return true;
     }

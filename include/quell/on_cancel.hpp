@@ -120,9 +120,9 @@ class on_cancel_op : public composite {
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
-    op_scope_.parent = outer_scope();
+    op_context_.parent = outer_context();
     {
-      scope_guard g(&op_scope_);
+      context_guard g(&op_context_);
       if (op_.start(this, &op_done, nullptr)) op_finished();
     }
     return end_suspend();
@@ -161,8 +161,8 @@ class on_cancel_op : public composite {
 
   void start_hook() noexcept {
     hook_started_ = true;
-    hook_scope_.parent = outer_scope();
-    scope_guard g(&hook_scope_);
+    hook_context_.parent = outer_context();
+    context_guard g(&hook_context_);
     enter();
     if (hook_.start(this, &hook_done)) {
       hook_finished();
@@ -197,7 +197,7 @@ class on_cancel_op : public composite {
   }
 
   void forward() noexcept {
-    op_scope_.request = &req_;  // from now on the operation's code sees the request
+    op_context_.request = &req_;  // from now on the operation's code sees the request
     op_.cancel(req_);
   }
 
@@ -208,10 +208,10 @@ class on_cancel_op : public composite {
   cancel_request req_{cancel_level::none, {}};
   // The hook runs shielded: this_task::deadline() inside it ignores outer deadlines, and
   // this_task::cancel_reason() still tells why the operation is being cancelled.
-  scope_frame hook_scope_{scope_node::kind::shield, &req_};
+  context_frame hook_context_{context_node::kind::shield, &req_};
   // Until the hook has run, the request has not reached the operation: a deadline inside it that
   // expires meanwhile times out (it does not end cancelled as if the outer request were its own).
-  scope_frame op_scope_{scope_node::kind::held, nullptr};
+  context_frame op_context_{context_node::kind::held, nullptr};
   bool hook_started_ = false;
   bool hook_done_ = false;
 };

@@ -10,7 +10,7 @@
 //   co_await lease->query("select pg_sleep(1)");     // the connection goes back when `lease` dies
 //
 // CONNECTING. connect() runs PQconnectStart / PQconnectPoll and waits on libpq's socket with
-// quell::wait_readable / wait_writable (quell/poll.hpp), so the executor never blocks on the
+// quell::wait_readable / wait_writable (quell/readiness.hpp), so the executor never blocks on the
 // network. One exception is libpq's own: a host *name* is resolved with a blocking getaddrinfo
 // inside PQconnectStart; pass a numeric address (host=127.0.0.1 or hostaddr=) or a Unix socket
 // directory to keep the executor free. libpq's connect_timeout is not honoured by the
@@ -163,15 +163,11 @@ inline param to_param(std::string_view s) { return std::string(s); }
 inline param to_param(const std::string& s) { return s; }
 inline param to_param(bool b) { return std::string(b ? "true" : "false"); }
 template <class T>
-  requires(std::is_integral_v<T> && !std::is_same_v<T, bool> && !std::is_same_v<T, char>)
-param to_param(T v) {
+requires(std::is_integral_v<T> && !std::is_same_v<T, bool> && !std::is_same_v<T, char>) param to_param(T v) {
   return std::to_string(v);
 }
 template <class T>
-  requires std::is_floating_point_v<T>
-param to_param(T v) {
-  return format_double(static_cast<double>(v));
-}
+requires std::is_floating_point_v<T> param to_param(T v) { return format_double(static_cast<double>(v)); }
 template <class T>
 param to_param(const std::optional<T>& v) {
   return v ? to_param(*v) : param();
@@ -300,7 +296,7 @@ class pool {
   std::size_t size_;
   connection_options options_;
   pool_options pool_options_;
-  duration backoff_{};      // zero while the server answers
+  duration backoff_{};         // zero while the server answers
   time_point next_attempt_{};  // no connect before this while backing off
   std::string last_error_;
   semaphore slots_;

@@ -26,11 +26,10 @@
 //     request crossed it on the way (the caller stays cancel-requested, §1 of the model);
 //   - a child that ends cancelled on its own ends the caller cancelled, as a local child would.
 // Who resumes whom: the child's core calls the factory, runs the child and, once the child has
-// ended and it and the factory have been destroyed there, sends its outcome home; the caller's core resumes the caller. Values and exceptions
-// cross as objects; the child's frame never leaves its core. What the child sees of its caller
-// is only the requests: deadlines and shields act on the caller's side (a deadline that expires
-// cancels the caller, which forwards the request; a shield keeps graceful requests from reaching
-// it at all).
+// ended and it and the factory have been destroyed there, sends its outcome home; the caller's core resumes the caller.
+// Values and exceptions cross as objects; the child's frame never leaves its core. What the child sees of its caller is
+// only the requests: deadlines and shields act on the caller's side (a deadline that expires cancels the caller, which
+// forwards the request; a shield keeps graceful requests from reaching it at all).
 //
 // `on_each_core(factory)` is `join` over `on(i, factory)` for every core: a vector of the
 // values in core order; the first exception cancels and awaits the others.
@@ -247,7 +246,7 @@ class on_op {
       }
       // The factory lives until the child has ended: a coroutine lambda passed as the factory
       // runs with its captures inside this very object.
-      scope_guard top(nullptr);  // the child's tree starts here; its caller is on another core
+      context_guard top(nullptr);  // the child's tree starts here; its caller is on another core
       if (c->drv->start(c, &child_done, nullptr)) child_done(c, &*c->drv);
     }
     static void child_done(void* self, driver_base*) noexcept {
@@ -299,15 +298,13 @@ class on_op {
 
 // Runs the operation `factory()` returns on core `core`, as a child of the caller (see above).
 template <class F>
-  requires detail::awaitable<std::invoke_result_t<std::decay_t<F>&>>
-auto on(unsigned core, F&& factory) {
-  return detail::on_op<std::decay_t<F>>(core, std::forward<F>(factory));
-}
+requires detail::awaitable < std::invoke_result_t < std::decay_t<F>
+& >> auto on(unsigned core, F&& factory) { return detail::on_op<std::decay_t<F>>(core, std::forward<F>(factory)); }
 
 // join over on(i, factory) for every core i: the values in core order (std::monostate for void).
 template <class F>
-  requires detail::awaitable<std::invoke_result_t<std::decay_t<F>&>>
-auto on_each_core(F&& factory) {
+requires detail::awaitable < std::invoke_result_t < std::decay_t<F>
+& >> auto on_each_core(F&& factory) {
   std::vector<detail::on_op<std::decay_t<F>>> ops;
   const unsigned n = core_count();
   ops.reserve(n);

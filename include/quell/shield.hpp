@@ -58,8 +58,8 @@ class shield_op : public composite {
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
-    node_.parent = outer_scope();
-    scope_guard g(&node_);
+    node_.parent = outer_context();
+    context_guard g(&node_);
     if (op_.start(this, &op_done, nullptr)) op_finished();
     return end_suspend();
   }
@@ -85,7 +85,7 @@ class shield_op : public composite {
   void unshield() noexcept {
     if (lifted_) return;
     lifted_ = true;
-    node_.what = scope_node::kind::plain;
+    node_.what = context_node::kind::plain;
     alarm_.stop();
     if (req_.level != cancel_level::none && op_.started() && !op_.finished()) {
       enter();
@@ -117,7 +117,7 @@ class shield_op : public composite {
   driver<OpAw> op_;
   alarm alarm_;
   cancel_request req_{cancel_level::none, {}};
-  scope_frame node_{scope_node::kind::shield, &req_};
+  context_frame node_{context_node::kind::shield, &req_};
   duration max_;
   bool bounded_;
   bool lifted_ = false;

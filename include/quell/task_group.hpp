@@ -40,7 +40,7 @@
 
 namespace quell {
 
-class task_group : public scope_core {
+class task_group : public detail::scope_core {
  public:
   explicit task_group(detail::site where = detail::site::here()) noexcept;
   task_group(const task_group&) = delete;

@@ -58,7 +58,7 @@
 namespace quell {
 
 template <class T = void>
-class task_set : private scope_core {  // its spawn only: no handles, no start()
+class task_set : private detail::scope_core {  // its spawn only: no handles, no start()
   using child_t = detail::child_of<T>;
 
  public:
@@ -77,7 +77,7 @@ class task_set : private scope_core {  // its spawn only: no handles, no start()
     if (running() != 0 || next_ || joiner_ || has_undelivered_error()) {
       detail::fatal("quell: a task_set created at " + std::string(where_.file) + ":" + std::to_string(where_.line) +
                     " was destroyed " +
-                    (running() != 0 ? std::to_string(running()) + " task(s) still running"
+                    (running() != 0     ? std::to_string(running()) + " task(s) still running"
                      : next_ || joiner_ ? std::string("while a task waited on it")
                                         : std::string("holding an exception no next() took")) +
                     "; close it first with co_await s.cancel_and_join(), or take every result");

@@ -21,7 +21,7 @@
 #include "quell/detail/alarm.hpp"
 #include "quell/event.hpp"
 #include "quell/http.hpp"
-#include "quell/poll.hpp"
+#include "quell/readiness.hpp"
 #include "quell/race.hpp"
 #include "quell/runtime.hpp"
 #include "quell/scope.hpp"

@@ -17,7 +17,7 @@
 #include "quell/event.hpp"
 #include "quell/executor.hpp"
 #include "quell/on_cancel.hpp"
-#include "quell/poll.hpp"
+#include "quell/readiness.hpp"
 #include "quell/this_task.hpp"
 #include "quell/time.hpp"
 

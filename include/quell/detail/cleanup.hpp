@@ -65,7 +65,7 @@ class cleanup_stack : resume_target {
   cleanup_base* top_ = nullptr;
   cleanup_base* current_ = nullptr;
   bool current_done_ = false;
-  scope_frame node_{scope_node::kind::shield, nullptr};
+  context_frame node_{context_node::kind::shield, nullptr};
   alarm alarm_;
 };
 

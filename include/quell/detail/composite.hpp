@@ -30,11 +30,11 @@ class composite {
     }
     waiter_ = h;
     busy_ = 1;
-    outer_scope_ = tls.scope;
+    outer_context_ = tls.context;
   }
   // The node that was current where the combinator was awaited: children started later, from a
   // callback, are started under it (or under a node of the combinator's own whose parent it is).
-  scope_node* outer_scope() const noexcept { return outer_scope_; }
+  context_node* outer_context() const noexcept { return outer_context_; }
   bool end_suspend() noexcept {
     --busy_;
     if (done_) {
@@ -63,7 +63,7 @@ class composite {
   }
 
   std::coroutine_handle<> waiter_;
-  scope_node* outer_scope_ = nullptr;
+  context_node* outer_context_ = nullptr;
   int busy_ = 0;
   bool done_ = false;
   bool notified_ = false;

@@ -223,15 +223,15 @@ class reactor {
   // completion or until `until` (if set) on the real clock. Without `wait` the kernel is entered
   // only to submit or to run completion work it flags as held (TASKRUN_FLAG): with neither, no
   // system call. Returns the number of CQEs reaped.
-  std::size_t poll(bool wait, std::optional<time_point> until);
+  std::size_t submit_and_reap(bool wait, std::optional<time_point> until);
 
-  // Testing: while held, poll() submits and lets the kernel post completions but does not reap
+  // Testing: while held, submit_and_reap() submits and lets the kernel post completions but does not reap
   // them, so a test can make a cancel request cross a completion that already happened.
   void hold_completions(bool hold) noexcept { hold_ = hold; }
 
   // Testing: see fault_injector. Null turns it off.
   void inject_faults(fault_injector* f) noexcept { faults_ = f; }
-  // Testing: completions the kernel has posted that poll() has not reaped (see hold_completions).
+  // Testing: completions the kernel has posted that submit_and_reap() has not reaped (see hold_completions).
   std::size_t completions_waiting() const noexcept;
 
   // Setup flags the ring was created with (for tests and diagnostics).

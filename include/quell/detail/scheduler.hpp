@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/cancel_context.hpp"
 #include "quell/detail/config.hpp"
 #include "quell/detail/intrusive_list.hpp"
 #include "quell/detail/site.hpp"
@@ -27,34 +28,10 @@ class scheduler;
 class reactor;
 class executor_core;
 
-// A node of the tree that `this_task::*` walks: a task, or a combinator that changes what the
-// code below it sees (a deadline, a shield). Each node points at the node that was current where
-// it started, so a hook or cleanup started later still knows where it belongs.
-struct scope_node {
-  enum class kind : std::uint8_t {
-    task,      // a quell task (task_record): its own cancel request
-    deadline,  // timeout / move_on_after / with_deadline
-    shield,    // shield(), and the implicit shield around hooks and async cleanups
-    plain,     // a scope or task group, or a lifted shield: transparent
-    held,      // on_cancel's operation: a request reaches it only once the hook has run
-  };
-  explicit scope_node(kind k) noexcept : what(k) {}
-  scope_node* parent;  // set when the node starts; tasks do it in start(), the hot path
-  kind what;
-};
-
-// Every node that is not a task: what request reached it (if it records one) and its deadline.
-// A held node's request stays null until on_cancel passes the request on to its operation.
-struct scope_frame : scope_node {
-  scope_frame(kind k, const cancel_request* r) noexcept : scope_node(k), request(r) { parent = nullptr; }
-  const cancel_request* request;
-  time_point deadline = time_point::max();
-};
-
 struct thread_state {
   scheduler* current = nullptr;
   int depth = 0;
-  scope_node* scope = nullptr;  // the node of the code running now (this_task::*)
+  context_node* context = nullptr;  // the cancel context of the code running now (cancel_context.hpp)
 };
 // Constant-initialised, so every access is a plain thread-local load (no init guard).
 constinit inline thread_local thread_state tls{};
@@ -66,22 +43,10 @@ struct turn_node : list_node {
 };
 
 // What the scheduler knows about a started, unfinished task (for "stuck" reports).
-struct task_record : list_node, scope_node {
-  task_record() noexcept : scope_node(kind::task) {}
+struct task_record : list_node, context_node {
+  task_record() noexcept : context_node(kind::task) {}
   site where;
   cancel_request request{cancel_level::none, {}};  // what reached the task; none = nothing yet
-};
-
-// Makes `n` the current node for the guard's lifetime (starting children from a callback).
-class scope_guard {
- public:
-  explicit scope_guard(scope_node* n) noexcept;
-  ~scope_guard();
-  scope_guard(const scope_guard&) = delete;
-  scope_guard& operator=(const scope_guard&) = delete;
-
- private:
-  scope_node* saved_;
 };
 
 class scheduler {
@@ -181,7 +146,7 @@ class scheduler {
   std::vector<std::coroutine_handle<>> ring_ = std::vector<std::coroutine_handle<>>(64);
   std::size_t mask_ = 63;  // ring_.size() - 1 (a power of two)
   std::size_t head_ = 0;   // next to run
-  std::size_t tail_ = 0;  // next free; empty when head_ == tail_
+  std::size_t tail_ = 0;   // next free; empty when head_ == tail_
   node_list next_turn_;
   node_list live_;
   timer_queue timers_;
@@ -192,11 +157,11 @@ class scheduler {
 QUELL_HOT void resume(std::coroutine_handle<> h) {
   thread_state& t = this_thread();
   if (t.depth < QUELL_MAX_RESUME_DEPTH || t.current == nullptr) {
-    scope_node* const saved = t.scope;  // a body that runs and suspends must not leave its node behind
+    context_node* const saved = t.context;  // a body that runs and suspends must not leave its node behind
     ++t.depth;
     h.resume();
     --t.depth;
-    t.scope = saved;
+    t.context = saved;
   } else {
     t.current->post(h);
   }
@@ -224,7 +189,7 @@ inline void post_completed(std::coroutine_handle<> h) {
 
 [[noreturn]] void fatal(const std::string& message) noexcept;
 
-inline scope_guard::scope_guard(scope_node* n) noexcept : saved_(std::exchange(tls.scope, n)) {}
-inline scope_guard::~scope_guard() { tls.scope = saved_; }
+inline context_guard::context_guard(context_node* n) noexcept : saved_(std::exchange(tls.context, n)) {}
+inline context_guard::~context_guard() { tls.context = saved_; }
 
 }  // namespace quell::detail

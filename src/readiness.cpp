@@ -1,4 +1,4 @@
-#include "quell/poll.hpp"
+#include "quell/readiness.hpp"
 
 #include <liburing.h>
 

@@ -52,7 +52,7 @@ task<unsigned> after_one_turn(unsigned v) {
 
 }  // namespace
 
-TEST(Poll, AWaitEndsWhenTheDescriptorBecomesReadyAndReportsTheReadyEvents) {
+TEST(Readiness, AWaitEndsWhenTheDescriptorBecomesReadyAndReportsTheReadyEvents) {
   pipe_pair p;
   auto writer = [&]() -> task<unsigned> {
     co_await quell::yield();
@@ -69,7 +69,7 @@ TEST(Poll, AWaitEndsWhenTheDescriptorBecomesReadyAndReportsTheReadyEvents) {
   quell::block_on(body());
 }
 
-TEST(Poll, AWaitCancelledInTheSameTurnCostsNoSystemCall) {
+TEST(Readiness, AWaitCancelledInTheSameTurnCostsNoSystemCall) {
   pipe_pair p;
   auto body = [&]() -> task<> {
     (void)co_await quell::yield();
@@ -82,7 +82,7 @@ TEST(Poll, AWaitCancelledInTheSameTurnCostsNoSystemCall) {
   quell::block_on(body());
 }
 
-TEST(Poll, AWaitCancelledInTheKernelIsOutOfItBeforeTheRaceReturnsAndTheDataStaysReadable) {
+TEST(Readiness, AWaitCancelledInTheKernelIsOutOfItBeforeTheRaceReturnsAndTheDataStaysReadable) {
   pipe_pair p;
   auto body = [&]() -> task<> {
     const auto enters = io().enters();
@@ -97,7 +97,7 @@ TEST(Poll, AWaitCancelledInTheKernelIsOutOfItBeforeTheRaceReturnsAndTheDataStays
   quell::block_on(body());
 }
 
-TEST(Poll, ReadinessReportedBeforeTheCancelLandedIsDeliveredCompletionWins) {
+TEST(Readiness, ReadinessReportedBeforeTheCancelLandedIsDeliveredCompletionWins) {
   pipe_pair p;
   p.put("x");
   executor ex{wait_readable(p.r)};
@@ -107,14 +107,14 @@ TEST(Poll, ReadinessReportedBeforeTheCancelLandedIsDeliveredCompletionWins) {
   EXPECT_TRUE(ex.run() & POLLIN);  // delivered, not cancelled
 }
 
-TEST(Poll, AHangUpIsReportedWithoutBeingAskedFor) {
+TEST(Readiness, AHangUpIsReportedWithoutBeingAskedFor) {
   pipe_pair p;
   ::close(p.w);
   p.w = -1;
   EXPECT_TRUE(quell::block_on(wait_readable(p.r)) & POLLHUP);
 }
 
-TEST(Poll, ADescriptorThatIsNotOpenIsAClearErrorAndTheExecutorGoesOn) {
+TEST(Readiness, ADescriptorThatIsNotOpenIsAClearErrorAndTheExecutorGoesOn) {
   pipe_pair p;
   auto errno_of = [](int fd) -> task<int> {
     try {
@@ -140,7 +140,7 @@ TEST(Poll, ADescriptorThatIsNotOpenIsAClearErrorAndTheExecutorGoesOn) {
 
 // A reader that waits for readiness and then reads, cancelled anywhere: every byte the writer
 // put in the pipe is either read or still in the pipe, never lost.
-TEST(Poll, AReaderCancelledAtEverySuspensionPointLosesNoByte) {
+TEST(Readiness, AReaderCancelledAtEverySuspensionPointLosesNoByte) {
   std::unique_ptr<pipe_pair> p;
   std::string got;
   auto report = quell::testing::cancel_sweep(
