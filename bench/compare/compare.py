@@ -39,8 +39,8 @@ TITLES = {
 }
 HIGHER_IS_BETTER = {"msg/s", "msg/s@1", "scaling", "MB/s", "MB/s@one-shot"}
 
-# Issue 6's targets: (workload, unit, description, test(quell's median, quell's median advantage
-# over each peer) -> bool or None). Targets relative to a limit use the per-round ratio.
+# The comparison's targets: (workload, unit, description, test(quell's median, quell's median
+# advantage over each peer) -> bool or None). Targets relative to a limit use the per-round ratio.
 TARGETS = [
     ("W1", "ns/op", "<= 1.0x minimal task", lambda q, r: r["limit"] >= 1.0 if "limit" in r else None),
     ("W2", "ns/op", "<= 60 ns", lambda q, r: q <= 60),
