@@ -450,9 +450,9 @@ void executor_core::on_remote() noexcept {
 
 // A core that waits for the reply to a cross-core call of its own, with nothing else to do, polls
 // its mailbox a little before it sleeps: the reply typically arrives within microseconds, and
-// waking a thread that sleeps in the kernel costs several (W10: ~19 us per round trip without
-// the spin, ~3 us with it). Only then: a core that spun after *sending* a reply kept the CPU its
-// caller was being woken on (W11 measured 66 us instead of 16).
+// waking a thread that sleeps in the kernel costs several (W10 in bench/compare/WORKLOADS.md: ~19 us per round trip
+// without the spin, ~3 us with it). Only then: a core that spun after *sending* a reply kept the CPU its caller was
+// being woken on (W11 measured 66 us instead of 16).
 bool executor_core::spin_for_mail() noexcept {
   const auto until = clock_type::now() + std::chrono::microseconds(QUELL_CORE_SPIN_US);
   for (unsigned i = 1;; ++i) {

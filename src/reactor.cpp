@@ -24,7 +24,7 @@ namespace {
 constexpr std::uint64_t cancel_tag = ~std::uint64_t{0};
 // The kernel sizes its table of armed poll requests (what ASYNC_CANCEL by user_data searches)
 // from the ring: with 256 entries, cancelling 5,000 parked reads spent most of its time in
-// io_poll_find (W7 of bench/compare: 13-20 ms at 256 entries, 4-6 ms at 4,096, raw liburing).
+// io_poll_find (W7 of bench/compare/WORKLOADS.md: 13-20 ms at 256 entries, 4-6 ms at 4,096, raw liburing).
 // Smaller rings are the fallback where locked memory is scarce (kernels before 5.12).
 constexpr unsigned ring_entries[] = {4096, 256};
 }  // namespace

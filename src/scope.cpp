@@ -74,8 +74,8 @@ void detail::scope_core::cancel_children(const cancel_request& r) noexcept {
   // cancelling one child may finish others and unlink them, but the cursor and the end marker
   // stay linked, so the walk never follows a pointer out of a node that left. Stepping past a
   // child touches the next one, so its cache miss overlaps this child's cancellation; the
-  // snapshot this replaces first walked the whole list as a chain of misses (W7: 13% slower).
-  // Children spawned during the walk go after the end marker; they started under req_ already.
+  // snapshot this replaces first walked the whole list as a chain of misses (W7 in bench/compare/WORKLOADS.md: 13%
+  // slower). Children spawned during the walk go after the end marker; they started under req_ already.
   walk_marker cursor, end;
   children_.push_front(&cursor);
   children_.push_back(&end);

@@ -16,7 +16,7 @@
 //     cancelled, as every quell leaf does. An operation that had *completed* before the request
 //     came has delivered its result to join; join's result is all or nothing, so that value is
 //     discarded with the join, as a task's locals are discarded with a cancelled task (to keep
-//     every outcome, await the operations separately, or use join_settled, DESIGN.md section 8).
+//     every outcome, await the operations separately, or use join_settled, below).
 //   - An operation that ends cancelled on its own (without join being cancelled) means the tuple
 //     can never be complete: the others are cancelled too and join ends cancelled.
 //   - A join that never started starts nothing.

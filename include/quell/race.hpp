@@ -19,7 +19,7 @@
 //     result was known, and a loser race drives itself is asked to put an unused result back
 //     (the leaf protocol's await_give_back: bytes back in front of the stream, a connection back
 //     in the listener's queue, a value back in the channel). A value a loser *task* computed
-//     cannot be put back: it is discarded (any_of keeps it, DESIGN.md section 8).
+//     cannot be put back: it is discarded (any_of, below, keeps it).
 //   - An exception beats a value: if any operation throws (the winner, or a loser while being
 //     cancelled), race throws the first exception after all have finished; later exceptions are
 //     attached to it (quell/errors.hpp).

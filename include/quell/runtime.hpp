@@ -23,7 +23,8 @@
 //     the child; the caller resumes only once the child has ended, its cleanup included;
 //   - a child cancelled before it started there never starts: factory is not called;
 //   - completion wins: a value or exception the child produced is delivered, even when the
-//     request crossed it on the way (the caller stays cancel-requested, §1 of the model);
+//     request crossed it on the way (the caller stays cancel-requested: docs/model.md, completion
+//     wins);
 //   - a child that ends cancelled on its own ends the caller cancelled, as a local child would.
 // Who resumes whom: the child's core calls the factory, runs the child and, once the child has
 // ended and it and the factory have been destroyed there, sends its outcome home; the caller's core resumes the caller.

@@ -1,4 +1,5 @@
-// The rules of DESIGN.md §1, each on the smallest program.
+// The rules of docs/model.md (three ways to end, completion wins, requests), each on the smallest
+// program.
 #include <gtest/gtest.h>
 
 #include <stdexcept>
@@ -239,9 +240,7 @@ TEST(Cancellation, AForcedRequestThatFollowsAGracefulOneKeepsTheFirstReason) {
     log.print("hook: " + reason());
     co_await on_cancel(pending(), [&] { log.print("hook's own hook: " + reason()); });
   };
-  auto body = [&]() -> task<> {
-    co_await on_cancel(pending(), hook());
-  };
+  auto body = [&]() -> task<> { co_await on_cancel(pending(), hook()); };
   executor ex{body()};
   ex.poll_once();
   ex.cancel(quell::cancel_reason(quell::cancel_kind::requested, "first"));

@@ -1,4 +1,4 @@
-// defer: async cleanup registered with a task (DESIGN §4), on the virtual clock.
+// defer: async cleanup registered with a task (docs/model.md, "Cleanup"), on the virtual clock.
 #include <gtest/gtest.h>
 
 #include <chrono>

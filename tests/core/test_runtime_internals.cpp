@@ -41,8 +41,8 @@ TEST(RuntimeInternals, TheDepthCounterIsBalancedAfterAnExecutorFinishes) {
   EXPECT_EQ(quell::detail::this_thread().current, nullptr);
 }
 
-// W3 of issue 6: a spawned task costs its frame plus this record; at 80 bytes it is one 96-byte
-// malloc chunk. Growing it past 88 costs 16 bytes per spawned task.
+// Bytes per spawned task (W3 in bench/compare/WORKLOADS.md): a task costs its frame plus this record; at 80 bytes it is
+// one 96-byte malloc chunk. Growing it past 88 costs 16 bytes per spawned task.
 TEST(RuntimeInternals, ASpawnedTasksRecordStaysWithinOneSmallMallocChunk) {
   EXPECT_LE(sizeof(quell::detail::task_child<void>), 88u);
   EXPECT_LE(sizeof(quell::detail::task_child<int>), 88u);

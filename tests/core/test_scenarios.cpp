@@ -1,4 +1,4 @@
-// The reference scenarios of DESIGN.md §5, each with exactly the output the contract states.
+// The reference scenarios of docs/model.md, each with exactly the output the contract states.
 #include <gtest/gtest.h>
 
 #include <stdexcept>

@@ -213,7 +213,7 @@ bool cancel_source(const node& n) {
          n.k == node::any_of;  // join_settled cancels nothing of its own
 }
 
-// The model's rules that a finished run must show (DESIGN.md section 1 and on_cancel's row):
+// The model's rules that a finished run must show (docs/model.md, "Completion wins" and on_cancel):
 //  - every started node ended exactly one way;
 //  - completion wins: a value that reached on_cancel, shield, defer or a deadline is delivered by
 //    it, join delivers when both branches returned, race delivers one of the returned values when

@@ -10,7 +10,7 @@
 
 // How long a runtime's core with nothing of its own to do polls its mailbox before it sleeps in
 // the kernel (microseconds; 0: never). Waking a sleeping thread through its eventfd costs several
-// microseconds on each side of a cross-core round trip (bench/compare W10).
+// microseconds on each side of a cross-core round trip (W10 in bench/compare/WORKLOADS.md).
 #ifndef QUELL_CORE_SPIN_US
 #define QUELL_CORE_SPIN_US 50
 #endif

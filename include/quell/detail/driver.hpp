@@ -80,7 +80,8 @@ struct driver_base : resume_target {
   // await_suspend, and a request that arrived while the driver was inside a call into the
   // awaitable (delivered when that call has returned). Out of line, because a driver sits in
   // every suspended co_await and every combinator branch: one pointer is smaller and cheaper to
-  // construct and destroy than an exception_ptr and a request (issue 6, W2 and W5).
+  // construct and destroy than an exception_ptr and a request (measured by W2 and W5 in
+  // bench/compare/WORKLOADS.md).
   struct rare_state {
     std::exception_ptr error;
     cancel_request deferred{cancel_level::none, {}};
@@ -103,7 +104,7 @@ struct driver_base : resume_target {
   using cancel_fn = void (*)(driver_base*, const cancel_request&) noexcept;
   using start_fn = bool (*)(driver_base*, void*, done_fn, const cancel_request*) noexcept;
   // One pointer to a per-type table rather than one per entry: a driver sits in every suspended
-  // task's frame and in every spawned child (issue 6, W3's bytes per task).
+  // task's frame and in every spawned child (bytes per task: W3 in bench/compare/WORKLOADS.md).
   struct ops_table {
     cancel_fn cancel;
     start_fn start;

@@ -11,7 +11,8 @@ namespace quell::detail {
 
 #if QUELL_FRAME_POOL
 struct frame_pool {
-  // 32-byte steps: a frame is rounded up by 16 bytes on average, not 32 (W3's bytes per task).
+  // 32-byte steps: a frame is rounded up by 16 bytes on average, not 32 (bytes per task: W3 in
+  // bench/compare/WORKLOADS.md).
   static constexpr std::size_t granule = 32;
   static constexpr std::size_t classes = 32;  // frames up to 1 KiB are recycled
   static constexpr unsigned max_cached_per_class = 256;

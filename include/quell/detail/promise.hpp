@@ -55,7 +55,7 @@ struct promise_base : task_record {
 
   explicit promise_base(site s) noexcept { where = s; }
   // Inline, with the rare work out of line: every task frame is destroyed through here, and an
-  // out-of-line call was 17% of W1's time (perf) for a task that never parked or deferred.
+  // out-of-line call was 17% of W1's time (perf; bench/compare/WORKLOADS.md) for a task that never parked or deferred.
   ~promise_base() {
     if (linked() || cleanup) [[unlikely]]
       release_rare();

@@ -38,7 +38,7 @@
 
 namespace quell::detail {
 
-// Ring defaults, measured in bench/compare (W5, W6b and the 1 MB read): see docs/decisions.md.
+// Ring defaults, measured in bench/compare (W5, W6b and W12 of bench/compare/WORKLOADS.md): see docs/decisions.md.
 inline constexpr std::uint32_t default_receive_buffer_size = 16 * 1024;
 inline constexpr std::uint32_t default_receive_buffers = 512;
 inline constexpr std::size_t default_receive_bound = 64 * 1024;

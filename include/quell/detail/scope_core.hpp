@@ -128,7 +128,7 @@ struct child final : child_of<typename driver<Aw>::result_type> {
 
 // A quell task, the usual child, driven directly (like a task's co_await of a task,
 // task.hpp) rather than through a driver, so that a spawned task costs its frame plus this
-// small record (issue 6, W3's bytes per task). The same rules as the driver around
+// small record (bytes per spawned task: W3 in bench/compare/WORKLOADS.md). The same rules as the driver around
 // task::awaiter: a request is stored in the task and forwarded to what it is parked on, also
 // while the task is still running inside launch(); a task that ended cancelled is freed at once;
 // a failed cleanup's error is the result. The result stays in the task's frame until taken.
