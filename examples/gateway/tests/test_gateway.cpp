@@ -7,11 +7,11 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
 #include <thread>
-#include <mutex>
 #include <vector>
 
 #include "gateway.hpp"
@@ -23,8 +23,8 @@
 
 using namespace std::chrono_literals;
 namespace http = quell::http;
-using quell::task;
 using gateway::connection_on;
+using quell::task;
 using quell::test::curl_run;
 using quell::test::exchange;
 using quell::test::have_curl;
@@ -132,10 +132,9 @@ struct stack {
 
 // The scenarios run on one executor and on a runtime of two cores.
 class Gateway : public ::testing::TestWithParam<unsigned> {};
-INSTANTIATE_TEST_SUITE_P(Cores, Gateway, ::testing::Values(1u, 2u),
-                         [](const ::testing::TestParamInfo<unsigned>& i) {
-                           return i.param == 1 ? std::string("one_core") : std::to_string(i.param) + "_cores";
-                         });
+INSTANTIATE_TEST_SUITE_P(Cores, Gateway, ::testing::Values(1u, 2u), [](const ::testing::TestParamInfo<unsigned>& i) {
+  return i.param == 1 ? std::string("one_core") : std::to_string(i.param) + "_cores";
+});
 
 }  // namespace
 
@@ -718,13 +717,14 @@ TEST_P(GatewaySoak, HostileClientsBesideNormalOnesLeaveNothingBehind) {
     return n;
   };
   {
-    stack g(permits, 1s, permits,
-            [](gateway::app_options& o) {
-              o.max_waiting = 8;
-              o.max_wait = 500ms;
-              o.max_seconds = 1;
-            },
-            so);
+    stack g(
+        permits, 1s, permits,
+        [](gateway::app_options& o) {
+          o.max_waiting = 8;
+          o.max_wait = 500ms;
+          o.max_seconds = 1;
+        },
+        so);
     g.keep_trace = false;
     g.cores = GetParam();
     g.run(quell::steady_clock_source::instance(), [&](quell::address a) -> task<void> {
@@ -777,8 +777,10 @@ TEST_P(GatewaySoak, HostileClientsBesideNormalOnesLeaveNothingBehind) {
       };
       auto body_holder = [&]() -> task<void> {
         // A report with a 20 KiB body waits for a permit holding it: ten of them pass the budget.
-        const std::string req = "GET /report?seconds=0.05 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                                "Content-Length: 20480\r\n\r\n" + std::string(20480, 'b');
+        const std::string req =
+            "GET /report?seconds=0.05 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            "Content-Length: 20480\r\n\r\n" +
+            std::string(20480, 'b');
         std::string got = co_await exchange(a, req);
         if (got.substr(0, 12) == "HTTP/1.1 200") {
           ++bodies_ok;
@@ -817,11 +819,12 @@ TEST_P(GatewaySoak, HostileClientsBesideNormalOnesLeaveNothingBehind) {
     EXPECT_EQ(g.svc.jobs_running(), 0u);
     EXPECT_EQ(g.served.connections_open, 0u);
     EXPECT_EQ(g.served.requests_in_flight, 0u);
-    std::printf("hostile soak: normal %d ok, %d busy (503), %d gave up; %d attacks answered once; %d slowloris cut; "
-                "bodies %d ok, %d refused (%llu by the body budget); %llu connections refused\n",
-                normal_ok, normal_busy, normal_gone, attacks_answered, slow_cut, bodies_ok, bodies_shed,
-                static_cast<unsigned long long>(g.served.requests_shed),
-                static_cast<unsigned long long>(g.served.connections_refused));
+    std::printf(
+        "hostile soak: normal %d ok, %d busy (503), %d gave up; %d attacks answered once; %d slowloris cut; "
+        "bodies %d ok, %d refused (%llu by the body budget); %llu connections refused\n",
+        normal_ok, normal_busy, normal_gone, attacks_answered, slow_cut, bodies_ok, bodies_shed,
+        static_cast<unsigned long long>(g.served.requests_shed),
+        static_cast<unsigned long long>(g.served.connections_refused));
   }
   EXPECT_EQ(open_fds(), fds_before);
 }

@@ -6,9 +6,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <string>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -22,8 +22,8 @@
 using namespace std::chrono_literals;
 namespace http = quell::http;
 namespace pg = quell::pg;
-using quell::task;
 using gateway::connection_on;
+using quell::task;
 using quell::test::pg_cluster::cluster;
 
 namespace {
@@ -86,11 +86,9 @@ struct pg_stack {
 };
 
 class GatewayPg : public ::testing::TestWithParam<unsigned> {};
-INSTANTIATE_TEST_SUITE_P(Cores, GatewayPg, ::testing::Values(1u, 2u),
-                         [](const ::testing::TestParamInfo<unsigned>& i) {
-                           return i.param == 1 ? std::string("one_core") : std::to_string(i.param) + "_cores";
-                         });
-
+INSTANTIATE_TEST_SUITE_P(Cores, GatewayPg, ::testing::Values(1u, 2u), [](const ::testing::TestParamInfo<unsigned>& i) {
+  return i.param == 1 ? std::string("one_core") : std::to_string(i.param) + "_cores";
+});
 
 // How many of the gateway's pg_sleep statements the server is running, as another session sees it.
 task<int> sleeping_queries(pg::connection& observer) {

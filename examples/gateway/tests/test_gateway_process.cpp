@@ -1,6 +1,7 @@
 // quell_gateway as a process, the way an operator meets it: started, sent a request, sent signals;
 // its output lines, exit status and how long it takes to go are checked. The binary's path comes
 // from CMake (QUELL_GATEWAY_BIN).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -8,8 +9,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <arpa/inet.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -117,8 +116,8 @@ int send_request(int port, const std::string& request) {
 TEST(GatewayProcess, ASecondSigintForcesTheShutdownPastABackendThatNeverAcknowledges) {
   // The backend ignores cancels and the gateway would wait an hour for each acknowledgement, and
   // the grace period is an hour too: only a forced shutdown can end this quickly.
-  gateway_process g({"--listen=127.0.0.1:0", "--permits=2", "--ignore-cancels", "--cancel-timeout=3600",
-                     "--grace=3600", "--trace"});
+  gateway_process g(
+      {"--listen=127.0.0.1:0", "--permits=2", "--ignore-cancels", "--cancel-timeout=3600", "--grace=3600", "--trace"});
   const int port = g.port();
   ASSERT_GT(port, 0) << g.read_until("", 0ms);
   const int fd = send_request(port, "GET /report?seconds=50 HTTP/1.1\r\nHost: x\r\n\r\n");
