@@ -360,6 +360,8 @@ void executor_core::escalate_after(duration grace) {
 }
 
 void executor_core::shutdown(duration grace) {
+  // Before the first turn, shutdown is cancel(): the request waits and the root never runs.
+  if (!started_) cancel(cancel_level::graceful, cancel_reason(cancel_kind::shutdown));
   if (started_ && !done_) {
     cancel(cancel_level::graceful, cancel_reason(cancel_kind::shutdown));
     callback_timer escalate(

@@ -311,6 +311,7 @@ class executor {
   // Cancels the root gracefully (reason: shutdown), escalates to a forced request once `grace`
   // has passed on the executor's clock, and returns when the root has finished and every I/O
   // operation has left the kernel. Throws stuck_error if even the forced request cannot finish.
+  // Before the first turn it is cancel(): the root never runs (a later run() throws cancelled).
   void shutdown(duration grace) { core_.shutdown(grace); }
   // A handle other threads can use to cancel the root or post work (see remote_handle).
   remote_handle remote() { return core_.remote(); }

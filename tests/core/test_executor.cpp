@@ -228,3 +228,22 @@ TEST(Shutdown, ACleanupThatFinishesInTimeIsNotForced) {
   ex.shutdown(5s);
   EXPECT_EQ(log.lines, (lines{"cleanup done"}));
 }
+
+// Like cancel() before the first turn: the request waits for the root, which then never runs.
+TEST(Shutdown, AShutdownBeforeTheRootStartedMeansItNeverRuns) {
+  virtual_clock clock;
+  quell::test::log log;
+  auto body = [&]() -> task<> {
+    log.print("body ran");
+    co_return;
+  };
+  executor ex{body(), clock};
+  ex.shutdown(5s);
+  try {
+    ex.run();
+    ADD_FAILURE() << "the root should have ended cancelled";
+  } catch (const quell::cancelled_error& e) {
+    EXPECT_NE(std::string(e.what()).find("shutdown"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(log.lines.empty());
+}
