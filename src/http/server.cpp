@@ -16,13 +16,14 @@
 #include <string>
 #include <system_error>
 
+#include "message.hpp"
 #include "parser.hpp"
 #include "quell/deadline.hpp"
 #include "quell/detail/alarm.hpp"
 #include "quell/event.hpp"
 #include "quell/http.hpp"
-#include "quell/readiness.hpp"
 #include "quell/race.hpp"
+#include "quell/readiness.hpp"
 #include "quell/runtime.hpp"
 #include "quell/scope.hpp"
 #include "quell/shared_event.hpp"
@@ -30,249 +31,12 @@
 
 namespace quell::http {
 
-// ---- messages ----
-
-std::optional<std::string_view> find_header(const std::vector<header>& headers, std::string_view name) noexcept {
-  for (const auto& h : headers) {
-    if (h.name.size() == name.size() && strncasecmp(h.name.data(), name.data(), name.size()) == 0)
-      return std::string_view(h.value);
-  }
-  return std::nullopt;
-}
-
-std::string_view reason_phrase(int status) noexcept {
-  // RFC 9110 section 15, plus the registered codes a service meets (429, 431 from RFC 6585).
-  switch (status) {
-    case 100:
-      return "Continue";
-    case 101:
-      return "Switching Protocols";
-    case 200:
-      return "OK";
-    case 201:
-      return "Created";
-    case 202:
-      return "Accepted";
-    case 203:
-      return "Non-Authoritative Information";
-    case 204:
-      return "No Content";
-    case 205:
-      return "Reset Content";
-    case 206:
-      return "Partial Content";
-    case 300:
-      return "Multiple Choices";
-    case 301:
-      return "Moved Permanently";
-    case 302:
-      return "Found";
-    case 303:
-      return "See Other";
-    case 304:
-      return "Not Modified";
-    case 307:
-      return "Temporary Redirect";
-    case 308:
-      return "Permanent Redirect";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 402:
-      return "Payment Required";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 406:
-      return "Not Acceptable";
-    case 407:
-      return "Proxy Authentication Required";
-    case 408:
-      return "Request Timeout";
-    case 409:
-      return "Conflict";
-    case 410:
-      return "Gone";
-    case 411:
-      return "Length Required";
-    case 412:
-      return "Precondition Failed";
-    case 413:
-      return "Payload Too Large";
-    case 414:
-      return "URI Too Long";
-    case 415:
-      return "Unsupported Media Type";
-    case 416:
-      return "Range Not Satisfiable";
-    case 417:
-      return "Expectation Failed";
-    case 421:
-      return "Misdirected Request";
-    case 422:
-      return "Unprocessable Entity";
-    case 426:
-      return "Upgrade Required";
-    case 428:
-      return "Precondition Required";
-    case 429:
-      return "Too Many Requests";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 501:
-      return "Not Implemented";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Unknown";
-  }
-}
-
-std::string_view request::path() const noexcept {
-  std::string_view t(target);
-  return t.substr(0, t.find_first_of("?#"));
-}
-
-std::string_view request::query() const noexcept {
-  std::string_view t(target);
-  auto q = t.find('?');
-  if (q == std::string_view::npos) return {};
-  t.remove_prefix(q + 1);
-  return t.substr(0, t.find('#'));
-}
-
-namespace {
-
-int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decoding; a malformed escape is kept as it is (as browsers and most servers do).
-std::string decode_component(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 && hex_value(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
-std::optional<std::string> request::query_param(std::string_view name) const {
-  std::string_view q = query();
-  while (!q.empty()) {
-    auto amp = q.find('&');
-    std::string_view pair = q.substr(0, amp);
-    q = amp == std::string_view::npos ? std::string_view() : q.substr(amp + 1);
-    auto eq = pair.find('=');
-    std::string key = decode_component(pair.substr(0, eq));
-    if (key == name) return eq == std::string_view::npos ? std::string() : decode_component(pair.substr(eq + 1));
-  }
-  return std::nullopt;
-}
-
-response response::text(int status, std::string body) {
-  return response{status, {{"Content-Type", "text/plain; charset=utf-8"}}, std::move(body)};
-}
-
-response response::json(int status, std::string body) {
-  return response{status, {{"Content-Type", "application/json"}}, std::move(body)};
-}
-
-// ---- server ----
+using detail::response_closes;
+using detail::serialize;
 
 namespace {
 
 constexpr std::size_t read_buffer_size = 16 * 1024;
-
-bool is_token(std::string_view v, std::string_view token) noexcept {
-  // "close" in "Connection: keep-alive, close"
-  while (!v.empty()) {
-    auto comma = v.find(',');
-    std::string_view item = v.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (item.size() == token.size() && strncasecmp(item.data(), token.data(), token.size()) == 0) return true;
-    if (comma == std::string_view::npos) break;
-    v.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
-bool response_closes(const response& r) noexcept {
-  auto c = find_header(r.headers, "connection");
-  return c && is_token(*c, "close");
-}
-
-bool valid_field(const header& h) noexcept {
-  if (h.name.empty()) return false;
-  for (unsigned char c : h.name)
-    if (!(std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c)) || c == 0) return false;
-  for (unsigned char c : h.value)
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-  return true;
-}
-
-bool has_no_body(int status) noexcept { return (status >= 100 && status < 200) || status == 204 || status == 304; }
-
-std::string serialize(const response& r, bool keep_alive, bool head, int minor) {
-  std::string out;
-  out.reserve(128 + r.body.size());
-  out += "HTTP/1.1 ";
-  out += std::to_string(r.status);
-  out += ' ';
-  out += reason_phrase(r.status);
-  out += "\r\n";
-  for (const auto& h : r.headers) {
-    std::string_view n(h.name);
-    if (n.empty() || strcasecmp(h.name.c_str(), "content-length") == 0 ||
-        strcasecmp(h.name.c_str(), "transfer-encoding") == 0 || strcasecmp(h.name.c_str(), "connection") == 0)
-      continue;
-    // A header must not smuggle framing into the response: a name that is not a token
-    // ("Content-Length " would pass the check above) or a value with a control byte is dropped.
-    if (!valid_field(h)) continue;
-    out += h.name;
-    out += ": ";
-    out += h.value;
-    out += "\r\n";
-  }
-  if (!has_no_body(r.status)) {
-    out += "Content-Length: ";
-    out += std::to_string(r.body.size());
-    out += "\r\n";
-  }
-  if (!keep_alive) {
-    out += "Connection: close\r\n";
-  } else if (minor == 0) {
-    out += "Connection: keep-alive\r\n";
-  }
-  out += "\r\n";
-  if (!head && !has_no_body(r.status)) out += r.body;
-  return out;
-}
 
 }  // namespace
 
@@ -350,6 +114,7 @@ struct server::impl {
   task<void> run_core(bool is_home, address bound);
   void shutdown(duration grace) noexcept;
   task<void> accept_loop(scope& s);
+  struct connection;
   task<void> serve(tcp_stream conn);
   task<void> refuse(tcp_stream conn);
   task<void> run_handler(int fd, request& req, std::optional<response>& out, bool& gone);
@@ -550,193 +315,225 @@ task<void> server::impl::run_handler(int fd, request& req, std::optional<respons
   co_await with_scope(body);
 }
 
-task<void> server::impl::serve(tcp_stream conn) {
-  connection_count counted(*this);
-  {
+// One connection, in the steps HTTP/1.1 gives it: wait, idle, for the first byte of a request;
+// read that request under its header and body deadlines; answer it (the handler runs watched for
+// the client going away); after the last answer, close lingering. Each step is a member below and
+// says how it ends; serve() only strings them together.
+struct server::impl::connection {
+  impl& s;
+  tcp_stream& conn;
+  address peer;
+  std::unique_ptr<char[]> buf{new char[read_buffer_size]};
+  std::span<char> whole{buf.get(), read_buffer_size};
+  std::size_t beg = 0, end = 0;  // bytes read and not yet parsed: buf[beg, end)
+  detail::message_parser p;
+  // Close by saying we are done writing and draining the client's input for a while: set after a
+  // final answer the client is still reading.
+  bool linger = false;
+
+  // The bodies of all requests being read or handled share one budget, charged as the head
+  // declares a body and as a chunked body grows, released when the handler ends: neither a flood
+  // of queued requests nor many slow uploads can grow the process without bound.
+  struct body_charge {
+    impl& s;
+    std::size_t n = 0;
+    bool fits(std::size_t m) const noexcept { return s.body_bytes_held - n + m <= s.opts.max_buffered_body_bytes; }
+    void set(std::size_t m) noexcept {
+      s.body_bytes_held = s.body_bytes_held - n + m;
+      n = m;
+    }
+    ~body_charge() { s.body_bytes_held -= n; }
+  };
+
+  enum class read_result {
+    complete,     // p holds a request
+    blank_lines,  // only the empty lines some clients send after a body: still idle
+    peer_closed,  // end of stream, or the 100 Continue could not be written
+    rejected,     // answer `status` and close
+  };
+
+  connection(impl& s, tcp_stream& conn)
+      : s(s), conn(conn), p(detail::message_parser::kind::request, s.opts.max_header_bytes, s.opts.max_body_bytes) {
     // Responses go out in one write each; do not let Nagle hold the last segment back.
     int one = 1;
     ::setsockopt(conn.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    try {
+      peer = conn.peer_address();
+    } catch (const std::system_error&) {
+    }
   }
-  address peer;
-  try {
-    peer = conn.peer_address();
-  } catch (const std::system_error&) {
+
+  // Idle between requests: the next request's first byte, the idle timeout, shutdown, or eviction
+  // to make room for a new connection. False: close.
+  task<bool> wait_for_first_byte() {
+    if (s.draining) co_return false;
+    idle_connection me;
+    me.conn = &conn;
+    s.idle.push_back(&me);
+    struct unlink_at_end {
+      idle_connection& n;
+      ~unlink_at_end() {
+        if (n.linked()) n.unlink();
+      }
+    } unlink{me};
+    auto rd = conn.read_some(whole);
+    auto dw = s.drain.wait();
+    auto ev = me.evict.wait();
+    auto first = co_await move_on_after(s.opts.idle_timeout, race(std::move(rd), std::move(dw), std::move(ev)));
+    if (!first || first->index() != 0) co_return false;
+    const std::size_t n = std::get<0>(*first);
+    if (n == 0) co_return false;
+    beg = 0;
+    end = n;
+    co_return true;
   }
-  std::unique_ptr<char[]> buf(new char[read_buffer_size]);
-  std::span<char> whole(buf.get(), read_buffer_size);
-  std::size_t beg = 0, end = 0;
-  detail::message_parser p(detail::message_parser::kind::request, opts.max_header_bytes, opts.max_body_bytes);
-  bool linger = false;
+
+  // Parses what was read and reads more until one request is complete, within the header deadline
+  // and then the body deadline (408), the body budget (503), and the parser's rules (its status).
+  task<read_result> read_request(body_charge& held, int& status) {
+    p.reset();
+    const time_point header_deadline = quell::detail::add_saturating(now(), s.opts.header_timeout);
+    time_point body_deadline{};
+    bool continue_sent = false;
+    for (;;) {
+      beg += p.feed(buf.get() + beg, end - beg);
+      if (beg == end) beg = end = 0;
+      if (p.failed()) {
+        status = p.error_status();
+        co_return read_result::rejected;
+      }
+      // The parser refuses bodies over max_body_bytes before this sum can overflow.
+      const std::size_t want = p.body.size() + static_cast<std::size_t>(p.declared_body());
+      if (want > held.n) {
+        if (!held.fits(want)) {
+          status = 503;
+          co_return read_result::rejected;
+        }
+        held.set(want);
+      }
+      if (p.complete()) co_return read_result::complete;
+      if (!p.started()) co_return read_result::blank_lines;
+      if (p.headers_complete() && body_deadline == time_point{}) {
+        body_deadline = quell::detail::add_saturating(now(), s.opts.body_timeout);
+        if (p.expects_continue() && p.version_minor >= 1 && !continue_sent) {
+          continue_sent = true;
+          auto sent = co_await move_on_after(s.opts.write_timeout, conn.write_all("HTTP/1.1 100 Continue\r\n\r\n"));
+          if (!sent) co_return read_result::peer_closed;
+        }
+      }
+      auto more = co_await move_on_at(p.headers_complete() ? body_deadline : header_deadline, conn.read_some(whole));
+      if (!more) {
+        status = 408;
+        co_return read_result::rejected;
+      }
+      if (*more == 0) co_return read_result::peer_closed;
+      end = *more;
+    }
+  }
+
+  // The answer to a request that was not read: its status and why, then the connection closes.
+  task<void> reject(int status) {
+    ++s.stats.requests_rejected;
+    std::string text = status == 408   ? std::string("request timeout")
+                       : status == 503 ? std::string("the server is busy; try again later")
+                                       : p.error_text();
+    response answer = response::text(status, text + "\n");
+    if (status == 503) {
+      ++s.stats.requests_shed;
+      s.shed_log("over max_buffered_body_bytes: requests with bodies are answered 503");
+      answer.headers.push_back({"Retry-After", "1"});
+    }
+    std::string bytes = serialize(answer, false, false, p.version_minor);
+    auto sent = co_await move_on_after(s.opts.write_timeout, conn.write_all(bytes));
+    linger = sent.has_value();
+  }
+
+  // Runs the handler on the request p holds and writes its response. True: keep the connection
+  // for the next request. A handler cancelled because the client went away has nobody to answer.
+  task<bool> answer() {
+    request req;
+    req.method = std::move(p.method);
+    req.target = std::move(p.target);
+    req.version_major = p.version_major;
+    req.version_minor = p.version_minor;
+    req.headers = std::move(p.headers);
+    req.body = std::move(p.body);
+    req.peer = peer;
+    const bool client_keep = p.keep_alive() && !p.upgrade();
+    const bool head = req.method == "HEAD";
+
+    std::optional<response> out;
+    bool gone = false, threw = false;
+    {
+      in_flight counted_request(s);
+      try {
+        co_await s.run_handler(conn.native_handle(), req, out, gone);
+      } catch (...) {
+        threw = true;
+        ++s.stats.handler_errors;
+      }
+    }
+    if (threw && !gone) out = response::text(500, "internal server error\n");
+    if (!out) co_return false;
+    if (out->status < 200 || out->status > 599) {
+      // An interim (1xx) or invalid status as a final answer would leave the client waiting.
+      ++s.stats.handler_errors;
+      out = response::text(500, "internal server error\n");
+    }
+    const bool keep = client_keep && !gone && !s.draining && !response_closes(*out);
+    std::string bytes = serialize(*out, keep, head, req.version_minor);
+    auto sent = co_await move_on_after(s.opts.write_timeout, conn.write_all(bytes));
+    if (!sent) co_return false;
+    linger = !keep && !gone;
+    co_return keep;
+  }
+
+  // Closing with unread input makes the kernel send a reset, which can destroy the response the
+  // client has not read yet: say we are done writing, then drain for a while (nginx's lingering
+  // close).
+  task<void> lingering_close() {
+    try {
+      conn.shutdown(SHUT_WR);
+    } catch (const std::system_error&) {
+      co_return;
+    }
+    auto drain_input = [&]() -> task<void> {
+      std::size_t total = 0;
+      try {
+        while (std::size_t n = co_await conn.read_some(whole)) {
+          total += n;
+          if (total > 1024 * 1024) break;  // enough: let the close do the rest
+        }
+      } catch (const std::system_error&) {
+      }
+    };
+    co_await move_on_after(s.opts.linger_timeout, drain_input());
+  }
+};
+
+task<void> server::impl::serve(tcp_stream conn) {
+  connection_count counted(*this);
+  connection c(*this, conn);
   try {
     for (bool keep = true; keep;) {
-      if (beg == end) {
-        // Idle between requests: the next request's first byte, the idle timeout, or shutdown.
-        if (draining) break;
-        idle_connection me;
-        me.conn = &conn;
-        idle.push_back(&me);
-        struct unlink_at_end {
-          idle_connection& n;
-          ~unlink_at_end() {
-            if (n.linked()) n.unlink();
-          }
-        } unlink{me};
-        auto rd = conn.read_some(whole);
-        auto dw = drain.wait();
-        auto ev = me.evict.wait();
-        auto first = co_await move_on_after(opts.idle_timeout, race(std::move(rd), std::move(dw), std::move(ev)));
-        if (!first || first->index() != 0) break;
-        std::size_t n = std::get<0>(*first);
-        if (n == 0) break;
-        beg = 0;
-        end = n;
-      }
-
-      p.reset();
-      // The bodies of all requests being read or handled share one budget, charged as the head
-      // declares a body and as a chunked body grows, released when the handler ends: neither a
-      // flood of queued requests nor many slow uploads can grow the process without bound.
-      struct body_charge {
-        impl& s;
-        std::size_t n = 0;
-        bool fits(std::size_t m) const noexcept { return s.body_bytes_held - n + m <= s.opts.max_buffered_body_bytes; }
-        void set(std::size_t m) noexcept {
-          s.body_bytes_held = s.body_bytes_held - n + m;
-          n = m;
-        }
-        ~body_charge() { s.body_bytes_held -= n; }
-      } held{*this};
-      const time_point header_deadline = quell::detail::add_saturating(now(), opts.header_timeout);
-      time_point body_deadline{};
-      bool continue_sent = false, peer_closed = false, only_blank_lines = false;
-      int reject = 0;
-      for (;;) {
-        beg += p.feed(buf.get() + beg, end - beg);
-        if (beg == end) beg = end = 0;
-        if (p.failed()) {
-          reject = p.error_status();
-          break;
-        }
-        // The parser refuses bodies over max_body_bytes before this sum can overflow.
-        const std::size_t want = p.body.size() + static_cast<std::size_t>(p.declared_body());
-        if (want > held.n) {
-          if (!held.fits(want)) {
-            reject = 503;
-            break;
-          }
-          held.set(want);
-        }
-        if (p.complete()) break;
-        if (!p.started()) {
-          // Only the empty lines some clients send after a body: still idle, not a request.
-          only_blank_lines = true;
-          break;
-        }
-        if (p.headers_complete() && body_deadline == time_point{}) {
-          body_deadline = quell::detail::add_saturating(now(), opts.body_timeout);
-          if (p.expects_continue() && p.version_minor >= 1 && !continue_sent) {
-            continue_sent = true;
-            auto sent = co_await move_on_after(opts.write_timeout, conn.write_all("HTTP/1.1 100 Continue\r\n\r\n"));
-            if (!sent) {
-              peer_closed = true;
-              break;
-            }
-          }
-        }
-        auto more = co_await move_on_at(p.headers_complete() ? body_deadline : header_deadline, conn.read_some(whole));
-        if (!more) {
-          reject = 408;
-          break;
-        }
-        if (*more == 0) {
-          peer_closed = true;
-          break;
-        }
-        end = *more;
-      }
-      if (peer_closed) break;
-      if (only_blank_lines) continue;
-      if (reject) {
-        ++stats.requests_rejected;
-        std::string text = reject == 408   ? std::string("request timeout")
-                           : reject == 503 ? std::string("the server is busy; try again later")
-                                           : p.error_text();
-        response answer = response::text(reject, text + "\n");
-        if (reject == 503) {
-          ++stats.requests_shed;
-          shed_log("over max_buffered_body_bytes: requests with bodies are answered 503");
-          answer.headers.push_back({"Retry-After", "1"});
-        }
-        std::string bytes = serialize(answer, false, false, p.version_minor);
-        auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(bytes));
-        linger = sent.has_value();
+      if (c.beg == c.end && !co_await c.wait_for_first_byte()) break;
+      connection::body_charge held{*this};
+      int status = 0;
+      const connection::read_result r = co_await c.read_request(held, status);
+      if (r == connection::read_result::peer_closed) break;
+      if (r == connection::read_result::blank_lines) continue;
+      if (r == connection::read_result::rejected) {
+        co_await c.reject(status);
         break;
       }
-
-      request req;
-      req.method = std::move(p.method);
-      req.target = std::move(p.target);
-      req.version_major = p.version_major;
-      req.version_minor = p.version_minor;
-      req.headers = std::move(p.headers);
-      req.body = std::move(p.body);
-      req.peer = peer;
-      const bool client_keep = p.keep_alive() && !p.upgrade();
-      const bool head = req.method == "HEAD";
-
-      std::optional<response> out;
-      bool gone = false, threw = false;
-      {
-        in_flight counted_request(*this);
-        try {
-          co_await run_handler(conn.native_handle(), req, out, gone);
-        } catch (...) {
-          threw = true;
-          ++stats.handler_errors;
-        }
-      }
-      if (threw && !gone) out = response::text(500, "internal server error\n");
-      if (!out) break;  // cancelled because the client went away: nobody to answer
-      if (out->status < 200 || out->status > 599) {
-        // An interim (1xx) or invalid status as a final answer would leave the client waiting.
-        ++stats.handler_errors;
-        out = response::text(500, "internal server error\n");
-      }
-      keep = client_keep && !gone && !draining && !response_closes(*out);
-      std::string bytes = serialize(*out, keep, head, req.version_minor);
-      auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(bytes));
-      if (!sent) break;
-      linger = !keep && !gone;
+      keep = co_await c.answer();
     }
   } catch (const std::exception&) {
     // A reset, a broken pipe, or no memory for a huge response: this connection is over; the
     // others are not affected.
-    linger = false;
+    c.linger = false;
   }
-  if (linger) {
-    // Closing with unread input makes the kernel send a reset, which can destroy the response
-    // the client has not read yet: say we are done writing, then drain for a while (nginx's
-    // lingering close).
-    bool ok = true;
-    try {
-      conn.shutdown(SHUT_WR);
-    } catch (const std::system_error&) {
-      ok = false;
-    }
-    if (ok) {
-      auto drain_input = [&]() -> task<void> {
-        std::size_t total = 0;
-        try {
-          while (std::size_t n = co_await conn.read_some(whole)) {
-            total += n;
-            if (total > 1024 * 1024) break;  // enough: let the close do the rest
-          }
-        } catch (const std::system_error&) {
-        }
-      };
-      co_await move_on_after(opts.linger_timeout, drain_input());
-    }
-  }
+  if (c.linger) co_await c.lingering_close();
   co_await conn.close();
 }
 
