@@ -233,7 +233,7 @@ MUTANTS = [
      "      core.add_service(this);  // a third one ends the process",
      "      (void)0;  // a third one ends the process",
      "run_main ignores a third signal"),
-    ("task-forced-reaches-cleanup", "include/quell/task.hpp",
+    ("task-forced-reaches-cleanup", "include/quell/detail/promise.hpp",
      "        if (p->cleanup) p->cleanup->request(p->request);  // its cleanups may be running",
      "        (void)0;  // its cleanups may be running",
      "a forced request does not reach a running async cleanup"),
