@@ -24,6 +24,8 @@ using quell::task;
 
 namespace {
 
+constexpr quell::duration hedge_after = 50ms;
+
 quell::time_point t_start;  // set when the demo starts, on the executor's clock
 
 void say(const std::string& line) {
@@ -48,8 +50,9 @@ task<std::string> read_line(quell::tcp_stream& c) {
 // ---- the client ----
 
 // Asks a replica on `conn` and waits for the answer. If it is cancelled meanwhile, its cleanup
-// tells the replica to stop and waits for the acknowledgement; on every exit it closes `conn`
-// (a parameter: alive in the cleanup).
+// tells the replica to stop and waits for the acknowledgement, for at most 100 ms: a replica that
+// does not answer cannot hold the winner's answer back for long. On every exit the cleanup closes
+// `conn` (a parameter, so it is still alive there).
 task<std::string> ask(quell::tcp_stream conn, std::string name) {
   auto finish = [&conn, name]() -> task<> {
     if (const auto why = quell::this_task::cancel_reason()) {
@@ -60,7 +63,7 @@ task<std::string> ask(quell::tcp_stream conn, std::string name) {
     co_await conn.close();
     say("client: " + name + ": connection closed");
   };
-  co_await quell::defer(finish);
+  co_await quell::defer(finish, 100ms);
   co_await conn.write_all("get\n");
   say("client: asked " + name);
   co_return co_await read_line(conn);
@@ -77,8 +80,9 @@ task<std::string> attempt(quell::address replica, std::string name, quell::durat
 }
 
 task<> hedged_get(quell::address first, std::string first_name, quell::address second, std::string second_name) {
-  say("client: a request: " + first_name + " first, " + second_name + " if no answer within 50 ms");
-  const std::string answer = co_await quell::race(attempt(first, first_name, 0ms), attempt(second, second_name, 50ms));
+  say("client: a request: " + first_name + " first, " + second_name + " if no answer within " + ms(hedge_after));
+  const std::string answer =
+      co_await quell::race(attempt(first, first_name, 0ms), attempt(second, second_name, hedge_after));
   say("client: race returned \"" + answer + "\": the loser has finished its cleanup, the answer is used now");
 }
 
