@@ -6,10 +6,14 @@
 //   if (auto r = quell::this_task::cancel_reason()) log(r->describe());
 //
 // "The running task" is the quell task whose body is executing, or, inside a hook (on_cancel) or
-// an async cleanup (defer), that hook's task. Hooks and cleanups are shielded: the cancellation
-// that made them run does not apply to them, so there cancel_requested() is false, but
-// cancel_reason() still says why the enclosing operation is being cancelled (e.g. to log
-// "peer disconnected").
+// an async cleanup (defer), that hook's task. Hooks and cleanups are shielded from graceful
+// requests: the cancellation that made them run does not apply to them, so there
+// cancel_requested() is false, but cancel_reason() still says why the enclosing operation is
+// being cancelled (e.g. to log "peer disconnected"). A forced request does reach them: one that
+// is pending when a cleanup starts, or arrives while it runs, is delivered at its next suspension
+// point, which ends it cancelled. Until then (its synchronous start) cancel_requested() is false
+// and checkpoint() passes; cancel_reason() keeps the first reason, so an on_cancel hook, not a
+// question asked here, is how code learns that its cleanup was forced.
 //
 //   cancel_requested(): a cancel request has reached this task (sticky: it stays true).
 //   checkpoint():       an awaitable that completes at once, unless a request has reached this
