@@ -1,8 +1,8 @@
 // defer: register an async cleanup with the running task.
 //
-//   auto conn = co_await pool.acquire();
-//   co_await quell::defer([&]() -> quell::task<> { co_await conn.rollback(); });
-//   co_await quell::defer([&]() -> quell::task<> { co_await backend.stop(job); }, 2s);   // bounded
+//   co_await quell::defer([&backend, job]() -> quell::task<> { co_await backend.stop(job); });
+//   co_await quell::defer([&backend, job]() -> quell::task<> { co_await backend.stop(job); }, 2s);  // bounded
+// (`backend` outlives the task, `job` is an id copied in: what a cleanup may use on every exit, below.)
 //
 // The cleanup (a callable returning an awaitable, an awaitable, or a callable returning void) runs
 // when the task ends, on every exit (value, exception, cancelled), after the body has stopped and
@@ -18,8 +18,9 @@
 //   auto close = [c = std::move(conn)]() mutable -> quell::task<> { co_await c.close(); };
 //   co_await quell::defer(std::move(close));
 // (Named first: g++ 12 miscompiles a lambda that copies or moves a non-trivial capture when it is
-// written as a temporary inside a co_await expression; clang is fine. See docs/decisions.md.)
-// (docs/decisions.md explains why the language leaves no other choice.)
+// written as a temporary inside a co_await expression; clang is fine: docs/decisions.md, "g++ 12
+// and capturing lambdas inside co_await". Why the language leaves no other choice: docs/decisions.md,
+// "defer and the body's locals".)
 //
 // Cancellation of cleanups: they are shielded; a graceful request (the one that made the task
 // end, or a later one) does not reach them. A forced request does: it cancels the running cleanup
@@ -48,47 +49,9 @@
 #include "quell/task.hpp"
 
 namespace quell {
-namespace detail {
-
+namespace detail {  // the machinery: detail/defer_op.hpp, included at the end
 template <class F>
-class cleanup_impl final : public cleanup_base {
- public:
-  template <class X>
-  explicit cleanup_impl(X&& f) : runner_(std::forward<X>(f)) {}
-  bool start(void* owner, driver_base::done_fn fn) noexcept override { return runner_.start(owner, fn); }
-  void cancel(const cancel_request& r) noexcept override { runner_.cancel(r); }
-  std::exception_ptr error() noexcept override { return runner_.error(); }
-
- private:
-  hook_runner<F> runner_;
-};
-
-promise_base& current_task_for_defer();
-
-template <class F>
-class defer_awaiter {
- public:
-  template <class X>
-  defer_awaiter(X&& f, duration bound, bool bounded) : f_(std::forward<X>(f)), bound_(bound), bounded_(bounded) {}
-
-  bool await_early_cancel() const noexcept { return false; }  // registering is not a cancellation point
-  bool await_ready() {
-    promise_base& task = current_task_for_defer();  // throws on misuse, before anything is allocated
-    auto* c = new cleanup_impl<F>(std::move(f_));
-    c->bound = bound_;
-    c->bounded = bounded_;
-    task.add_cleanup(c);
-    return true;
-  }
-  void await_suspend(std::coroutine_handle<>) const noexcept {}
-  void await_resume() const noexcept {}
-
- private:
-  F f_;
-  duration bound_;
-  bool bounded_;
-};
-
+class defer_awaiter;
 }  // namespace detail
 
 template <class F>
@@ -101,3 +64,5 @@ auto defer(F&& cleanup, duration max) {
 }
 
 }  // namespace quell
+
+#include "quell/detail/defer_op.hpp"  // IWYU pragma: export

@@ -8,10 +8,10 @@
 // cancelled at its next suspension point. With a bound `max`, the first held-back request arms a
 // timer; when it expires the request is delivered to the operation after all.
 //
-// Forced cancellation reaches shielded operations (decided, see docs/decisions.md): a forced
-// request is what a second Ctrl-C or an expired grace period sends, and a shield that could
-// outlast it would make shutdown unbounded. A forced request pending before the shield starts
-// means the operation never starts.
+// Forced cancellation reaches shielded operations (docs/decisions.md, "Forced cancellation
+// reaches shielded work"): a forced request is what a second Ctrl-C or an expired grace period
+// sends, and a shield that could outlast it would make shutdown unbounded. A forced request
+// pending before the shield starts means the operation never starts.
 //
 // unshield() lifts the shield of a running (or not yet started) shield: a request held back so
 // far is delivered at once, waking an operation that is already blocked; later requests go
@@ -40,89 +40,9 @@
 #include "quell/time.hpp"
 
 namespace quell {
-namespace detail {
-
+namespace detail {  // the machinery: detail/shield_op.hpp, included at the end
 template <class OpAw>
-class shield_op : public composite {
-  using R = typename driver<OpAw>::result_type;
-
- public:
-  template <class X>
-  shield_op(X&& op, duration max, bool bounded)
-      : op_(std::forward<X>(op)), alarm_(this, &on_alarm), max_(max), bounded_(bounded) {}
-  shield_op(shield_op&& o)
-      : composite(std::move(o)), op_(std::move(o.op_)), alarm_(this, &on_alarm), max_(o.max_), bounded_(o.bounded_) {}
-
-  // A graceful request pending at the start does not stop a shielded operation from starting.
-  bool await_early_cancel(const cancel_request& r) const noexcept { return r.forced(); }
-
-  bool await_suspend(std::coroutine_handle<> h) noexcept {
-    begin(h);
-    node_.parent = outer_context();
-    context_guard g(&node_);
-    if (op_.start(this, &op_done, nullptr)) op_finished();
-    return end_suspend();
-  }
-
-  bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
-    enter();
-    merge_request(req_, r);
-    if (!op_.finished()) {
-      if (req_.forced() || lifted_) {
-        op_.cancel(req_);
-      } else if (bounded_ && !alarm_.armed() && !alarm_.pending()) {
-        node_.deadline = add_saturating(now(), max_);
-        alarm_.arm_at(node_.deadline);
-      }
-    }
-    leave();  // may destroy *this
-    return false;
-  }
-
-  bool await_must_resume() const noexcept { return !op_.cancelled; }
-  R await_resume() { return op_.result(); }
-
-  void unshield() noexcept {
-    if (lifted_) return;
-    lifted_ = true;
-    node_.what = context_node::kind::plain;
-    alarm_.stop();
-    if (req_.level != cancel_level::none && op_.started() && !op_.finished()) {
-      enter();
-      op_.cancel(req_);
-      leave();  // may destroy *this
-    }
-  }
-
- private:
-  static void op_done(void* o, driver_base*) noexcept { static_cast<shield_op*>(o)->op_finished(); }
-
-  static void on_alarm(void* o) noexcept {
-    auto* self = static_cast<shield_op*>(o);
-    if (self->op_.finished()) {
-      self->complete();  // may destroy *self
-      return;
-    }
-    self->enter();
-    self->op_.cancel(self->req_);
-    self->leave();  // may destroy *self
-  }
-
-  void op_finished() noexcept {
-    alarm_.stop();
-    if (alarm_.pending()) return;  // on_alarm is queued and completes
-    complete();                    // may destroy *this
-  }
-
-  driver<OpAw> op_;
-  alarm alarm_;
-  cancel_request req_{cancel_level::none, {}};
-  context_frame node_{context_node::kind::shield, &req_};
-  duration max_;
-  bool bounded_;
-  bool lifted_ = false;
-};
-
+class shield_op;
 }  // namespace detail
 
 template <class Op>
@@ -135,3 +55,5 @@ auto shield(Op&& op, duration max) {
 }
 
 }  // namespace quell
+
+#include "quell/detail/shield_op.hpp"  // IWYU pragma: export

@@ -47,6 +47,20 @@ class task_group : public detail::scope_core {
   task_group& operator=(const task_group&) = delete;
   ~task_group();
 
+  // The members every set of children has (detail/scope_core.hpp), as for quell::scope:
+  // Starts `op` (an awaitable, or a callable returning one) as a child now; returns its handle.
+  using scope_core::spawn;
+  // Spawns fn(task_status<T>&) and resumes once it calls started(v), with v (Trio's start()).
+  using scope_core::start;
+  // Cancels every child, present and future (graceful; the first reason is kept).
+  using scope_core::cancel;
+  // The same, forced: running cleanup is cancelled too, and shields do not hold it back.
+  using scope_core::force_cancel;
+  // Children that have not finished yet.
+  using scope_core::running;
+  // Whether cancel() or force_cancel() was called.
+  using scope_core::cancel_requested;
+
   class join_awaiter {
    public:
     join_awaiter(task_group& g, bool cancel_first, cancel_reason reason) noexcept

@@ -359,7 +359,8 @@ TEST(Scope, CancellingAHandlesWaiterLeavesTheChildRunningAndHandleMisuseIsAClear
                               "started() twice: logic_error", "start gave 1"}));
 }
 
-// A spawned task is driven directly, not through the generic driver (scope.hpp, task_child).
+// A spawned task is driven directly, not through the generic driver (detail/scope_core.hpp,
+// task_child).
 // These pin the rules it must keep anyway.
 
 TEST(Scope, ASpawnedTaskThatEndsCancelledDestroysItsLocalsAtOnceEvenWhileAHandleIsHeld) {
