@@ -4,6 +4,11 @@
 
 #include "guide.hpp"
 
+// Internal linkage: clang 14 with -fsanitize=function (UBSan) cannot emit the prologue of an
+// inline (comdat) coroutine, such as a member coroutine defined in its class ("Cannot represent a
+// difference across sections"); tests/support/random_tree.hpp does the same.
+namespace {
+
 // [guide:task-group]
 class session_table {
  public:
@@ -37,6 +42,8 @@ quell::task<> server() {
   note(std::to_string(table.open()) + " sessions open");
 }
 // [/guide:task-group]
+
+}  // namespace
 
 int main() {
   quell::virtual_clock clock;

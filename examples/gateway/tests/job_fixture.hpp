@@ -22,7 +22,11 @@
 #include "quell/quell.hpp"
 #include "quell/testing.hpp"
 
+// Internal linkage: clang 14 with -fsanitize=function (UBSan) cannot emit the prologue of an
+// inline (comdat) coroutine ("Cannot represent a difference across sections"), and these are
+// coroutines defined in a header.
 namespace gateway::test {
+namespace {
 
 using namespace std::chrono_literals;
 using gateway::backend_error;
@@ -170,4 +174,5 @@ inline task<raw> connect_raw(const job_service& svc) {
   co_return r;
 }
 
+}  // namespace
 }  // namespace gateway::test
