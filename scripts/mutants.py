@@ -88,6 +88,15 @@ MUTANTS = [
      "  if (done == data.size()) return false;\n  if (res < 0 && res != -ECANCELED && res != -EINTR) return false;\n  return true;",
      "  if (res < 0 && res != -ECANCELED && res != -EINTR) return false;\n  return true;",
      "a write that went out while its cancel was in flight is reported cancelled"),
+    # ---- run_blocking: the pool's cancel
+    ("blocking-abandons", "src/blocking.cpp",
+     "      job.stop.request_stop();  // may run stop callbacks fn registered, on this thread\n      return false;",
+     "      job.stop.request_stop();  // may run stop callbacks fn registered, on this thread\n      return true;",
+     "a cancelled caller stops waiting for its running function (it runs unowned)"),
+    ("blocking-queued-runs", "src/blocking.cpp",
+     "      job.unlink();\n      job.state = blocking_job::phase::dropped;\n      return true;",
+     "      job.stop.request_stop();\n      return false;",
+     "a job cancelled while queued still runs"),
     # ---- receive-ahead: multishot receive and accept, reads and accepts parked in user space
     ("ahead-window-put-back", "src/net.cpp",
      "    if (res > 0) put_back(object, buf.data(), static_cast<std::size_t>(res));",

@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "quell/detail/blocking_pool.hpp"
 #include "quell/detail/core_group.hpp"
 #include "quell/detail/reactor.hpp"
 
@@ -327,6 +328,7 @@ void executor_core::stop_services() noexcept {
 }
 
 executor_core::~executor_core() {
+  blocking_.reset();  // every job has come home (its task has ended): this joins idle threads
   stop_services();
   escalate_.reset();
   if (group_) {
@@ -511,6 +513,28 @@ struct posted_fn final : core_message {
   static void drop_it(core_message* m) noexcept { delete static_cast<posted_fn*>(m); }
 };
 }  // namespace
+
+blocking_pool& executor_core::blocking() {
+  if (group_) {
+    if (group_->lockstep) {
+      throw std::logic_error("quell: run_blocking in a runtime_options::one_thread runtime, which starts no threads");
+    }
+    return *group_->blocking;
+  }
+  if (!blocking_) {
+    blocking_.reset(new blocking_pool(blocking_threads_ ? blocking_threads_ : blocking_pool::default_threads));
+  }
+  return *blocking_;
+}
+
+void executor_core::set_blocking_threads(unsigned n) {
+  if (group_) {
+    if (group_->blocking) group_->blocking->set_max_threads(n);
+    return;
+  }
+  blocking_threads_ = n;
+  if (blocking_) blocking_->set_max_threads(n);
+}
 
 home_core home_core::current(from who) {
   scheduler* s = tls.current;

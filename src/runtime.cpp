@@ -12,6 +12,8 @@
 #include <system_error>
 #include <thread>
 
+#include "quell/detail/blocking_pool.hpp"
+
 namespace quell {
 namespace detail {
 
@@ -29,6 +31,7 @@ core_group::core_group(unsigned n) : cores(n) {
 }
 
 core_group::~core_group() {
+  blocking.reset();  // every job has come home: this joins idle threads before the boxes close
   for (auto& b : boxes) {
     core_message* left;
     {
@@ -94,19 +97,13 @@ void pin_to(int cpu) {
   }
 }
 
-// Signals that arrive for the whole process must reach the thread that watches for them (core 0
-// under run_main), not a core that would take the default action and end the process.
-void block_async_signals() noexcept {
-  sigset_t all;
-  ::sigfillset(&all);
-  for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) ::sigdelset(&all, s);
-  ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
-}
-
 // What the executor of cores 1..n-1 runs: nothing, until the runtime is destroyed.
+// The stop message may come before the host has started (a one_thread runtime whose root ended
+// in its first turn never turned the other cores): then the host does not wait at all.
 struct core_host {
   std::coroutine_handle<>* slot;
-  bool await_ready() const noexcept { return false; }
+  const bool* stopped;
+  bool await_ready() const noexcept { return *stopped; }
   void await_suspend(std::coroutine_handle<> h) noexcept { *slot = h; }
   void await_resume() const noexcept {}
   bool await_cancel(std::coroutine_handle<>) noexcept { return true; }  // nothing runs under it
@@ -145,7 +142,6 @@ class runtime_core {
   cancel_request take_box_request() noexcept;
 
  public:
-
  private:
   struct helper {
     struct stop_message : core_message {
@@ -154,10 +150,15 @@ class runtime_core {
     helper() noexcept {
       stop.self = this;
       // Sent once, by the destructor: resumes the host, which ends the core's executor.
-      stop.run = [](core_message* m) noexcept { post(static_cast<stop_message*>(m)->self->host); };
+      stop.run = [](core_message* m) noexcept {
+        helper* h = static_cast<stop_message*>(m)->self;
+        h->stopped = true;
+        if (h->host) post(h->host);
+      };
     }
     std::thread thread;
     std::coroutine_handle<> host;
+    bool stopped = false;
     stop_message stop;
     std::optional<executor<void>> lockstep;  // one_thread: the core's executor, on the caller's thread
   };
@@ -183,12 +184,14 @@ runtime_core::runtime_core(runtime_options o)
     throw std::invalid_argument("quell: runtime: cannot pin " + std::to_string(n) + " cores to the " +
                                 std::to_string(cpus_.size()) + " CPUs this process may use");
   }
+  group.blocking.reset(
+      new blocking_pool(opts_.blocking_threads ? opts_.blocking_threads : blocking_pool::default_threads));
   helpers_.resize(n);
   for (unsigned i = 1; i < n; ++i) helpers_[i] = std::make_unique<helper>();
   if (opts_.one_thread) {
     group.lockstep = true;
     for (unsigned i = 1; i < n; ++i) {
-      helpers_[i]->lockstep.emplace(core_host{&helpers_[i]->host}, clock());
+      helpers_[i]->lockstep.emplace(core_host{&helpers_[i]->host, &helpers_[i]->stopped}, clock());
       helpers_[i]->lockstep->core().join_group(&group, i);
     }
     return;
@@ -228,7 +231,7 @@ void runtime_core::core_main(unsigned i, std::latch& ready, std::exception_ptr& 
   std::optional<executor<void>> ex;
   try {
     if (opts_.pin) pin_to(cpus_[i]);
-    ex.emplace(core_host{&me.host});
+    ex.emplace(core_host{&me.host, &me.stopped});
     ex->core().join_group(&group, i);
   } catch (...) {
     error = std::current_exception();
@@ -259,9 +262,7 @@ runtime_core::~runtime_core() {
   for (std::size_t i = 1; i < helpers_.size(); ++i) helpers_[i]->thread.join();
 }
 
-clock_source& runtime_core::clock() noexcept {
-  return opts_.clock ? *opts_.clock : steady_clock_source::instance();
-}
+clock_source& runtime_core::clock() noexcept { return opts_.clock ? *opts_.clock : steady_clock_source::instance(); }
 
 clock_source& runtime_clock(runtime_core& rt) noexcept { return rt.clock(); }
 
@@ -374,10 +375,20 @@ std::shared_ptr<remote_state> core_mailbox(unsigned core) {
   const unsigned n = c.group() ? c.group()->size() : 1;
   if (core >= n) {
     throw std::out_of_range("quell: on(" + std::to_string(core) + ", ...): there " +
-                            (n == 1 ? std::string("is 1 core (0)") : "are " + std::to_string(n) + " cores (0.." +
-                                                                         std::to_string(n - 1) + ")"));
+                            (n == 1 ? std::string("is 1 core (0)")
+                                    : "are " + std::to_string(n) + " cores (0.." + std::to_string(n - 1) + ")"));
   }
   return c.group() ? c.group()->boxes[core] : c.mailbox();
+}
+
+// Signals that arrive for the whole process must reach the thread that watches for them (core 0
+// under run_main), not a core or a pool thread that would take the default action and end the
+// process.
+void block_async_signals() noexcept {
+  sigset_t all;
+  ::sigfillset(&all);
+  for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) ::sigdelset(&all, s);
+  ::pthread_sigmask(SIG_BLOCK, &all, nullptr);
 }
 
 }  // namespace detail

@@ -50,6 +50,7 @@
 
 #include "quell/cancellation.hpp"
 #include "quell/clock.hpp"
+#include "quell/detail/core_group.hpp"
 #include "quell/detail/driver.hpp"
 #include "quell/detail/scheduler.hpp"
 #include "quell/detail/service.hpp"
@@ -60,7 +61,8 @@ namespace quell {
 namespace detail {
 class executor_core;
 struct core_group;
-}
+
+}  // namespace detail
 
 // A thread-safe handle to an executor (from executor::remote()): lets other threads cancel its
 // root or run a function on its thread. A blocked executor wakes at once (an eventfd read in its
@@ -197,6 +199,9 @@ class executor_core {
   void escalate_after(duration grace);
   // Starts a service (see detail/service.hpp); it must outlive the root.
   void add_service(service* s);
+  // run_blocking's pool: the runtime's, or this executor's own (created on first use).
+  blocking_pool& blocking();
+  void set_blocking_threads(unsigned n);
   reactor& io() { return sched_.io(); }
   scheduler& sched() noexcept { return sched_; }
   const scheduler& sched() const noexcept { return sched_; }
@@ -243,6 +248,9 @@ class executor_core {
   std::shared_ptr<remote_state> remote_;
   std::unique_ptr<service> waker_;
   std::unique_ptr<callback_timer> escalate_;
+  std::unique_ptr<blocking_pool, blocking_pool_deleter>
+      blocking_;                   // a lone executor's; joined after every task has ended
+  unsigned blocking_threads_ = 0;  // 0: the pool's default
   core_group* group_ = nullptr;
   unsigned index_ = 0;
   bool quiet_ = false;  // in a runtime: counted as idle (see core_group)
@@ -315,6 +323,9 @@ class executor {
   void shutdown(duration grace) { core_.shutdown(grace); }
   // A handle other threads can use to cancel the root or post work (see remote_handle).
   remote_handle remote() { return core_.remote(); }
+  // The bound on run_blocking's threads (quell/blocking.hpp; default 64). A lower bound stops no
+  // thread that has started; it keeps new ones from starting.
+  void set_blocking_threads(unsigned n) { core_.set_blocking_threads(n); }
 
   bool done() const noexcept { return core_.done(); }
 

@@ -1,6 +1,7 @@
 // The umbrella header: everything public in quell.
 #pragma once
 
+#include "quell/blocking.hpp"
 #include "quell/cancel_token.hpp"
 #include "quell/cancellation.hpp"
 #include "quell/channel.hpp"

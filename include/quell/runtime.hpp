@@ -100,6 +100,8 @@ struct runtime_options {
   // No thread is started; remote_handle and rt.cancel() from other threads are not supported.
   bool one_thread = false;
   clock_source* clock = nullptr;
+  // The bound on run_blocking's threads, shared by every core (quell/blocking.hpp); 0: 64.
+  unsigned blocking_threads = 0;
 };
 
 namespace detail {

@@ -725,3 +725,20 @@ TEST(OnCore, CancelSweepOverAScenarioThatCrossesCores) {
               static_cast<unsigned long long>(report.points), static_cast<unsigned long long>(report.completions),
               static_cast<unsigned long long>(report.runs));
 }
+
+// The other cores of a one_thread runtime only turn when core 0 waits; a root that ends in its
+// first turn never lets them start, and the runtime's destructor used to resume a host that had
+// never suspended (a null handle: a crash).
+TEST(Runtime, ALockstepRuntimeWhoseRootNeverSuspendsEndsCleanly) {
+  quell::virtual_clock clock;
+  int ran = 0;
+  {
+    runtime rt{quell::runtime_options{.cores = 3, .one_thread = true, .clock = &clock}};
+    auto root = [&]() -> task<> {
+      ++ran;
+      co_return;
+    };
+    rt.run(root());
+  }
+  EXPECT_EQ(ran, 1);
+}

@@ -28,6 +28,13 @@
 namespace quell::detail {
 
 class executor_core;
+class blocking_pool;
+// Blocks every asynchronous signal on the calling thread (a runtime's cores, run_blocking's pool).
+void block_async_signals() noexcept;
+
+struct blocking_pool_deleter {
+  void operator()(blocking_pool* p) const noexcept;  // joins its threads
+};
 
 struct core_group {
   static constexpr std::uint64_t one_busy = std::uint64_t{1} << 32;
@@ -45,11 +52,13 @@ struct core_group {
   std::string describe_waiting() const;
 
   std::vector<std::shared_ptr<remote_state>> boxes;  // fixed for the runtime's life
-  std::vector<std::atomic<executor_core*>> cores;     // each core's executor while it exists
+  std::vector<std::atomic<executor_core*>> cores;    // each core's executor while it exists
   std::atomic<std::uint64_t> counts{0};
   // runtime_options::one_thread: every core on one thread, turned in a fixed order by whichever
   // core's drive() is running (executor_core::drive_lockstep); no wakers, no spinning.
   bool lockstep = false;
+  // run_blocking's threads, shared by every core (made by the runtime, with its options).
+  std::unique_ptr<blocking_pool, blocking_pool_deleter> blocking;
 };
 
 }  // namespace quell::detail
