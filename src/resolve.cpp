@@ -276,10 +276,9 @@ task<std::vector<address>> resolve_impl(std::string host, std::string service, r
     timeval tv{};
     const timeval* next = ares_timeout(q.ch, nullptr, &tv);
     if (want.empty() && !next) fail(host, ARES_ESERVFAIL);  // c-ares waits for nothing: it will not call back
-    const duration timeout =
-        next ? std::chrono::duration_cast<duration>(std::chrono::seconds(next->tv_sec) +
-                                                    std::chrono::microseconds(next->tv_usec))
-             : duration::zero();
+    const duration timeout = next ? std::chrono::duration_cast<duration>(std::chrono::seconds(next->tv_sec) +
+                                                                         std::chrono::microseconds(next->tv_usec))
+                                  : duration::zero();
     std::vector<std::pair<ares_socket_t, unsigned>> fired;
     bool timer = false;
     // A scope's cancellation ends only when every wait has: a cancel lands here and resolve ends

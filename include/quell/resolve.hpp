@@ -75,20 +75,18 @@ struct resolve_options {
 
 // What a failed resolve reports (the codes of resolve_category()).
 enum class resolve_errc {
-  not_found = 1,      // NXDOMAIN: no such name
-  no_address,         // the name exists but has no address (of the family asked for)
-  timed_out,          // no server answered within the tries
-  refused,            // the servers refused the query (or the connection: c-ares 1.18 says the same)
-  server_failure,     // SERVFAIL, or an answer c-ares could not use
-  bad_name,           // not a valid host name
-  bad_service,        // a service name /etc/services does not know
-  other,              // anything else c-ares reports (the message says what)
+  not_found = 1,   // NXDOMAIN: no such name
+  no_address,      // the name exists but has no address (of the family asked for)
+  timed_out,       // no server answered within the tries
+  refused,         // the servers refused the query (or the connection: c-ares 1.18 says the same)
+  server_failure,  // SERVFAIL, or an answer c-ares could not use
+  bad_name,        // not a valid host name
+  bad_service,     // a service name /etc/services does not know
+  other,           // anything else c-ares reports (the message says what)
 };
 
 const std::error_category& resolve_category() noexcept;
-inline std::error_code make_error_code(resolve_errc e) noexcept {
-  return {static_cast<int>(e), resolve_category()};
-}
+inline std::error_code make_error_code(resolve_errc e) noexcept { return {static_cast<int>(e), resolve_category()}; }
 
 task<std::vector<address>> resolve(std::string_view host, std::string_view service, resolve_options options = {});
 

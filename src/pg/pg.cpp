@@ -7,11 +7,10 @@
 #include <poll.h>
 
 #include <algorithm>
-#include <cstring>
-
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <new>
@@ -346,8 +345,9 @@ bool is_numeric_host(const std::string& h) {
 
 std::string numeric_host(const address& a) {
   char buf[INET6_ADDRSTRLEN] = {};
-  const void* src = a.family() == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(a.data())->sin6_addr)
-                                           : static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(a.data())->sin_addr);
+  const void* src = a.family() == AF_INET6
+                        ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(a.data())->sin6_addr)
+                        : static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(a.data())->sin_addr);
   ::inet_ntop(a.family(), src, buf, sizeof buf);
   return buf;
 }

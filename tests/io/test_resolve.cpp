@@ -235,7 +235,8 @@ TEST(Resolve, LocalhostComesFromEtcHostsWithoutAQuery) {
 
 TEST(Resolve, NumericHostsNeedNoQueryAndNoChannel) {
   const auto before = stats();
-  EXPECT_EQ(strings(quell::block_on(quell::resolve("127.0.0.1", "8080"))), (std::vector<std::string>{"127.0.0.1:8080"}));
+  EXPECT_EQ(strings(quell::block_on(quell::resolve("127.0.0.1", "8080"))),
+            (std::vector<std::string>{"127.0.0.1:8080"}));
   EXPECT_EQ(strings(quell::block_on(quell::resolve("::1", "53"))), (std::vector<std::string>{"[::1]:53"}));
   EXPECT_EQ(strings(quell::block_on(quell::resolve("[::1]", ""))), (std::vector<std::string>{"[::1]:0"}));
   EXPECT_EQ(stats().channels_opened, before.channels_opened);

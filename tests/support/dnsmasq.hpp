@@ -152,8 +152,8 @@ class dnsmasq {
     to.sin_family = AF_INET;
     to.sin_port = htons(port_);
     to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const unsigned char query[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 5, 'r', 'e', 'a', 'd',
-                                   'y',  4,    't',  'e',  's', 't', 0, 0, 1, 0, 1};
+    const unsigned char query[] = {0x12, 0x34, 0x01, 0x00, 0, 1,   0,   0,   0,   0, 0, 0, 5, 'r',
+                                   'e',  'a',  'd',  'y',  4, 't', 'e', 's', 't', 0, 0, 1, 0, 1};
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     bool ok = false;
     while (!ok && std::chrono::steady_clock::now() < until) {
