@@ -259,6 +259,9 @@ class client {
   explicit client(tcp_stream s, client_options options = {}) noexcept : stream_(std::move(s)), options_(options) {}
 
   static task<client> connect(address peer, client_options options = {});
+  // Resolves `host` and connects with Happy Eyeballs (tcp_stream::connect(host, port),
+  // quell/resolve.hpp); requests then say "Host: host[:port]" (the port unless it is 80).
+  static task<client> connect(std::string_view host, std::uint16_t port, client_options options = {});
 
   // One request, one response. Adds Host (if absent) and Content-Length (if there is a body).
   task<client_response> request(std::string method, std::string target, std::vector<header> headers = {},
@@ -273,6 +276,9 @@ class client {
  private:
   tcp_stream stream_;
   client_options options_;
+  static task<client> connect_named(std::string host, std::uint16_t port, client_options options);
+
+  std::string host_;     // the Host header's value, when connected by name
   std::string pending_;  // bytes after the previous response
   bool broken_ = false;
 };

@@ -82,6 +82,9 @@
 //
 // Errors are std::system_error carrying the errno and what was attempted ("connect 127.0.0.1:1:
 // Connection refused"); read_exact throws quell::end_of_stream if the peer closes first.
+//
+// Connecting to a host name: tcp_stream::connect(host, port) resolves it (quell/resolve.hpp)
+// and races the addresses with Happy Eyeballs; connect_any(addresses) does the second part alone.
 #pragma once
 
 #include <sys/socket.h>
@@ -94,6 +97,7 @@
 #include <utility>
 
 #include "quell/detail/io_leaf.hpp"
+#include "quell/task.hpp"
 
 struct msghdr;
 struct iovec;
@@ -101,6 +105,7 @@ struct iovec;
 namespace quell {
 
 class tcp_stream;
+struct connect_options;  // quell/resolve.hpp
 
 // A socket address: IPv4, IPv6 or a Unix-domain path.
 class address {
@@ -269,6 +274,14 @@ class tcp_stream {
 
   // Connects to `peer` (awaitable yielding a tcp_stream).
   static detail::connect_op connect(const address& peer) { return detail::connect_op(peer); }
+  // Resolves `host` (quell/resolve.hpp) and connects to one of its addresses with Happy Eyeballs
+  // (RFC 8305): attempts staggered by 250 ms, the first to connect wins, the others are cancelled
+  // and awaited. The contract, errors and cancellation: quell/resolve.hpp.
+  static task<tcp_stream> connect(std::string_view host, std::uint16_t port);
+  static task<tcp_stream> connect(std::string_view host, std::uint16_t port, const connect_options& options);
+  // Happy Eyeballs over the given addresses (no name to resolve).
+  static task<tcp_stream> connect_any(std::span<const address> peers);
+  static task<tcp_stream> connect_any(std::span<const address> peers, const connect_options& options);
 
   // Reads what is available (at least one byte, unless the peer closed: then 0).
   detail::read_some_op read_some(std::span<char> buf) { return {h_.use("read"), buf}; }

@@ -11,9 +11,12 @@
 //
 // CONNECTING. connect() runs PQconnectStart / PQconnectPoll and waits on libpq's socket with
 // quell::wait_readable / wait_writable (quell/readiness.hpp), so the executor never blocks on the
-// network. One exception is libpq's own: a host *name* is resolved with a blocking getaddrinfo
-// inside PQconnectStart; pass a numeric address (host=127.0.0.1 or hostaddr=) or a Unix socket
-// directory to keep the executor free. libpq's connect_timeout is not honoured by the
+// network. Host names (host=db.internal, one or a list) are resolved first with quell::resolve
+// (quell/resolve.hpp; cancellable like the rest) and passed to libpq as hostaddr, with host kept
+// for authentication and TLS, so libpq's own blocking getaddrinfo never runs; a name with several
+// addresses becomes as many entries, tried in order. A name that does not resolve is a pg::error
+// ("quell::pg: cannot connect: resolve db.internal: not found"). A conninfo that gives hostaddr
+// itself is passed unchanged. libpq's connect_timeout is not honoured by the
 // asynchronous API: bound a connect with quell::timeout instead.
 //   - It fails with pg::error carrying libpq's message (refused port, bad password, malformed
 //     conninfo).

@@ -21,6 +21,7 @@
 #include "quell/on_cancel.hpp"
 #include "quell/race.hpp"
 #include "quell/readiness.hpp"
+#include "quell/resolve.hpp"
 #include "quell/runtime.hpp"
 #include "quell/scope.hpp"
 #include "quell/semaphore.hpp"

@@ -14,6 +14,19 @@ task<client> client::connect(address peer, client_options options) {
   co_return client(std::move(s), options);
 }
 
+task<client> client::connect_named(std::string host, std::uint16_t port, client_options options) {
+  tcp_stream s = co_await tcp_stream::connect(host, port);
+  client c(std::move(s), options);
+  const bool v6 = host.find(':') != std::string::npos && host.front() != '[';
+  c.host_ = v6 ? "[" + host + "]" : host;
+  if (port != 80) c.host_ += ":" + std::to_string(port);
+  co_return c;
+}
+
+task<client> client::connect(std::string_view host, std::uint16_t port, client_options options) {
+  return connect_named(std::string(host), port, options);
+}
+
 task<client_response> client::request(std::string method, std::string target, std::vector<header> headers,
                                       std::string body) {
   if (!usable()) {
@@ -60,10 +73,14 @@ task<client_response> client::request(std::string method, std::string target, st
   out += " HTTP/1.1\r\n";
   if (!find_header(headers, "host")) {
     out += "Host: ";
-    try {
-      out += stream_.peer_address().to_string();
-    } catch (const std::system_error&) {
-      out += "localhost";
+    if (!host_.empty()) {
+      out += host_;
+    } else {
+      try {
+        out += stream_.peer_address().to_string();
+      } catch (const std::system_error&) {
+        out += "localhost";
+      }
     }
     out += "\r\n";
   }

@@ -1,12 +1,16 @@
 // quell::pg: libpq's asynchronous API on quell (see include/quell/pg.hpp for the contract).
 #include "quell/pg.hpp"
 
+#include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <new>
@@ -18,6 +22,7 @@
 #include "quell/executor.hpp"
 #include "quell/on_cancel.hpp"
 #include "quell/readiness.hpp"
+#include "quell/resolve.hpp"
 #include "quell/this_task.hpp"
 #include "quell/time.hpp"
 
@@ -305,7 +310,122 @@ connection::connection(connection&&) noexcept = default;
 connection& connection::operator=(connection&&) noexcept = default;
 connection::~connection() = default;
 
+namespace {
+
+struct conninfo_deleter {
+  void operator()(PQconninfoOption* o) const noexcept { PQconninfoFree(o); }
+};
+
+std::vector<std::string> split_commas(const char* v) {
+  std::vector<std::string> out;
+  if (!v || !*v) return out;
+  std::string cur;
+  for (const char* p = v; *p; ++p) {
+    if (*p == ',') {
+      out.push_back(std::move(cur));
+      cur.clear();
+    } else {
+      cur += *p;
+    }
+  }
+  out.push_back(std::move(cur));
+  return out;
+}
+
+std::string join_commas(const std::vector<std::string>& v) {
+  std::string out;
+  for (std::size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + v[i];
+  return out;
+}
+
+bool is_numeric_host(const std::string& h) {
+  unsigned char buf[sizeof(in6_addr)];
+  return ::inet_pton(AF_INET, h.c_str(), buf) == 1 || ::inet_pton(AF_INET6, h.c_str(), buf) == 1;
+}
+
+std::string numeric_host(const address& a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  const void* src = a.family() == AF_INET6
+                        ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(a.data())->sin6_addr)
+                        : static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(a.data())->sin_addr);
+  ::inet_ntop(a.family(), src, buf, sizeof buf);
+  return buf;
+}
+
+void append_option(std::string& out, const char* key, const std::string& value) {
+  if (!out.empty()) out += ' ';
+  out += key;
+  out += "='";
+  for (char c : value) {
+    if (c == '\\' || c == '\'') out += '\\';
+    out += c;
+  }
+  out += '\'';
+}
+
+// libpq resolves a host *name* with a blocking getaddrinfo. Resolve each one here, with
+// quell::resolve, and hand libpq the addresses as hostaddr (host stays, for authentication and
+// TLS): a name with several addresses becomes as many entries, tried in order as libpq would.
+task<std::string> resolve_hosts(std::string conninfo) {
+  char* err = nullptr;
+  std::unique_ptr<PQconninfoOption, conninfo_deleter> opts(PQconninfoParse(conninfo.c_str(), &err));
+  if (!opts) {
+    std::string msg = err ? detail::trimmed(err) : "malformed conninfo";
+    if (err) PQfreemem(err);
+    throw error("quell::pg: cannot connect: " + msg);
+  }
+  const char* host = nullptr;
+  const char* hostaddr = nullptr;
+  const char* port = nullptr;
+  for (PQconninfoOption* o = opts.get(); o->keyword; ++o) {
+    if (!o->val) continue;
+    if (std::strcmp(o->keyword, "host") == 0) host = o->val;
+    if (std::strcmp(o->keyword, "hostaddr") == 0) hostaddr = o->val;
+    if (std::strcmp(o->keyword, "port") == 0) port = o->val;
+  }
+  if (!host || (hostaddr && *hostaddr)) co_return conninfo;  // nothing to resolve, or the caller did
+  const std::vector<std::string> hosts = split_commas(host);
+  auto is_name = [](const std::string& h) { return !h.empty() && h[0] != '/' && h[0] != '@' && !is_numeric_host(h); };
+  if (std::none_of(hosts.begin(), hosts.end(), is_name)) co_return conninfo;
+  const std::vector<std::string> ports = split_commas(port);
+  std::vector<std::string> new_hosts, new_addrs, new_ports;
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    const std::string p = ports.size() == hosts.size() ? ports[i] : (ports.size() == 1 ? ports[0] : "");
+    if (!is_name(hosts[i])) {
+      new_hosts.push_back(hosts[i]);
+      new_addrs.push_back(is_numeric_host(hosts[i]) ? hosts[i] : "");  // empty: libpq uses host
+      new_ports.push_back(p);
+      continue;
+    }
+    std::vector<address> found;
+    try {
+      found = co_await quell::resolve(hosts[i], "");
+    } catch (const std::system_error& e) {
+      throw error(std::string("quell::pg: cannot connect: ") + e.what());
+    }
+    for (const address& a : found) {
+      new_hosts.push_back(hosts[i]);
+      new_addrs.push_back(numeric_host(a));
+      new_ports.push_back(p);
+    }
+  }
+  std::string out;
+  for (PQconninfoOption* o = opts.get(); o->keyword; ++o) {
+    if (!o->val || std::strcmp(o->keyword, "host") == 0 || std::strcmp(o->keyword, "hostaddr") == 0 ||
+        std::strcmp(o->keyword, "port") == 0)
+      continue;
+    append_option(out, o->keyword, o->val);
+  }
+  append_option(out, "host", join_commas(new_hosts));
+  append_option(out, "hostaddr", join_commas(new_addrs));
+  if (!ports.empty()) append_option(out, "port", ports.size() == 1 ? ports[0] : join_commas(new_ports));
+  co_return out;
+}
+
+}  // namespace
+
 task<connection> connection::connect(std::string conninfo, connection_options options) {
+  conninfo = co_await resolve_hosts(std::move(conninfo));
   auto s = std::make_unique<detail::conn_state>();
   s->options = options;
   // Owned by `s` from here on: cancelled or failed, the half-open connection is PQfinish'ed when

@@ -90,6 +90,21 @@ TEST(Http, RequestsOnOneKeepAliveConnectionAreAnsweredInOrder) {
   EXPECT_EQ(calls, 2);
 }
 
+TEST(Http, AClientConnectedByHostNameResolvesItAndSendsItAsHost) {
+  quell::virtual_clock clock;
+  http::server srv{loopback, [](http::request& r) -> task<http::response> {
+                     co_return http::response::text(200, std::string(r.header("host").value_or("none")));
+                   }};
+  serve_and(clock, srv, [&](quell::address a) -> task<void> {
+    // "localhost" comes from /etc/hosts, through quell::resolve; Happy Eyeballs finds the IPv4
+    // listener (an IPv6 ::1 entry, where there is one, is refused first).
+    auto c = co_await http::client::connect("localhost", a.port());
+    auto r = co_await c.get("/");
+    EXPECT_EQ(r.body, "localhost:" + std::to_string(a.port()));
+    co_await c.close();
+  });
+}
+
 TEST(Http, PipelinedRequestsInOneWriteAreAnsweredInOrder) {
   quell::virtual_clock clock;
   int calls = 0;

@@ -105,6 +105,22 @@ TEST(Pg, AServerErrorCarriesItsSqlstateAndTheConnectionStaysUsable) {
   quell::block_on(body());
 }
 
+TEST(Pg, AHostNameIsResolvedByQuellAndPassedToLibpqAsHostaddr) {
+  REQUIRE_SERVER();
+  std::string info = cluster::conninfo;
+  info.replace(info.find("host=127.0.0.1"), 14, "host=localhost");
+  auto body = [&]() -> task<> {
+    const auto opened = quell::detail::resolve_stats_for_testing().channels_opened;
+    // localhost (from /etc/hosts) may also be ::1, where nothing listens: libpq tries each
+    // address it was given, in order.
+    auto c = co_await pg::connection::connect(info);
+    EXPECT_EQ(quell::detail::resolve_stats_for_testing().channels_opened, opened + 1);
+    auto r = co_await c.query("select 1");
+    EXPECT_EQ(r.at(0, 0), "1");
+  };
+  quell::block_on(body());
+}
+
 TEST(Pg, ARefusedPortOrAMalformedConninfoIsAClearError) {
   REQUIRE_SERVER();
   auto body = [&]() -> task<> {
