@@ -783,14 +783,28 @@ TEST(Process, CancelledAtEverySuspensionPointTheChildIsAlwaysReapedAndNothingLea
   EXPECT_EQ(count_fds(), fds);
 }
 
-TEST(ProcessDeathTest, DestroyingAProcessWhoseChildRunsTerminatesNamingIt) {
+TEST(ProcessDeathTest, DestroyingAProcessWhoseChildWasNotReapedTerminatesNamingIt) {
+  // `true` exits at once, but nobody reaped it: a zombie is as much a bug as a running child. (A
+  // long-lived child would keep the death test's own pipe, which gtest opens without
+  // close-on-exec, open until it ended.)
   EXPECT_DEATH(
       {
         spawn_options o;
-        o.program = "sleep";
-        o.args = {"5"};
-        o.std_out = o.std_err = stdio::null;  // (not the pipe the death test reads to its end)
+        o.program = "true";
         auto p = process::spawn(o);
       },
-      "a process \\(`sleep`, pid [0-9]+\\) was destroyed while its child was still running");
+      "a process \\(`true`, pid [0-9]+\\) was destroyed while its child was still running \\(never reaped\\)");
+}
+
+TEST(ProcessDeathTest, DestroyingAProcessWhileAWaitIsPendingTerminates) {
+  EXPECT_DEATH(
+      {
+        auto o = sh("read x");
+        o.std_in = stdio::pipe;
+        auto p = std::make_unique<process>(process::spawn(o));
+        executor ex{p->wait()};
+        (void)ex.poll_once();
+        p.reset();
+      },
+      "was destroyed while a wait\\(\\) on it was pending");
 }
