@@ -81,10 +81,12 @@
 //     kernel: the signal is sent, the poll stays, and it reports the exit.
 // A child that ignores the graceful signal keeps wait() (and whatever awaits it) waiting until a
 // forced request arrives (run_main's second Ctrl-C or grace period, executor::shutdown's grace,
-// a forced cancel); that is the point of a graceful request.
+// a forced cancel); that is the point of a graceful request. A child this process may not signal
+// (a set-user-ID program: EPERM) is waited for all the same, as an unaware awaitable is.
 // A wait() whose result a race discards (it lost by completing in the same turn as the winner)
 // leaves the status in the process: exit_status() and the next wait() deliver it.
-// To let a child run on while the awaiting task is cancelled, do not cancel wait(): shield it.
+// To let a child run on through a graceful cancellation of the awaiting task, shield the wait()
+// (quell::shield(p.wait())): only a forced request reaches it then, and sends SIGKILL.
 //
 // OWNERSHIP
 //

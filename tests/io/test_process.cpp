@@ -201,6 +201,27 @@ TEST(Process, SendSignalReachesTheChildAndDoesNothingOnceItIsReaped) {
   quell::block_on(body());
 }
 
+TEST(Process, TheHeadersExampleSortsTwoLines) {
+  auto body = []() -> task<> {
+    auto p = quell::process::spawn({.program = "sort", .std_in = quell::stdio::pipe, .std_out = quell::stdio::pipe});
+    auto feed = [&]() -> quell::task<> {
+      co_await p.std_in().write_all("b\na\n");
+      co_await p.std_in().close();  // the child sees the end of its input
+    };
+    auto collect = [&]() -> quell::task<std::string> {
+      std::string out;
+      char buf[4096];
+      while (std::size_t n = co_await p.std_out().read_some(buf)) out.append(buf, n);
+      co_return out;  // 0: the child closed its stdout
+    };
+    auto [fed, out, status] = co_await quell::join(feed(), collect(), p.wait());
+    (void)fed;
+    EXPECT_EQ(out, "a\nb\n");
+    EXPECT_EQ(status.to_string(), "exited with code 0");
+  };
+  quell::block_on(body());
+}
+
 // ---- spawning ----------------------------------------------------------------------------------
 
 TEST(Process, AProgramThatCannotBeExecutedIsAClearErrorAndLeavesNothingBehind) {
@@ -633,6 +654,19 @@ TEST(Process, AForcedRequestAfterAGracefulOneEscalatesToSigkill) {
   ex.force_cancel();
   EXPECT_THROW(ex.run(), quell::cancelled_error);
   EXPECT_EQ(p.exit_status(), exit_status::killed(SIGKILL));
+}
+
+TEST(Process, AShieldedWaitLetsTheChildRunOnThroughAGracefulCancel) {
+  auto o = sh("read x; exit 0");
+  o.std_in = stdio::pipe;
+  auto p = process::spawn(o);
+  executor ex{quell::shield(p.wait())};
+  EXPECT_FALSE(ex.poll_once());
+  ex.cancel();  // does not reach the wait: no signal
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(ex.poll_once());
+  EXPECT_TRUE(p.running());
+  p.std_in() = pipe_stream();  // the child ends by itself
+  EXPECT_EQ(ex.run(), exit_status::exited(0));
 }
 
 TEST(Process, AnExitBeforeTheRequestIsTheValueEvenIfTheKernelHadNotReportedItYet) {
