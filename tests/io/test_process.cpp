@@ -203,7 +203,10 @@ TEST(Process, SendSignalReachesTheChildAndDoesNothingOnceItIsReaped) {
 
 TEST(Process, TheHeadersExampleSortsTwoLines) {
   auto body = []() -> task<> {
-    auto p = quell::process::spawn({.program = "sort", .std_in = quell::stdio::pipe, .std_out = quell::stdio::pipe});
+    quell::spawn_options o;
+    o.program = "sort";
+    o.std_in = o.std_out = quell::stdio::pipe;
+    auto p = quell::process::spawn(o);
     auto feed = [&]() -> quell::task<> {
       co_await p.std_in().write_all("b\na\n");
       co_await p.std_in().close();  // the child sees the end of its input
