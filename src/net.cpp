@@ -110,6 +110,16 @@ void close_op::await_suspend(std::coroutine_handle<> waiter) noexcept {
 
 void close_op::await_resume() noexcept { h->reset(); }
 
+namespace {
+// A pipe has no position: -1 asks for "the current one", which a stream ignores.
+constexpr std::uint64_t stream_offset = ~std::uint64_t{0};
+// read(2)/write(2) lengths are 32-bit in an SQE; a longer buffer is done in parts (a short read or
+// write, which every stream operation handles).
+unsigned rw_len(std::size_t n) noexcept {
+  return static_cast<unsigned>(std::min<std::size_t>(n, std::size_t{1} << 30));
+}
+}  // namespace
+
 // ---- read_some -----------------------------------------------------------------------------
 
 namespace {
@@ -195,7 +205,13 @@ bool read_some_op::feed_me() noexcept {
   return true;
 }
 
-void read_some_op::prep(io_uring_sqe* sqe) noexcept { io_uring_prep_recv(sqe, object->fd, buf.data(), buf.size(), 0); }
+void read_some_op::prep(io_uring_sqe* sqe) noexcept {
+  if (object->plain_rw) {
+    io_uring_prep_read(sqe, object->fd, buf.data(), rw_len(buf.size()), stream_offset);
+  } else {
+    io_uring_prep_recv(sqe, object->fd, buf.data(), buf.size(), 0);
+  }
+}
 
 bool read_some_op::on_cancel() noexcept {
   if (fed) {
@@ -283,7 +299,11 @@ bool read_exact_op::feed_me() noexcept {
 }
 
 void read_exact_op::prep(io_uring_sqe* sqe) noexcept {
-  io_uring_prep_recv(sqe, object->fd, buf.data() + got, buf.size() - got, 0);
+  if (object->plain_rw) {
+    io_uring_prep_read(sqe, object->fd, buf.data() + got, rw_len(buf.size() - got), stream_offset);
+  } else {
+    io_uring_prep_recv(sqe, object->fd, buf.data() + got, buf.size() - got, 0);
+  }
 }
 
 bool read_exact_op::on_cqe(int r) noexcept {
@@ -341,7 +361,12 @@ bool write_all_op::await_ready() {
 }
 
 void write_all_op::prep(io_uring_sqe* sqe) noexcept {
-  io_uring_prep_send(sqe, object->fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+  if (object->plain_rw) {
+    // (A pipe whose reader is gone raises SIGPIPE here: quell/process.hpp ignores it.)
+    io_uring_prep_write(sqe, object->fd, data.data() + done, rw_len(data.size() - done), stream_offset);
+  } else {
+    io_uring_prep_send(sqe, object->fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+  }
 }
 
 bool write_all_op::on_cqe(int r) noexcept {

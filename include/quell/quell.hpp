@@ -19,6 +19,7 @@
 #include "quell/mutex.hpp"
 #include "quell/net.hpp"
 #include "quell/on_cancel.hpp"
+#include "quell/process.hpp"
 #include "quell/race.hpp"
 #include "quell/readiness.hpp"
 #include "quell/resolve.hpp"

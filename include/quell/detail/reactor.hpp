@@ -101,6 +101,9 @@ struct io_object {
   std::vector<int> stash_fds;
   std::vector<int> stash_signals;
   std::vector<std::string> stash_datagrams;  // sender address length, address, payload
+  // Not a socket (a pipe: quell/process.hpp): streams read and write it with read(2)/write(2)
+  // rather than recv/send, and never with receive-ahead (ahead_off is set too).
+  bool plain_rw = false;
   // Receive-ahead (stream sockets and listeners, quell/detail/receive_ahead.hpp): the armed
   // multishot and its state, created on the first read or accept; the reads and accepts parked
   // until it brings something; the bytes of the CQE being handled, offered to them before the
