@@ -9,6 +9,7 @@ quell::task<std::string> read_all(quell::pipe_stream& out) {
   std::string all;
   char buf[256];
   while (std::size_t n = co_await out.read_some(buf)) all.append(buf, n);
+  if (!all.empty() && all.back() == '\n') all.pop_back();
   co_return all;
 }
 
