@@ -39,7 +39,14 @@ std::string exit_status::to_string() const {
 
 // ---- pipe_stream ---------------------------------------------------------------------------
 
+namespace {
+void ignore_sigpipe();
+}  // namespace
+
+// Any pipe written through quell (a child's stdin, or one the caller adopts) must not kill this
+// process with SIGPIPE when its reader goes: see ignore_sigpipe.
 pipe_stream::pipe_stream(int fd) : h_(fd) {
+  ignore_sigpipe();
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   h_.get()->plain_rw = true;
@@ -98,9 +105,10 @@ bool process_wait_op::await_ready() {
 }
 
 void process_wait_op::await_suspend(std::coroutine_handle<> h) {
+  reactor& r = reactor::current();  // may throw (the ring's first use): before anything is marked
   waiter = h;
   st->waiting = this;
-  reactor::current().submit(this);
+  r.submit(this);
 }
 
 void process_wait_op::prep_thunk(io_op* op, io_uring_sqe* sqe) noexcept {

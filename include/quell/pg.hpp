@@ -16,7 +16,9 @@
 // for authentication and TLS, so libpq's own blocking getaddrinfo never runs; a name with several
 // addresses becomes as many entries, tried in order. A name that does not resolve is a pg::error
 // ("quell::pg: cannot connect: resolve db.internal: not found"). A conninfo that gives hostaddr
-// itself is passed unchanged. libpq's connect_timeout is not honoured by the
+// itself is passed unchanged. Only a host written in the conninfo is seen this way: one that
+// libpq takes from PGHOST or a service file (service=) is still looked up by libpq, blocking;
+// write the host in the conninfo. libpq's connect_timeout is not honoured by the
 // asynchronous API: bound a connect with quell::timeout instead.
 //   - It fails with pg::error carrying libpq's message (refused port, bad password, malformed
 //     conninfo).

@@ -37,10 +37,11 @@
 //   - descriptors or processes exhausted: std::system_error (EMFILE, EAGAIN).
 // Each of stdin, stdout and stderr is inherited from this process (the default), connected to
 // /dev/null, or a pipe whose other end is a pipe_stream of the process (std_in(), std_out(),
-// std_err()). A process that has a pipe for its stdin sets this process's SIGPIPE to "ignored" if
-// it was at its default action (once; Python and Rust programs start that way): a write to a child
-// that stopped reading is then an error (std::system_error EPIPE, "write: Broken pipe") instead of
-// the death of this process. A SIGPIPE handler the program installed is left alone.
+// std_err()). The first pipe_stream made (a process's pipe, or a pipe the caller adopts) sets this
+// process's SIGPIPE to "ignored" if it was at its default action (once; Python and Rust programs
+// start that way): a write to a reader that went away is then an error (std::system_error EPIPE,
+// "write: Broken pipe") instead of the death of this process. A SIGPIPE handler the program
+// installed is left alone.
 //
 // THE PIPES
 //

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <latch>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -174,6 +175,35 @@ TEST(Blocking, AJobCancelledWhileQueuedNeverRunsAndTheOneAheadIsUnaffected) {
   EXPECT_TRUE(second_cancelled);
   EXPECT_EQ(second_ran, 0);
   EXPECT_EQ(first_value, 1);
+}
+
+// A thread counts as idle until it wakes up and takes a job. Two jobs submitted in one turn, with
+// one idle thread left by an earlier job, must not both count on it: the second would wait in the
+// queue behind the first, which waits for it. (The wait is bounded so that the bug fails the
+// test instead of hanging it.)
+TEST(Blocking, TwoJobsSubmittedTogetherDoNotShareOneIdleThread) {
+  bool released = false;
+  auto root = [&]() -> task<> {
+    auto warm_up = [] { return 0; };
+    co_await run_blocking(warm_up);  // leaves one thread, idle once it has looked for more work
+    const quell::detail::blocking_pool& pool = quell::detail::current_blocking_pool();
+    while (pool.idle_threads() < 1) std::this_thread::yield();
+    std::latch latch(1);
+    auto waits = [&] {
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!latch.try_wait()) {
+        if (std::chrono::steady_clock::now() > give_up) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      return true;
+    };
+    auto releases = [&] { latch.count_down(); };
+    auto [ok, done] = co_await quell::join(run_blocking(waits), run_blocking(releases));
+    (void)done;
+    released = ok;
+  };
+  quell::block_on(root());
+  EXPECT_TRUE(released) << "the second job never ran while the first waited for it";
 }
 
 TEST(Blocking, AnAlreadyCancelledCallerNeverStartsTheFunction) {

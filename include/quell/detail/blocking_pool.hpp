@@ -56,6 +56,7 @@ class blocking_pool {
 
   // Tests and diagnostics.
   unsigned threads_started() const;
+  unsigned idle_threads() const;
   unsigned max_threads() const;
 
  private:
@@ -64,8 +65,9 @@ class blocking_pool {
   mutable std::mutex m_;
   std::condition_variable work_;
   node_list queue_;
+  std::size_t queued_ = 0;  // jobs in queue_
   std::vector<std::thread> threads_;
-  unsigned idle_ = 0;
+  std::size_t idle_ = 0;  // threads waiting for a job (they may not have woken yet)
   unsigned max_;
   bool stopping_ = false;
 };
