@@ -11,6 +11,7 @@ cleanup_stack::cleanup_stack(task_record& owner, finished_fn finished) noexcept
   // Cleanups run shielded, under the task: cancel_reason() inside them tells why it ends.
   node_.parent = &owner;
   node_.request = &owner.request;
+  node_.label = "cleanup";
 }
 
 void promise_base::release_rare() noexcept {
@@ -32,6 +33,7 @@ void cleanup_stack::step() noexcept {
     current_ = std::exchange(top_, top_->next);
     current_done_ = false;
     node_.deadline = time_point::max();
+    node_.bound = current_->bounded ? current_->bound : duration::max();
     if (current_->bounded) {
       node_.deadline = add_saturating(now(), current_->bound);
       alarm_.arm_at(node_.deadline);

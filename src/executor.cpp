@@ -12,21 +12,45 @@
 
 #include "quell/detail/blocking_pool.hpp"
 #include "quell/detail/core_group.hpp"
+#include "quell/detail/hooks.hpp"
 #include "quell/detail/reactor.hpp"
 
 namespace quell::detail {
 
 namespace {
+// The stall detector is on by default where a stall is most likely noticed and least costly to
+// look for: in a build of quell without NDEBUG (docs/decisions.md, "Seeing inside").
+void default_stall_detector(scheduler& s) {
+#ifndef NDEBUG
+  if (!s.hub) {
+    hook_hub& h = hooks_of(s);
+    h.stall = true;
+    h.threshold = std::chrono::milliseconds(100);
+    h.clock = &steady_clock_source::instance();
+    update_hooks(s);
+  }
+#else
+  (void)s;
+#endif
+}
+
 // Makes `s` the current scheduler for the duration of a call into the executor.
 class enter_executor {
  public:
-  explicit enter_executor(scheduler& s) noexcept : saved_(tls.current) { tls.current = &s; }
-  ~enter_executor() { tls.current = saved_; }
+  explicit enter_executor(scheduler& s) noexcept : saved_(tls.current), saved_hooks_(tls.hooks) {
+    tls.current = &s;
+    tls.hooks = s.hooks;
+  }
+  ~enter_executor() {
+    tls.current = saved_;
+    tls.hooks = saved_hooks_;
+  }
   enter_executor(const enter_executor&) = delete;
   enter_executor& operator=(const enter_executor&) = delete;
 
  private:
   scheduler* saved_;
+  hook_hub* saved_hooks_;
 };
 
 // What a call that turns the executor (drive, poll_once) sets up once, not once per turn: `s` is
@@ -84,8 +108,10 @@ bool executor_core::turn() {
   active_call a(active_);
   node_list batch;
   sched_.take_next_turn(batch);
+  sched_.new_turn();
   if (!started_) {
     started_ = true;
+    default_stall_detector(sched_);
     if (root_.start_erased(this, &root_done, req_.level != cancel_level::none ? &req_ : nullptr))
       root_done(this, nullptr);
   }
@@ -108,11 +134,11 @@ std::string executor_core::stuck_report() const {
   std::string s =
       "quell: nothing can make progress: the root has not finished, yet no task is ready, no "
       "timer is armed, no I/O is in flight and nothing outside can wake the executor.";
-  std::string live = group_ ? group_->describe_waiting() : sched_.describe_live();
-  if (live.empty()) {
+  const quell::task_tree t = group_ ? group_->task_tree_when_idle() : task_tree();
+  if (t.roots.empty()) {
     s += " The root awaitable itself is waiting (it is not a task).";
   } else {
-    s += " Waiting tasks, in the order they first suspended:\n" + live;
+    s += " The live tasks:\n" + t.to_string();
   }
   return s;
 }
@@ -421,6 +447,8 @@ remote_handle executor_core::remote() {
 void executor_core::join_group(core_group* g, unsigned index) {
   group_ = g;
   index_ = index;
+  sched_.core_index = index;
+  if (sched_.hub) sched_.hub->core = index;
   remote_ = g->boxes[index];
   {
     std::lock_guard<std::mutex> lock(remote_->m);

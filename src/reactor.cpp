@@ -378,6 +378,8 @@ void reactor::flush_with_faults(io_op* op) noexcept {
   }
   io_uring_sqe_set_data64(sqe, user_data(op));
   op->state = io_op::phase::in_flight;
+  if (tls.hooks) [[unlikely]]
+    hook_io_submit(*op, sqe->opcode, sqe->fd);
 }
 
 void reactor::flush() noexcept {
@@ -406,6 +408,8 @@ void reactor::flush() noexcept {
     op->prep(op, sqe);
     io_uring_sqe_set_data64(sqe, user_data(op));
     op->state = io_op::phase::in_flight;
+    if (tls.hooks && !op->background) [[unlikely]]
+      hook_io_submit(*op, sqe->opcode, sqe->fd);
   }
   for (std::uint64_t target : pending_cancels_) {
     io_uring_sqe* sqe = get_sqe();
@@ -429,6 +433,8 @@ void reactor::finish(io_op* op, int res) noexcept {
     return;
   }
   op->state = io_op::phase::done;
+  if (tls.hooks && !op->background) [[unlikely]]
+    hook_io_complete(*op, res);
   release_slot(op);
   --ops_;
   if (op->background) --background_;

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "quell/detail/blocking_pool.hpp"
+#include "quell/detail/task_tree_build.hpp"
 
 namespace quell {
 namespace detail {
@@ -53,24 +54,13 @@ core_group::~core_group() {
 
 void core_group::wake_core0() noexcept { boxes[0]->wake(); }
 
-std::string core_group::describe_waiting() const {
-  std::string out;
+quell::task_tree core_group::task_tree_when_idle() const {
+  std::vector<core_part> parts;
   for (unsigned i = 0; i < cores.size(); ++i) {
     const executor_core* c = cores[i].load(std::memory_order_acquire);
-    if (!c) continue;
-    std::string live = c->sched().describe_live();
-    const std::string prefix = "core " + std::to_string(i) + ": ";
-    std::size_t pos = 0;
-    while (pos < live.size()) {
-      std::size_t end = live.find('\n', pos);
-      if (end == std::string::npos) end = live.size();
-      std::string line = live.substr(pos, end - pos);
-      const std::size_t text = line.find_first_not_of(" -");
-      out += "  - " + prefix + (text == std::string::npos ? line : line.substr(text)) + "\n";
-      pos = end + 1;
-    }
+    if (c) parts.push_back(snapshot(c->sched(), tls.current == &c->sched() ? tls.context : nullptr));
   }
-  return out;
+  return assemble(std::move(parts), static_cast<unsigned>(cores.size()));
 }
 
 namespace {
@@ -410,5 +400,6 @@ remote_handle runtime::remote() { return remote_handle(core_->group.boxes[0]); }
 void runtime::cancel(cancel_reason reason) { core_->request(cancel_level::graceful, std::move(reason)); }
 void runtime::force_cancel(cancel_reason reason) { core_->request(cancel_level::forced, std::move(reason)); }
 void runtime::shutdown(duration grace) { core_->shutdown(grace); }
+quell::task_tree runtime::task_tree(duration timeout) { return detail::group_task_tree(core_->group, timeout); }
 
 }  // namespace quell

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "quell/cancellation.hpp"
+#include "quell/detail/hooks.hpp"
 #include "quell/detail/reactor.hpp"
 #include "quell/detail/resume_target.hpp"
 #include "quell/task.hpp"
@@ -97,6 +98,10 @@ class depth_reset {
 }  // namespace
 
 void scheduler::drain_queue() {
+  if (hooks && hooks->stall) [[unlikely]] {
+    drain_queue_observed();
+    return;
+  }
   depth_reset d;
   while (head_ != tail_) {
     std::coroutine_handle<> h = ring_[head_ & mask_];
@@ -106,11 +111,26 @@ void scheduler::drain_queue() {
   head_ = tail_ = 0;
 }
 
+// The same, timing each resumption for the stall detector (the stretch a resumed task runs is
+// closed by its next event, or here when the resumption returns).
+void scheduler::drain_queue_observed() {
+  depth_reset d;
+  while (head_ != tail_) {
+    std::coroutine_handle<> h = ring_[head_ & mask_];
+    ++head_;
+    detail::resume(h);
+    if (hooks) hooks->stretch_ends(nullptr);
+  }
+  head_ = tail_ = 0;
+}
+
 void scheduler::run_nodes(node_list& batch) {
   depth_reset d;
   while (list_node* n = batch.pop_front()) {
     auto* t = static_cast<turn_node*>(n);
     t->run(t);
+    if (hooks && hooks->stall) [[unlikely]]
+      hooks->stretch_ends(nullptr);
     drain_ready();
   }
 }
@@ -126,22 +146,6 @@ bool scheduler::has_live_tasks() const noexcept {
   bool any = false;
   live_.for_each([&](const list_node* n) { any = any || waiting_now(n); });
   return any;
-}
-
-std::string scheduler::describe_live() const {
-  std::string out;
-  live_.for_each([&](const list_node* n) {
-    if (!waiting_now(n)) return;
-    const auto* t = static_cast<const task_record*>(n);
-    out += "  - " + describe_site(t->where);
-    if (t->request.level != cancel_level::none) {
-      out += t->request.level == cancel_level::forced ? " [forced cancel requested: " : " [cancel requested: ";
-      out += t->request.reason.describe();
-      out += "]";
-    }
-    out += "\n";
-  });
-  return out;
 }
 
 }  // namespace detail

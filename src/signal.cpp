@@ -11,6 +11,7 @@
 #include <string>
 #include <system_error>
 
+#include "quell/detail/task_tree_build.hpp"
 #include "quell/executor.hpp"
 #include "quell/runtime.hpp"
 
@@ -94,8 +95,8 @@ std::string signal_name(int signo) {
 // Watches the signalfd on behalf of run_main: first signal graceful, second (or the grace period)
 // forced.
 struct signal_watch final : detail::service {
-  signal_watch(detail::executor_core& c, signal_set& s, duration g)
-      : service(&prep), core(c), fd(s.native_handle()), grace(g), escalate([this] {
+  signal_watch(detail::executor_core& c, signal_set& s, duration g, int dump)
+      : service(&prep), core(c), fd(s.native_handle()), grace(g), dump_signal(dump), escalate([this] {
           core.cancel(cancel_level::forced, cancel_reason(cancel_kind::signal, "grace period expired"));
           forced = true;
         }) {}
@@ -108,6 +109,16 @@ struct signal_watch final : detail::service {
   void fired() noexcept override {
     if (res != static_cast<int>(sizeof info)) return;
     const int signo = static_cast<int>(info[0].ssi_signo);
+    if (signo == dump_signal) {
+      // Read only; the text is written whole, by whichever core completes it.
+      detail::dump_task_tree(core, [name = signal_name(signo)](const std::string& tree) {
+        const std::string text = "quell: run_main: " + name + ": the live task tree\n" + tree;
+        std::fwrite(text.data(), 1, text.size(), stderr);
+        std::fflush(stderr);
+      });
+      core.add_service(this);
+      return;
+    }
     if (++count == 1) {
       first = signo;
       core.cancel(cancel_level::graceful, cancel_reason(cancel_kind::signal, signal_name(signo)));
@@ -133,6 +144,7 @@ struct signal_watch final : detail::service {
   detail::executor_core& core;
   int fd;
   duration grace;
+  int dump_signal;
   detail::callback_timer escalate;
   signalfd_siginfo info[1];
   int count = 0;
@@ -142,13 +154,15 @@ struct signal_watch final : detail::service {
 
 // `run(setup)` runs the root on an executor, calling setup(its core) before the first turn.
 template <class Run>
-int run_main_with(duration grace, Run run) {
+int run_main_with(const run_main_options& o, Run run) {
+  const duration grace = o.grace;
   try {
-    signal_set sigs{SIGINT, SIGTERM};
+    const std::initializer_list<int> with_dump{SIGINT, SIGTERM, o.dump_signal}, without{SIGINT, SIGTERM};
+    signal_set sigs(o.dump_signal > 0 ? with_dump : without);
     std::optional<signal_watch> watch;  // declared first: outlives the executor that drains it
     try {
       return run([&](detail::executor_core& core) {
-        watch.emplace(core, sigs, grace);
+        watch.emplace(core, sigs, grace, o.dump_signal);
         core.add_service(&*watch);
       });
     } catch (const cancelled_error& e) {
@@ -167,8 +181,10 @@ int run_main_with(duration grace, Run run) {
 
 }  // namespace
 
-int run_main(task<int> main, duration grace) {
-  return run_main_with(grace, [&](auto setup) {
+int run_main(task<int> main, duration grace) { return run_main(std::move(main), run_main_options{grace}); }
+
+int run_main(task<int> main, run_main_options options) {
+  return run_main_with(options, [&](auto setup) {
     executor<int> ex{std::move(main)};
     setup(ex.core());
     return ex.run();
@@ -176,7 +192,11 @@ int run_main(task<int> main, duration grace) {
 }
 
 int run_main(runtime& rt, task<int> main, duration grace) {
-  return run_main_with(grace, [&](auto setup) { return rt.run_with(std::move(main), setup); });
+  return run_main(rt, std::move(main), run_main_options{grace});
+}
+
+int run_main(runtime& rt, task<int> main, run_main_options options) {
+  return run_main_with(options, [&](auto setup) { return rt.run_with(std::move(main), setup); });
 }
 
 }  // namespace quell

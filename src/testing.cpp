@@ -74,7 +74,7 @@ detail::scheduler::suspension_probe run_once(unsigned cores, const std::function
     record_end(point, [&] { ex.run(); });
     if (ex.core().sched().has_live_tasks()) {
       throw sweep_failure(point.describe() + ": tasks are left after the root finished:\n" +
-                          ex.core().sched().describe_live());
+                          ex.core().task_tree().to_string());
     }
     ex.core().sched().probe = nullptr;
   } else {
@@ -91,7 +91,7 @@ detail::scheduler::suspension_probe run_once(unsigned cores, const std::function
       core->sched().probe = nullptr;
       if (core->sched().has_live_tasks()) {
         throw sweep_failure(point.describe() + ": tasks are left on core " + std::to_string(i) +
-                            " after the root finished:\n" + core->sched().describe_live());
+                            " after the root finished:\n" + core->task_tree().to_string());
       }
     }
   }
@@ -110,7 +110,8 @@ sweep_report sweep(unsigned cores, const std::function<task<>(virtual_clock&)>& 
   for (bool window : {false, true}) {
     const std::uint64_t of = window ? report.completions : report.points;
     for (cancel_level level : {cancel_level::graceful, cancel_level::forced}) {
-      if ((level == cancel_level::graceful && !options.graceful) || (level == cancel_level::forced && !options.forced)) {
+      if ((level == cancel_level::graceful && !options.graceful) ||
+          (level == cancel_level::forced && !options.forced)) {
         continue;
       }
       for (std::uint64_t k = 1; k <= of; ++k) {

@@ -168,10 +168,13 @@ def main():
                     ratios[p] = (statistics.median(per_round), min(per_round), max(per_round))
             rows.append((w, unit, med, ratios))
 
-    # "limit-ms": the receive-ahead limits (multishot receive), a column only when it ran.
-    cols = ["asio", "tokio", "limit"] + (["limit-ms"] if "limit-ms" in names else [])
-    header = (["workload", "unit", "quell", "Asio", "tokio", "limit"] + (["limit (multishot)"] if "limit-ms" in cols else [])
-              + ["vs Asio", "vs tokio", "vs limit"] + (["vs multishot"] if "limit-ms" in cols else []))
+    # A column per peer that ran, the known ones first; another name (bench/compare/ab's "base":
+    # an earlier quell) gets a column of its own.
+    known = {"asio": ("Asio", "vs Asio"), "tokio": ("tokio", "vs tokio"), "limit": ("limit", "vs limit"),
+             "limit-ms": ("limit (multishot)", "vs multishot")}
+    cols = [p for p in known if p in names] + [p for p in names if p != "quell" and p not in known]
+    header = (["workload", "unit", "quell"] + [known.get(p, (p, ""))[0] for p in cols]
+              + [known.get(p, ("", "vs " + p))[1] for p in cols])
     lines = []
     for w, unit, med, ratios in rows:
         cells = [f"{w} {TITLES[w]}", unit] + [fmt(med.get(p), unit) for p in ["quell"] + cols]

@@ -83,6 +83,7 @@ class channel {
       return false;
     }
     void await_suspend(std::coroutine_handle<> h) noexcept { wait_in(c_.senders_, h); }
+    void describe_wait(detail::wait_note& out) const { out.what = "channel send"; }
     bool await_cancel(std::coroutine_handle<>) noexcept { return withdraw(); }
     void await_resume() const {
       if (error_) std::rethrow_exception(error_);
@@ -115,6 +116,7 @@ class channel {
       return false;
     }
     void await_suspend(std::coroutine_handle<> h) noexcept { wait_in(c_.receivers_, h); }
+    void describe_wait(detail::wait_note& out) const { out.what = "channel receive"; }
     bool await_cancel(std::coroutine_handle<>) noexcept {
       if (withdraw()) return true;  // still queued: it takes nothing
       if (!value_) {

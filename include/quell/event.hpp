@@ -42,6 +42,7 @@ class event {
       return false;
     }
     void await_resume() const noexcept {}
+    void describe_wait(detail::wait_note& out) const { out.what = "event"; }
 
    private:
     friend class event;

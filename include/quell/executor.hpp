@@ -55,6 +55,9 @@
 #include "quell/detail/scheduler.hpp"
 #include "quell/detail/service.hpp"
 #include "quell/errors.hpp"
+#include "quell/metrics.hpp"
+#include "quell/observer.hpp"
+#include "quell/task_tree.hpp"
 
 namespace quell {
 
@@ -211,6 +214,11 @@ class executor_core {
   const cancel_request& request() const noexcept { return req_; }
   reactor* io_if_any() const noexcept { return sched_.io_if_any(); }
   std::string stuck_report() const;
+  // Seeing inside (quell/task_tree.hpp, observer.hpp, metrics.hpp): on the executor's thread.
+  quell::task_tree task_tree() const;
+  executor_metrics metrics() const;
+  void set_observer(observer* o);
+  void set_stall_detector(stall_options o);
   // Cross-core calls made from this executor whose end has not come back yet (see spin_for_mail).
   unsigned replies_expected = 0;
 
@@ -328,6 +336,14 @@ class executor {
   void set_blocking_threads(unsigned n) { core_.set_blocking_threads(n); }
 
   bool done() const noexcept { return core_.done(); }
+
+  // Seeing inside, on the executor's thread (from its tasks, or between turns): the live task
+  // tree (quell/task_tree.hpp), the counters (quell/metrics.hpp), one observer and the stall
+  // detector (quell/observer.hpp). The observer must outlive its installation (null removes it).
+  quell::task_tree task_tree() const { return core_.task_tree(); }
+  executor_metrics metrics() const { return core_.metrics(); }
+  void set_observer(observer* o) { core_.set_observer(o); }
+  void set_stall_detector(stall_options o) { core_.set_stall_detector(std::move(o)); }
 
   // Diagnostics and tests: the executor's io_uring reactor, or null before its first I/O.
   detail::reactor* reactor_if_any() const noexcept { return core_.io_if_any(); }

@@ -74,9 +74,18 @@ class [[nodiscard]] generator {
       bool await_ready() const noexcept { return false; }
       void await_suspend(std::coroutine_handle<>) const noexcept {
         p->at_yield = true;
+        // Suspended at co_yield it runs under nobody: the consumer's context that was its
+        // parent may end before the next next() (the task tree must not follow it).
+        p->parent = nullptr;
+        if (detail::tls.hooks) [[unlikely]]
+          detail::hook_task(detail::hook_event::suspended, *p);
         detail::resume(std::exchange(p->continuation, {}));  // may destroy the frame: nothing after
       }
-      void await_resume() const noexcept { detail::tls.context = p; }  // the body runs again
+      void await_resume() const noexcept {
+        detail::tls.context = p;  // the body runs again
+        if (detail::tls.hooks) [[unlikely]]
+          detail::hook_task(detail::hook_event::resumed, *p);
+      }
     };
     template <class U = T>
     requires std::is_convertible_v<U&&, T> yield_awaiter yield_value(U&& v) {
@@ -86,7 +95,6 @@ class [[nodiscard]] generator {
 
     std::optional<T> value;  // yielded, not yet taken by next()
     std::exception_ptr error;
-    bool at_yield = false;
   };
 
   generator() noexcept = default;
@@ -117,6 +125,8 @@ class [[nodiscard]] generator {
       p.parent = detail::tls.context;  // the producer runs under the consumer of the moment
       if (p.state == detail::promise_base::phase::not_started) {
         p.state = detail::promise_base::phase::running;
+        if (detail::tls.hooks) [[unlikely]]
+          detail::hook_task(detail::hook_event::spawned, p);
       } else if (std::exchange(p.at_yield, false) && p.request.level != cancel_level::none) {
         p.end_cancelled();  // a co_yield is a cancellation point: the producer ends there
         return true;

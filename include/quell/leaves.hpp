@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "quell/detail/scheduler.hpp"
+#include "quell/detail/wait_note.hpp"
 
 namespace quell {
 
@@ -31,6 +32,7 @@ struct pending_awaiter {
   bool await_cancel(std::coroutine_handle<>) const noexcept { return true; }
   bool await_must_resume() const noexcept { return false; }
   [[noreturn]] T await_resume() const noexcept { std::terminate(); }  // never resumed
+  void describe_wait(detail::wait_note& out) const { out.what = "pending (completes never)"; }
 };
 
 template <class T = void>
@@ -81,6 +83,7 @@ class yield_awaiter : detail::turn_node {
   }
   bool await_must_resume() const noexcept { return true; }
   void await_resume() const noexcept {}
+  void describe_wait(detail::wait_note& out) const { out.what = "yield (the next turn)"; }
 
  private:
   static void on_turn(detail::turn_node* n) noexcept { detail::resume(static_cast<yield_awaiter*>(n)->waiter_); }

@@ -81,6 +81,7 @@
 #include "quell/detail/outcome.hpp"
 #include "quell/executor.hpp"
 #include "quell/join.hpp"
+#include "quell/signal.hpp"
 #include "quell/task.hpp"
 
 namespace quell {
@@ -142,6 +143,12 @@ class runtime {
   // never stuck: its holder may still act.
   remote_handle remote();
 
+  // The live task tree of every core (quell/task_tree.hpp), from a thread that is not one of the
+  // runtime's cores (from a task, co_await quell::current_task_tree() instead): each core is
+  // asked through its mailbox and answers between two resumes; one that has not answered within
+  // `timeout` (busy in a long resume: see the stall detector) is left out. Not running: empty.
+  quell::task_tree task_tree(duration timeout = std::chrono::seconds(1));
+
   void cancel(cancel_reason reason = cancel_reason(cancel_kind::requested));
   void force_cancel(cancel_reason reason = cancel_reason(cancel_kind::requested));
   void shutdown(duration grace);
@@ -164,6 +171,7 @@ class runtime {
 // run_main (quell/signal.hpp) on a runtime: the first SIGINT/SIGTERM cancels the root gracefully,
 // and with it every core's part of the tree; a second one, or the grace period, forces it.
 int run_main(runtime& rt, task<int> main, duration grace = std::chrono::seconds(10));
+int run_main(runtime& rt, task<int> main, run_main_options options);
 
 namespace detail {  // the machinery: detail/on_op.hpp, included at the end
 template <class F>

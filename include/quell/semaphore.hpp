@@ -105,6 +105,10 @@ class semaphore {
       return false;
     }
     permit await_resume() noexcept { return permit(&sem_, units_); }
+    void describe_wait(detail::wait_note& out) const {
+      out.what = "semaphore (" + std::to_string(units_) + " of " + std::to_string(sem_.total_) + ", " +
+                 std::to_string(sem_.available_) + " available)";
+    }
 
    private:
     friend class semaphore;

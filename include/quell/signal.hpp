@@ -19,6 +19,9 @@
 //   - a third signal ends the process at once (std::_Exit(128 + the first signal's number)),
 //     after one line on stderr: the forced cancellation was waiting for something that does not
 //     answer, and the user has asked three times;
+//   - SIGQUIT (Ctrl-\\; run_main_options::dump_signal, 0 for none) prints the live task tree
+//     (quell/task_tree.hpp) to stderr and changes nothing else: every task goes on as before (a
+//     runtime's cores each add their part when they next look at their mailbox);
 //   - it returns the root's value; if the root ended cancelled because of a signal it returns 0
 //     when the cancellation stayed graceful (an orderly shutdown) and 128 + the signal number
 //     when it had to be forced (the shell's convention for "killed by"); if the root threw, it
@@ -66,6 +69,12 @@ class signal_set {
   sigset_t previous_;
 };
 
+struct run_main_options {
+  duration grace = std::chrono::seconds(10);
+  int dump_signal = SIGQUIT;  // prints the task tree; 0: not watched
+};
+
 int run_main(task<int> main, duration grace = std::chrono::seconds(10));
+int run_main(task<int> main, run_main_options options);
 
 }  // namespace quell

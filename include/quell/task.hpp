@@ -72,7 +72,10 @@ class [[nodiscard]] task {
       detail::resume(h_);
     }
     bool await_early_cancel() const noexcept { return true; }  // never started: nothing runs
-    static constexpr bool reentrant_cancel = true;             // see driver::cancel_thunk
+    void describe_wait(detail::wait_note& out) const {
+      out.what = h_ ? std::string("`") + h_.promise().where.function + "`" : std::string("a task");
+    }
+    static constexpr bool reentrant_cancel = true;  // see driver::cancel_thunk
     bool await_cancel(std::coroutine_handle<>, const cancel_request& r) noexcept {
       h_.promise().request_cancel(r);
       return false;  // the task reports its end through its waiter, possibly during this call
@@ -168,6 +171,8 @@ class task_await_task : resume_target {
     self->p_.awaited_task = nullptr;
     self->p_.unpark();
     if (settle_finished(self->child_)) {
+      if (tls.hooks) [[unlikely]]
+        hook_task(hook_event::resumed, self->p_);
       detail::resume(self->body_);
     } else {
       self->p_.end_cancelled();

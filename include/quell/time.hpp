@@ -30,6 +30,7 @@
 #include "quell/clock.hpp"
 #include "quell/detail/scheduler.hpp"
 #include "quell/detail/timer_queue.hpp"
+#include "quell/detail/wait_note.hpp"
 
 namespace quell {
 
@@ -54,6 +55,10 @@ class sleep_awaiter : detail::timer_node {
   }
   bool await_must_resume() const noexcept { return fired; }
   void await_resume() const noexcept {}
+  void describe_wait(detail::wait_note& out) const {
+    out.what = "sleep";
+    out.until = deadline;
+  }
 
  private:
   friend class sleep_request;

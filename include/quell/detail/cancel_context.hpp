@@ -54,6 +54,10 @@ struct context_frame : context_node {
   context_frame(kind k, const cancel_request* r) noexcept : context_node(k), request(r) { parent = nullptr; }
   const cancel_request* request;
   time_point deadline = time_point::max();
+  // For the task tree (quell/task_tree.hpp): what the frame is ("move_on_after", "shield",
+  // "cleanup", ...; null: not shown) and a shield's or cleanup's bound (max: none).
+  const char* label = nullptr;
+  duration bound = duration::max();
 };
 
 // Makes `n` the current node for the guard's lifetime (starting children from a callback).

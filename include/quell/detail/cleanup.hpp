@@ -42,6 +42,8 @@ class cleanup_stack : resume_target {
     top_ = c;
   }
   bool empty() const noexcept { return top_ == nullptr && current_ == nullptr; }
+  // A cleanup is running now (the owner's body has ended).
+  bool running() const noexcept { return current_ != nullptr; }
 
   // Runs every registered cleanup, last registered first, then calls `finished(owner)`.
   void run() noexcept { step(); }

@@ -25,6 +25,10 @@
 
 #include "quell/detail/service.hpp"
 
+namespace quell {
+class task_tree;
+}
+
 namespace quell::detail {
 
 class executor_core;
@@ -49,7 +53,8 @@ struct core_group {
   void wake_core0() noexcept;
   // Every core's waiting tasks, each line prefixed with its core (core 0 calls this once the
   // count is zero, when no other core can change anything).
-  std::string describe_waiting() const;
+  // Every core's tasks, read from core 0 while every core is idle (the stuck report).
+  quell::task_tree task_tree_when_idle() const;
 
   std::vector<std::shared_ptr<remote_state>> boxes;  // fixed for the runtime's life
   std::vector<std::atomic<executor_core*>> cores;    // each core's executor while it exists

@@ -35,10 +35,18 @@ class deadline_op : public composite {
     node_.deadline = o.node_.deadline;
   }
 
+  void describe_wait(wait_note& out) const {
+    op_.describe(out);
+    const char* name =
+        Optional ? (relative_ ? "move_on_after > " : "move_on_at > ") : (relative_ ? "timeout > " : "with_deadline > ");
+    out.what = name + out.what;
+  }
+
   bool await_early_cancel() const noexcept { return true; }
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
+    node_.label = Optional ? (relative_ ? "move_on_after" : "move_on_at") : (relative_ ? "timeout" : "with_deadline");
     node_.parent = outer_context();
     alarm_.reserve();
     const time_point t = now();

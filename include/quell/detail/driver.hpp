@@ -16,6 +16,8 @@
 #include <coroutine>
 #include <exception>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -24,6 +26,7 @@
 #include "quell/detail/outcome.hpp"
 #include "quell/detail/resume_target.hpp"
 #include "quell/detail/scheduler.hpp"
+#include "quell/detail/wait_note.hpp"
 
 namespace quell::detail {
 
@@ -64,6 +67,19 @@ concept awaitable = requires {
   typename await_result_t<A>;
 };
 
+struct driver_base;
+// A combinator's branch: what it waits on across cores (the task tree follows on() through it).
+inline void collect_links(const driver_base& d, wait_note& out);
+
+template <class A>
+void describe_awaiter(const A& a, wait_note& out) {
+  if constexpr (requires { a.describe_wait(out); }) {
+    a.describe_wait(out);
+  } else {
+    out.what = type_name<A>();
+  }
+}
+
 struct driver_base : resume_target {
   using done_fn = void (*)(void* owner, driver_base* self) noexcept;
   enum class phase : unsigned char { idle, running, cancelling, done };
@@ -103,11 +119,13 @@ struct driver_base : resume_target {
 
   using cancel_fn = void (*)(driver_base*, const cancel_request&) noexcept;
   using start_fn = bool (*)(driver_base*, void*, done_fn, const cancel_request*) noexcept;
+  using describe_fn = void (*)(const driver_base*, wait_note&);
   // One pointer to a per-type table rather than one per entry: a driver sits in every suspended
   // task's frame and in every spawned child (bytes per task: W3 in bench/compare/WORKLOADS.md).
   struct ops_table {
     cancel_fn cancel;
     start_fn start;
+    describe_fn describe;
   };
   const ops_table* ops;
 
@@ -136,7 +154,16 @@ struct driver_base : resume_target {
   bool start_erased(void* o, done_fn fn, const cancel_request* pending) noexcept {
     return ops->start(this, o, fn, pending);
   }
+  // What the awaitable waits on (the task tree); says so when a cancel request has reached it.
+  void describe(wait_note& out) const { ops->describe(this, out); }
 };
+
+inline void collect_links(const driver_base& d, wait_note& out) {
+  if (d.state != driver_base::phase::running && d.state != driver_base::phase::cancelling) return;
+  wait_note branch;
+  d.describe(branch);
+  out.links.insert(out.links.end(), branch.links.begin(), branch.links.end());
+}
 
 template <class Aw>
 class driver : public driver_base {
@@ -375,7 +402,11 @@ class driver : public driver_base {
     if (self->cancel_step(&r)) self->on_done(self->owner, self);  // may destroy *self
   }
 
-  static constexpr ops_table table{&cancel_thunk, &start_thunk};
+  static void describe_thunk(const driver_base* d, wait_note& out) {
+    describe_awaiter(static_cast<const driver*>(d)->aw_, out);
+  }
+
+  static constexpr ops_table table{&cancel_thunk, &start_thunk, &describe_thunk};
 
   Aw aw_;
 };

@@ -34,11 +34,14 @@
 #include <cerrno>
 #include <concepts>
 #include <coroutine>
+#include <string>
+#include <string_view>
 #include <system_error>
 
 #include "quell/detail/reactor.hpp"
 #include "quell/detail/receive_ahead.hpp"
 #include "quell/detail/scheduler.hpp"
+#include "quell/detail/wait_note.hpp"
 
 namespace quell::detail {
 
@@ -89,6 +92,12 @@ class io_leaf : public io_op {
     return false;
   }
   bool await_must_resume() const noexcept { return !cancelled_; }
+  void describe_wait(wait_note& out) const {
+    std::string_view name = type_name<D>();
+    if (name.size() > 3 && name.substr(name.size() - 3) == "_op") name.remove_suffix(3);
+    out.what = std::string(name);
+    if (object) out.what += " on fd " + std::to_string(object->fd);
+  }
   bool await_give_back() noexcept {
     if constexpr (requires(D & d) {
                     { d.give_back() } -> std::same_as<bool>;

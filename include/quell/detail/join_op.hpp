@@ -130,6 +130,10 @@ class join_op : public join_base<join_op<Settled, Aws...>, Settled> {
 
   template <class... Xs>
   explicit join_op(Xs&&... xs) : base(sizeof...(Aws)), branches_(std::forward<Xs>(xs)...) {}
+  void describe_wait(wait_note& out) const {
+    out.what = "join of " + std::to_string(sizeof...(Aws));
+    std::apply([&](const auto&... d) { (collect_links(d, out), ...); }, branches_);
+  }
   join_op(join_op&& o) : base(std::move(o)), branches_(std::move(o.branches_)) {}
 
   value_type await_resume() {
@@ -185,6 +189,10 @@ class join_range_op : public join_base<join_range_op<Settled, Aw>, Settled> {
       : base(std::move(o)), branches_(std::move(o.branches_)), results_(std::move(o.results_)) {}
 
   bool await_ready() const noexcept { return branches_.empty(); }
+  void describe_wait(wait_note& out) const {
+    out.what = "join of " + std::to_string(branches_.size());
+    for (const auto& d : branches_) collect_links(d, out);
+  }
 
   value_type await_resume() {
     this->rethrow_if_error();

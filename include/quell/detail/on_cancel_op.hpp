@@ -86,9 +86,14 @@ class on_cancel_op : public composite {
   on_cancel_op(on_cancel_op&& o) : composite(std::move(o)), op_(std::move(o.op_)), hook_(std::move(o.hook_)) {}
 
   bool await_early_cancel() const noexcept { return true; }
+  void describe_wait(wait_note& out) const {
+    op_.describe(out);
+    out.what = (hook_started_ && !hook_done_ ? "on_cancel (hook running) > " : "on_cancel > ") + out.what;
+  }
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
+    hook_context_.label = "on_cancel hook";
     op_context_.parent = outer_context();
     {
       context_guard g(&op_context_);

@@ -51,6 +51,11 @@ class on_op {
     return false;  // the child's end comes back as a message
   }
   bool await_must_resume() const noexcept { return !c_->out.cancelled(); }
+  // The child's tasks on the other core hang from c_->root: the task tree joins them here.
+  void describe_wait(wait_note& out) const {
+    out.what = "a child on core " + std::to_string(core_);
+    if (c_) out.links.push_back(&c_->root);
+  }
   result_type await_resume() { return c_->out.take(); }
 
  private:
@@ -89,7 +94,7 @@ class on_op {
       }
       // The factory lives until the child has ended: a coroutine lambda passed as the factory
       // runs with its captures inside this very object.
-      context_guard top(nullptr);  // the child's tree starts here; its caller is on another core
+      context_guard top(&c->root);  // the child's tree starts here; its caller is on another core
       if (c->drv->start(c, &child_done, nullptr)) child_done(c, &*c->drv);
     }
     static void child_done(void* self, driver_base*) noexcept {
@@ -127,6 +132,9 @@ class on_op {
     executor_core* caller = nullptr;
     std::atomic<cancel_level> asked{cancel_level::none};
     cancel_request req[2]{{cancel_level::none, {}}, {cancel_level::none, {}}};
+    // The top of the child's cancel context: transparent, and without a parent (the caller's
+    // context is on another core); the task tree matches it with the caller's describe_wait.
+    context_frame root{context_node::kind::plain, nullptr};
     bool finished = false;   // the child's core
     bool done_seen = false;  // the caller's core
     msg start_m, cancel_m[2], done_m;

@@ -49,6 +49,7 @@ struct promise_base : task_record {
   phase state = phase::not_started;
   bool ended_cancelled = false;
   bool cleanup_failed = false;  // set when the cleanups have finished and one of them threw
+  bool at_yield = false;        // a generator's producer suspended at co_yield (generator.hpp)
 
   // Async cleanups registered with quell::defer (allocated by the first one).
   cleanup_stack* cleanup = nullptr;
@@ -71,7 +72,11 @@ struct promise_base : task_record {
     context_node* node;
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<>) const noexcept {}
-    void await_resume() const noexcept { tls.context = node; }
+    void await_resume() const noexcept {
+      tls.context = node;
+      if (tls.hooks) [[unlikely]]
+        hook_task(hook_event::started, *static_cast<task_record*>(node));
+    }
   };
   initial_awaiter initial_suspend() noexcept { return {&static_cast<context_node&>(*this)}; }
 
@@ -91,17 +96,23 @@ struct promise_base : task_record {
     parent = tls.context;
     continuation = waiter;
     state = phase::running;
+    if (tls.hooks) [[unlikely]]
+      hook_task(hook_event::spawned, *this);
   }
   // start() for task_await_task: the continuation stays null until the task first suspends.
   QUELL_HOT void start_inline() noexcept {
     parent = tls.context;
     state = phase::running;
+    if (tls.hooks) [[unlikely]]
+      hook_task(hook_event::spawned, *this);
   }
 
   // The task suspended on its awaitee. Parked tasks are what a "stuck" report lists; a task that never
   // suspends (the common case for short helpers) costs the registry nothing.
   void park() noexcept {
     if (scheduler* s = this_thread().current) s->track(*this);
+    if (tls.hooks) [[unlikely]]
+      hook_task(hook_event::suspended, *this);
   }
   void unpark() noexcept { awaitee = nullptr; }
   // Suspended on an awaitable or a child task (what a stuck report lists).
@@ -114,7 +125,9 @@ struct promise_base : task_record {
     promise_base* p = this;
     const cancel_request* req = &r;
     for (;;) {
+      const bool first = p->request.level == cancel_level::none;
       if (!merge_request(p->request, *req)) return;
+      note_cancel_requested(*p, first);
       if (p->state != phase::running) return;
       if (promise_base* child = p->awaited_task) {
         req = &p->request;
@@ -140,16 +153,23 @@ struct promise_base : task_record {
   // waiter is told.
   QUELL_HOT void finish() noexcept {
     if (cleanup && !cleanup->empty()) [[unlikely]] {
+      if (tls.hooks) hook_task(hook_event::cleanup_begin, *this);
       cleanup->run();
       return;
     }
     state = phase::done;
+    if (tls.hooks) [[unlikely]]
+      hook_task(hook_event::finished, *this);
     if (continuation) detail::resume(continuation);  // else the waiter looks at `state`
   }
   static void finish_after_cleanup(task_record* t) noexcept {
     auto* self = static_cast<promise_base*>(t);
     self->cleanup_failed = self->cleanup->error != nullptr;
     self->state = phase::done;
+    if (tls.hooks) {
+      hook_task(hook_event::cleanup_end, *self);
+      hook_task(hook_event::finished, *self);
+    }
     if (self->continuation) detail::resume(self->continuation);
   }
   // A cleanup failed: the primary error (if any) stays, with the cleanup's attached; otherwise
@@ -173,6 +193,7 @@ struct promise_base : task_record {
   // cancelled and its waiter is told.
   void end_cancelled() noexcept {
     ended_cancelled = true;
+    if (request.level != cancel_level::none) note_cancel_confirmed(*this);
     finish();
   }
   // The same, from inside the task's own await_suspend: the waiter is told from the run queue,
@@ -181,11 +202,14 @@ struct promise_base : task_record {
   // call, and so this await_suspend, has returned).
   void end_cancelled_from_suspend() noexcept {
     ended_cancelled = true;
+    if (request.level != cancel_level::none) note_cancel_confirmed(*this);
     if (cleanup && !cleanup->empty()) [[unlikely]] {
+      if (tls.hooks) hook_task(hook_event::cleanup_begin, *this);
       cleanup->run_later();
       return;
     }
     state = phase::done;
+    if (tls.hooks) hook_task(hook_event::finished, *this);
     if (continuation) detail::post(continuation);
   }
 
@@ -239,6 +263,8 @@ class task_await : public driver<Aw> {
     if (self->cancelled) {
       self->p_.end_cancelled();
     } else {
+      if (tls.hooks) [[unlikely]]
+        hook_task(hook_event::resumed, self->p_);  // only after a suspension (await_resume is not)
       detail::resume(self->body_);
     }
   }

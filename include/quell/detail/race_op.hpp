@@ -129,6 +129,11 @@ class first_done_op : public composite {
 
   bool await_early_cancel() const noexcept { return true; }
 
+  void describe_wait(wait_note& out) const {
+    out.what = "race of " + std::to_string(N);
+    std::apply([&](const auto&... d) { (collect_links(d, out), ...); }, branches_);
+  }
+
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
     starting_ = true;

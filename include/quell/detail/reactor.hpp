@@ -72,6 +72,7 @@ struct io_op : list_node {
   // keep the executor awake and is not shown to the fault injector; complete() sees every CQE
   // (cqe_flags tells IORING_CQE_F_MORE and the buffer id apart).
   bool background = false;
+  std::uint8_t opcode = 0;      // its SQE's opcode, recorded only while an observer watches
   int res = 0;                  // last CQE result
   std::uint32_t cqe_flags = 0;  // flags of the CQE being handled (background ops only)
   static constexpr std::uint32_t no_slot = 0xffffffffu;

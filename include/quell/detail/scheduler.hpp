@@ -7,6 +7,7 @@
 // not do at -O0/-Og/-O1 or under ASan.
 #pragma once
 
+#include <array>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -27,11 +28,17 @@ namespace quell::detail {
 class scheduler;
 class reactor;
 class executor_core;
+struct hook_hub;
+struct task_record;
+struct io_op;
 
 struct thread_state {
   scheduler* current = nullptr;
   int depth = 0;
   context_node* context = nullptr;  // the cancel context of the code running now (cancel_context.hpp)
+  // The current executor's observer and stall detector (quell/observer.hpp); null when it has
+  // none, so every hook point costs one load and a predicted branch.
+  hook_hub* hooks = nullptr;
 };
 // Constant-initialised, so every access is a plain thread-local load (no init guard).
 constinit inline thread_local thread_state tls{};
@@ -42,11 +49,41 @@ struct turn_node : list_node {
   void (*run)(turn_node*) noexcept = nullptr;
 };
 
-// What the scheduler knows about a started, unfinished task (for "stuck" reports).
+// What the scheduler knows about a started, unfinished task (the task tree, "stuck" reports).
 struct task_record : list_node, context_node {
   task_record() noexcept : context_node(kind::task) {}
   site where;
   cancel_request request{cancel_level::none, {}};  // what reached the task; none = nothing yet
+  time_point requested_at = time_point::min();     // when it did (the turn's time; min: unknown)
+};
+
+// The events an observer is told of (quell/observer.hpp), dispatched out of line.
+enum class hook_event : std::uint8_t {
+  spawned,
+  started,
+  suspended,
+  resumed,
+  cleanup_begin,
+  cleanup_end,
+  finished,
+};
+QUELL_COLD void hook_task(hook_event e, const task_record& t) noexcept;
+QUELL_COLD void hook_cancel(const task_record& t, const cancel_request& r) noexcept;
+QUELL_COLD void hook_io_submit(io_op& op, unsigned opcode, int fd) noexcept;
+QUELL_COLD void hook_io_complete(const io_op& op, int result) noexcept;
+// A task's request was first recorded (or made forced): metrics, its time, the observer.
+QUELL_COLD void note_cancel_requested(task_record& t, bool first) noexcept;
+// A task with a request ended cancelled: the request is confirmed.
+QUELL_COLD void note_cancel_confirmed(const task_record& t) noexcept;
+
+// Per-executor counters (quell/metrics.hpp reads them). Each is written by its own core only.
+struct scheduler_counters {
+  static constexpr std::size_t latency_buckets = 11;  // <= 1us, 10us, ..., 100s, more
+  std::uint64_t turns = 0;
+  std::uint64_t cancels_requested = 0;
+  std::uint64_t cancels_confirmed = 0;
+  std::array<std::uint64_t, latency_buckets> latency{};
+  std::uint64_t latency_sum_ns = 0;
 };
 
 class scheduler {
@@ -76,6 +113,25 @@ class scheduler {
   }
 
   bool has_work() const noexcept { return head_ != tail_ || !next_turn_.empty(); }
+
+  // A turn begins: counted, and the turn's time is read again when first needed.
+  void new_turn() noexcept {
+    ++counters.turns;
+    now_known_ = false;
+  }
+  // The time of this turn (read from the clock once per turn, on first use): what a cancel
+  // request's age is measured from. Reading the clock at each request cost W3 (100,000 requests
+  // in one turn) a clock read per task.
+  time_point turn_now() noexcept {
+    if (!now_known_) {
+      now_ = timers_.clock().now();
+      now_known_ = true;
+    }
+    return now_;
+  }
+  scheduler_counters counters;
+  hook_hub* hooks = nullptr;      // what thread_state::hooks is while this executor runs (null: none)
+  std::unique_ptr<hook_hub> hub;  // created by the first set_observer / set_stall_detector
 
   timer_queue& timers() noexcept { return timers_; }
   const timer_queue& timers() const noexcept { return timers_; }
@@ -127,8 +183,14 @@ class scheduler {
   }
 
   executor_core* core = nullptr;  // the executor this scheduler belongs to
-  // One line per live task: where it was created and whether it is being cancelled.
-  std::string describe_live() const;
+  unsigned core_index = 0;        // its index in a runtime (0 for an executor)
+
+  // The registry of tasks that suspended at least once and whose frames are alive (the task
+  // tree walks it). `f` is called with each task_record.
+  template <class F>
+  void for_each_registered(F&& f) const {
+    live_.for_each([&](const list_node* n) { f(static_cast<const task_record*>(n)); });
+  }
 
  private:
   reactor& make_io();
@@ -142,6 +204,7 @@ class scheduler {
   void grow();
   void run_nodes(node_list& batch);
   void drain_queue();
+  void drain_queue_observed();
 
   std::vector<std::coroutine_handle<>> ring_ = std::vector<std::coroutine_handle<>>(64);
   std::size_t mask_ = 63;  // ring_.size() - 1 (a power of two)
@@ -151,6 +214,8 @@ class scheduler {
   node_list live_;
   timer_queue timers_;
   std::unique_ptr<reactor> io_;
+  time_point now_{};
+  bool now_known_ = false;
 };
 
 // Resumes `h` now if the stack has room, else queues it on the current executor.

@@ -123,6 +123,7 @@ class scope_op : public composite {
  public:
   template <class F>
   explicit scope_op(F&& body) : fn_(std::forward<F>(body)) {}
+  void describe_wait(wait_note& out) const { out.what = "scope"; }
   scope_op(scope_op&& o) : composite(std::move(o)), fn_(std::move(o.fn_)) {}
 
   bool await_early_cancel() const noexcept { return true; }

@@ -14,15 +14,20 @@ class shield_op : public composite {
  public:
   template <class X>
   shield_op(X&& op, duration max, bool bounded)
-      : op_(std::forward<X>(op)), alarm_(this, &on_alarm), max_(max), bounded_(bounded) {}
+      : op_(std::forward<X>(op)), alarm_(this, &on_alarm), max_(max), bounded_(bounded) {
+    if (bounded) node_.bound = max;
+  }
   shield_op(shield_op&& o)
-      : composite(std::move(o)), op_(std::move(o.op_)), alarm_(this, &on_alarm), max_(o.max_), bounded_(o.bounded_) {}
+      : composite(std::move(o)), op_(std::move(o.op_)), alarm_(this, &on_alarm), max_(o.max_), bounded_(o.bounded_) {
+    node_.bound = o.node_.bound;
+  }
 
   // A graceful request pending at the start does not stop a shielded operation from starting.
   bool await_early_cancel(const cancel_request& r) const noexcept { return r.forced(); }
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
+    node_.label = "shield";
     node_.parent = outer_context();
     context_guard g(&node_);
     if (op_.start(this, &op_done, nullptr)) op_finished();
@@ -46,6 +51,10 @@ class shield_op : public composite {
 
   bool await_must_resume() const noexcept { return !op_.cancelled; }
   R await_resume() { return op_.result(); }
+  void describe_wait(wait_note& out) const {
+    op_.describe(out);
+    out.what = (lifted_ ? "unshielded > " : "shield > ") + out.what;
+  }
 
   void unshield() noexcept {
     if (lifted_) return;

@@ -19,6 +19,7 @@
 
 #include "quell/detail/intrusive_list.hpp"
 #include "quell/detail/scheduler.hpp"
+#include "quell/detail/wait_note.hpp"
 
 namespace quell::detail {
 
