@@ -72,7 +72,8 @@ app::app(std::vector<backend*> per_core, app_options options)
   for (backend* b : backends_) {
     if (!b) throw std::invalid_argument("gateway::app: a null backend");
   }
-  if (!options_.log) options_.log = [](const std::string& line) { std::fprintf(stderr, "gateway: %s\n", line.c_str()); };
+  if (!options_.log)
+    options_.log = [](const std::string& line) { std::fprintf(stderr, "gateway: %s\n", line.c_str()); };
 }
 
 backend& app::backend_for(unsigned core) const {
@@ -107,8 +108,12 @@ void app::trace(const std::string& line) const {
 
 gateway_stats app::stats() const noexcept {
   auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
-  return {get(stats_.in_flight),     get(stats_.reports_done),   get(stats_.reports_cancelled),
-          get(stats_.reports_timed_out), get(stats_.reports_failed), get(stats_.reports_refused),
+  return {get(stats_.in_flight),
+          get(stats_.reports_done),
+          get(stats_.reports_cancelled),
+          get(stats_.reports_timed_out),
+          get(stats_.reports_failed),
+          get(stats_.reports_refused),
           get(stats_.waiting)};
 }
 
@@ -186,7 +191,8 @@ task<http::response> app::route(http::request& req) {
 
 task<http::response> app::answer(http::request& req) {
   const std::string_view path = req.path();
-  if (path != "/stats" && path != "/report" && path != "/hello") co_return http::response::text(404, "not found\n");
+  if (path != "/stats" && path != "/report" && path != "/hello" && path != "/debug/tasks" && path != "/metrics")
+    co_return http::response::text(404, "not found\n");
   if (req.method != "GET" && req.method != "HEAD") {
     auto r = http::response::text(405, "only GET\n");
     r.headers.push_back({"Allow", "GET, HEAD"});
@@ -194,6 +200,18 @@ task<http::response> app::answer(http::request& req) {
   }
   if (path == "/stats") co_return http::response::json(200, stats_json() + "\n");
   if (path == "/hello") co_return http::response::text(200, "hello\n");  // the benchmark's trivial endpoint
+  if (path == "/debug/tasks") {
+    // Every core's live tasks, with where each cancellation stands (quell/task_tree.hpp).
+    const quell::task_tree tree = co_await quell::current_task_tree();
+    if (const auto format = req.query_param("format"); format && *format == "json")
+      co_return http::response::json(200, tree.to_json() + "\n");
+    co_return http::response::text(200, tree.to_string());
+  }
+  if (path == "/metrics") {
+    const std::vector<quell::executor_metrics> cores = co_await quell::current_metrics();
+    http::response r{200, {{"Content-Type", "text/plain; version=0.0.4"}}, quell::to_prometheus(cores)};
+    co_return r;
+  }
   co_return co_await report(req);
 }
 

@@ -62,7 +62,7 @@ struct config {
   std::size_t max_connections = 10000;
   double idle_timeout = 60, header_timeout = 10, body_timeout = 30;
   double max_body_memory_mib = 64;
-  unsigned cores = 0;                   // 0: every CPU the process may use
+  unsigned cores = 0;                     // 0: every CPU the process may use
   std::string backend_pool = "per-core";  // or "shared"
 };
 
@@ -132,8 +132,7 @@ config parse(int argc, char** argv) {
     else if (key == "--backend-pool") {
       if (val != "per-core" && val != "shared") usage("--backend-pool wants 'per-core' or 'shared', not '" + val + "'");
       c.backend_pool = val;
-    }
-    else
+    } else
       usage("unknown option '" + a + "'");
   }
   // Checked here, on the main thread before any core starts: usage() exits the process.
@@ -194,15 +193,17 @@ task<void> watch_signals(quell::signal_set& sigs, http::server& srv, gateway::ap
                          quell::spawn_handle<void>& server_task, quell::duration grace, shutdown_state& state) {
   const int first = co_await sigs.wait();
   const char* name = first == SIGINT ? "SIGINT" : "SIGTERM";
-  std::printf("%s: graceful shutdown (no new connections; %.1f s for requests in flight; "
-              "requests waiting for a permit are answered 503)\n",
-              name, std::chrono::duration<double>(grace).count());
+  std::printf(
+      "%s: graceful shutdown (no new connections; %.1f s for requests in flight; "
+      "requests waiting for a permit are answered 503)\n",
+      name, std::chrono::duration<double>(grace).count());
   std::fflush(stdout);
   app.stop_admitting();
   srv.shutdown(grace);
   co_await sigs.wait();
-  std::printf("second signal: forced shutdown: cancelling every request and its cleanup now "
-              "(a third signal exits at once)\n");
+  std::printf(
+      "second signal: forced shutdown: cancelling every request and its cleanup now "
+      "(a third signal exits at once)\n");
   std::fflush(stdout);
   state.forced_by = first;
   server_task.force_cancel(quell::cancel_reason(quell::cancel_kind::signal, std::string(name) + " again"));
@@ -273,7 +274,9 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
     srv.emplace(where, app->handler(), so);
     std::printf("quell gateway on http://%s: %u cores, %zu permits, backend: %s%s\n",
                 srv->local_address().to_string().c_str(), cores, c.permits, backends[0]->describe().c_str(),
-                per_core ? " (one per core)" : cores > 1 ? " (one, shared by the cores)" : "");
+                per_core    ? " (one per core)"
+                : cores > 1 ? " (one, shared by the cores)"
+                            : "");
     std::fflush(stdout);
     server_task = s.spawn(run_server);
     s.spawn(watch_signals(sigs, *srv, *app, server_task, seconds(c.grace), state));
@@ -312,6 +315,34 @@ class demo {
     std::fflush(stdout);
   }
 
+  // Prints the part of a task tree (its text form) from the first task whose line contains `what`
+  // down to the end of that task's subtree.
+  static void print_subtree(const std::string& tree, const std::string& what) {
+    std::size_t at = tree.find(what);
+    if (at == std::string::npos) {
+      std::printf("%s", tree.c_str());
+      return;
+    }
+    at = tree.rfind('\n', at) + 1;
+    const std::size_t indent = tree.find('-', at) - at;
+    std::size_t end = tree.find('\n', at);
+    while (end != std::string::npos && end + 1 < tree.size()) {
+      const std::size_t next = end + 1;
+      const std::size_t dash = tree.find_first_not_of(' ', next);
+      if (dash - next <= indent && tree[dash] == '-') break;  // a sibling or an ancestor's sibling
+      end = tree.find('\n', next);
+    }
+    const std::string part = tree.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    std::size_t line = 0;  // each line without the subtree's own indentation
+    while (line < part.size()) {
+      std::size_t nl = part.find('\n', line);
+      if (nl == std::string::npos) nl = part.size();
+      std::printf("  %s\n",
+                  part.substr(line + std::min(indent, nl - line), nl - line - std::min(indent, nl - line)).c_str());
+      line = nl + 1;
+    }
+  }
+
   // Waits until the gateway has no request left on any core (the demo's way to let a trace finish).
   task<void> settle() { co_await app_->idle(); }
 
@@ -335,9 +366,10 @@ class demo {
     so.every_core = true;
     srv_.emplace(quell::address::parse("127.0.0.1", 0), app_->handler(), so);
     const quell::address at = srv_->local_address();
-    std::printf("quell gateway demo: http://%s on 2 cores, 1 permit for both, backend: %s (on core 0), "
-                "cancel timeout 1 s\n\n",
-                at.to_string().c_str(), backend_->describe().c_str());
+    std::printf(
+        "quell gateway demo: http://%s on 2 cores, 1 permit for both, backend: %s (on core 0), "
+        "cancel timeout 1 s\n\n",
+        at.to_string().c_str(), backend_->describe().c_str());
 
     auto all = [&](quell::scope& s) -> task<void> {
       s.spawn([&] { return svc_->serve(); });
@@ -381,6 +413,14 @@ class demo {
         auto r = co_await quell::move_on_after(300ms, c.get("/report?seconds=5"));
         say(r ? "client: got an answer?" : "client: gives up after 0.3 s");
         co_await c.close();
+        co_await quell::sleep_for(200ms);
+        say("client: GET /debug/tasks while that backend cancel is in flight (the request's part):");
+        {
+          auto d = co_await http::client::connect(at);
+          auto tree = co_await d.get("/debug/tasks");
+          co_await d.close();
+          print_subtree(tree.body, "report (");
+        }
         co_await settle();
         svc_->set_ignore_cancels(false);
         say("backend connections closed instead of reused: " + std::to_string(backend_->connections_closed()));

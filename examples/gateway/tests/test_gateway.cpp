@@ -283,6 +283,43 @@ TEST_P(Gateway, StatsRoutesAndBadParameters) {
   });
 }
 
+TEST_P(Gateway, DebugTasksShowsARequestWhoseBackendCancelIsInFlightAndMetricsCountIt) {
+  quell::virtual_clock clock;
+  clock.set_io_grace(20ms);
+  stack g(1);
+  g.svc.set_ignore_cancels(true);  // the cancel stays in flight for the whole cancel timeout (1 s)
+  g.cores = GetParam();
+  g.run(clock, [&](quell::address a) -> task<void> {
+    auto c = co_await http::client::connect(a);
+    auto r = co_await quell::move_on_after(300ms, c.get("/report?seconds=10"));
+    EXPECT_FALSE(r);
+    co_await c.close();
+    co_await quell::sleep_for(200ms);
+    auto d = co_await http::client::connect(a);
+    auto text = co_await d.get("/debug/tasks");
+    EXPECT_EQ(text.status, 200);
+    EXPECT_TRUE(contains(text.body, "- report (gateway.cpp:")) << text.body;
+    EXPECT_TRUE(contains(text.body, " cancelling, waiting on on_cancel > `run_job`\n")) << text.body;
+    EXPECT_TRUE(contains(text.body, "cancel: graceful (peer disconnected), 200 ms ago\n")) << text.body;
+    EXPECT_TRUE(contains(text.body, "waiting on on_cancel (hook running) > ")) << text.body;
+    auto json = co_await d.get("/debug/tasks?format=json");
+    EXPECT_EQ(json.status, 200);
+    EXPECT_EQ(json.header("content-type"), "application/json");
+    EXPECT_TRUE(contains(json.body, "\"function\":\"report\"")) << json.body;
+    EXPECT_TRUE(contains(json.body, "\"reason\":\"peer disconnected\",\"age_ns\":200000000}")) << json.body;
+    auto m = co_await d.get("/metrics");
+    EXPECT_EQ(m.status, 200);
+    EXPECT_EQ(m.header("content-type"), "text/plain; version=0.0.4");
+    EXPECT_TRUE(contains(m.body, "# TYPE quell_cancel_latency_seconds histogram\n")) << m.body;
+    EXPECT_TRUE(contains(m.body, "quell_tasks_alive{core=\"0\"} ")) << m.body;
+    if (GetParam() == 2) EXPECT_TRUE(contains(m.body, "quell_turns_total{core=\"1\"} ")) << m.body;
+    co_await d.close();
+    co_await g.settle();
+  });
+  g.svc.set_ignore_cancels(false);
+  EXPECT_EQ(g.backend.stats().cancels_timed_out, 1u);
+}
+
 TEST_P(Gateway, AFullQueueAndATooLongWaitAre503WithRetryAfterAndHoldNothing) {
   quell::virtual_clock clock;
   clock.set_io_grace(20ms);
