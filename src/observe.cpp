@@ -138,6 +138,11 @@ void hook_task(hook_event e, const task_record& t) noexcept {
   }
 }
 
+void hooks_started(const task_record& t) noexcept {
+  hook_task(hook_event::spawned, t);
+  hook_task(hook_event::started, t);
+}
+
 void note_cancel_requested(task_record& t, bool first) noexcept {
   if (scheduler* s = tls.current) {
     ++s->counters.cancels_requested;

@@ -72,6 +72,10 @@ task_tree::node describe(const task_record* t, unsigned core, time_point now) {
   if (p.cleanup && p.cleanup->running()) {
     n.state = task_state::in_cleanup;
     n.waits_on = "its cleanup";
+  } else if (p.awaited_task && !promise_of(p.awaited_task).continuation) {
+    // Inside the call that runs its child inline (the child has not suspended yet): on the stack.
+    n.state = task_state::running;
+    n.waits_on = std::string("`") + p.awaited_task->where.function + "`";
   } else if (p.waiting()) {
     n.state = p.request.level != cancel_level::none ? task_state::cancelling : task_state::suspended;
     if (p.awaited_task) {

@@ -126,7 +126,7 @@ class [[nodiscard]] generator {
       if (p.state == detail::promise_base::phase::not_started) {
         p.state = detail::promise_base::phase::running;
         if (detail::tls.hooks) [[unlikely]]
-          detail::hook_task(detail::hook_event::spawned, p);
+          detail::hooks_started(p);
       } else if (std::exchange(p.at_yield, false) && p.request.level != cancel_level::none) {
         p.end_cancelled();  // a co_yield is a cancellation point: the producer ends there
         return true;

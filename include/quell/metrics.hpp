@@ -15,7 +15,7 @@
 //   cancels_confirmed  tasks with a request that ended cancelled (the request took effect)
 //   cancel_latency     for each confirmed cancel, the time from the request reaching the task to
 //                      the task ending cancelled, as a histogram with buckets at 1 us, 10 us,
-//                      ..., 100 s. Times are the executor's clock at each turn's start, so a
+//                      ..., 1000 s. Times are the executor's clock at each turn's start, so a
 //                      cancel confirmed in the turn it was requested counts as 0.
 // Counting costs no clock read of its own: requests and confirmations are rare paths, and the turn
 // counter is one increment per turn.
@@ -32,14 +32,14 @@
 namespace quell {
 
 struct executor_metrics {
-  static constexpr std::size_t buckets = 10;  // upper bounds: 1 us, 10 us, ..., 100 s
+  static constexpr std::size_t buckets = 10;  // upper bounds: 1 us, 10 us, ..., 1000 s
   unsigned core = 0;
   std::uint64_t tasks_alive = 0;
   std::uint64_t turns = 0;
   std::uint64_t io_in_flight = 0;
   std::uint64_t cancels_requested = 0;
   std::uint64_t cancels_confirmed = 0;
-  // Non-cumulative counts per bucket; the last is "more than 100 s".
+  // Non-cumulative counts per bucket; the last is "more than 1000 s".
   std::array<std::uint64_t, buckets + 1> cancel_latency{};
   duration cancel_latency_sum{};
   // The upper bound of bucket i (i < buckets).

@@ -150,6 +150,21 @@ task<> takes_a_permit(quell::semaphore& s) { auto p = co_await s.acquire(); }
 
 }  // namespace
 
+// clang-format off
+task<std::string> snapshot_now() { co_return quell::task_tree_here().to_string(); }
+task<std::string> never_suspends() { co_return co_await snapshot_now(); }
+// clang-format on
+
+TEST(TaskTree, TasksThatNeverSuspendedAreShownAsTheChainRunningNow) {
+  const std::string text = quell::block_on(never_suspends());
+  EXPECT_EQ(text.find("- never_suspends (test_task_tree.cpp:"), 0u) << text;
+  // On the stack, in the call that runs its child inline: running, and waiting on that child.
+  EXPECT_NE(text.find(") running, waiting on `snapshot_now`\n  - snapshot_now (test_task_tree.cpp:"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(quell::block_on(never_suspends()).size(), text.size());
+}
+
 TEST(TaskTree, EachKindOfWaitSaysWhatItIs) {
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
@@ -344,11 +359,10 @@ task<int> quits_itself_and_goes_on() {
   co_return 7;
 }
 
+// clang-format off
 constexpr int remote_waiter_line = __LINE__ + 1;
-task<> remote_waiter() {
-  quell::event never;
-  co_await never.wait();
-}  // core 1's own event
+task<> remote_waiter() { quell::event never; co_await never.wait(); }  // core 1's own event
+// clang-format on
 
 task<int> quits_a_runtime() {
   auto remote = [] { return remote_waiter(); };

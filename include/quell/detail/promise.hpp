@@ -72,11 +72,7 @@ struct promise_base : task_record {
     context_node* node;
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<>) const noexcept {}
-    void await_resume() const noexcept {
-      tls.context = node;
-      if (tls.hooks) [[unlikely]]
-        hook_task(hook_event::started, *static_cast<task_record*>(node));
-    }
+    void await_resume() const noexcept { tls.context = node; }
   };
   initial_awaiter initial_suspend() noexcept { return {&static_cast<context_node&>(*this)}; }
 
@@ -97,14 +93,14 @@ struct promise_base : task_record {
     continuation = waiter;
     state = phase::running;
     if (tls.hooks) [[unlikely]]
-      hook_task(hook_event::spawned, *this);
+      hooks_started(*this);
   }
   // start() for task_await_task: the continuation stays null until the task first suspends.
   QUELL_HOT void start_inline() noexcept {
     parent = tls.context;
     state = phase::running;
     if (tls.hooks) [[unlikely]]
-      hook_task(hook_event::spawned, *this);
+      hooks_started(*this);
   }
 
   // The task suspended on its awaitee. Parked tasks are what a "stuck" report lists; a task that never
