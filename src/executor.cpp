@@ -22,7 +22,7 @@ namespace {
 // look for: in a build of quell without NDEBUG (docs/decisions.md, "Seeing inside").
 void default_stall_detector(scheduler& s) {
 #ifndef NDEBUG
-  if (!s.hub) {
+  if (!s.hub || !s.hub->stall_set) {
     hook_hub& h = hooks_of(s);
     h.stall = true;
     h.threshold = std::chrono::milliseconds(100);
@@ -109,6 +109,7 @@ bool executor_core::turn() {
   node_list batch;
   sched_.take_next_turn(batch);
   sched_.new_turn();
+  if (sched_.hooks) sched_.hooks->slice_begins();  // what ran before (and the wait) is no task's
   if (!started_) {
     started_ = true;
     default_stall_detector(sched_);
@@ -695,6 +696,7 @@ void executor_core::cancel(cancel_level level, cancel_reason reason) noexcept {
   if (!started_) return;  // the root starts with the request pending, so it never runs
   active_call a(active_);
   enter_executor in(sched_);
+  if (active_ == 1 && sched_.hooks) sched_.hooks->slice_begins();  // from outside a turn
   root_.cancel(req_);
   if (active_ == 1) sched_.drain_ready();  // inside a turn, the turn's own loop runs what was queued
 }

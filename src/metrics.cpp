@@ -41,6 +41,7 @@ void executor_core::set_observer(observer* o) {
 void executor_core::set_stall_detector(stall_options o) {
   hook_hub& h = hooks_of(sched_);
   h.stall = o.enabled;
+  h.stall_set = true;
   h.threshold = o.threshold;
   h.clock = o.clock ? o.clock : &steady_clock_source::instance();
   h.report = std::move(o.report);

@@ -73,24 +73,56 @@ task_ref describe_task(const task_record& t, unsigned core) noexcept {
   return r;
 }
 
+void hook_hub::emit(const task_record& t, duration took) noexcept {
+  slice_reported = true;
+  stall_report r{describe_task(t, core), took};
+  try {
+    if (report) {
+      report(r);
+    } else {
+      const std::string line = to_string(r) + "\n";
+      std::fputs(line.c_str(), stderr);
+    }
+  } catch (...) {  // a report that throws loses that report, not the executor
+  }
+}
+
 void hook_hub::stretch_ends(const task_record* next) noexcept {
   if (!stall) return;
   const time_point t = clock->now();
-  if (running && t - mark > threshold) {
-    stall_report r{describe_task(*running, core), t - mark};
-    try {
-      if (report) {
-        report(r);
-      } else {
-        const std::string line = to_string(r) + "\n";
-        std::fputs(line.c_str(), stderr);
-      }
-    } catch (...) {  // a report that throws loses that report, not the executor
-    }
-  }
+  if (running && t - mark > threshold) emit(*running, t - mark);
+  if (next && !slice_first) slice_first = next;
   running = next;
   mark = t;
 }
+
+void hook_hub::slice_begins() noexcept {
+  if (!stall) return;
+  running = nullptr;
+  slice_first = nullptr;
+  slice_reported = false;
+  slice_start = mark = clock->now();
+}
+
+void hook_hub::slice_ends() noexcept {
+  if (!stall) return;
+  stretch_ends(nullptr);
+  if (!slice_reported && slice_first && mark - slice_start > threshold) emit(*slice_first, mark - slice_start);
+  slice_first = nullptr;
+}
+
+namespace {
+// While an observer runs, the current context is the task it is told about: what ran before may
+// have freed the frame the context named (a finished cleanup, a released scope child), and the
+// observer may take a snapshot, which starts from the current context.
+class observing {
+ public:
+  explicit observing(const task_record& t) noexcept : g_(const_cast<task_record*>(&t)) {}
+
+ private:
+  context_guard g_;
+};
+}  // namespace
 
 void hook_task(hook_event e, const task_record& t) noexcept {
   hook_hub* h = tls.hooks;
@@ -112,6 +144,7 @@ void hook_task(hook_event e, const task_record& t) noexcept {
   }
   observer* o = h->user;
   if (!o) return;
+  observing guard(t);
   const task_ref r = describe_task(t, h->core);
   switch (e) {
     case hook_event::spawned:
@@ -138,25 +171,39 @@ void hook_task(hook_event e, const task_record& t) noexcept {
   }
 }
 
+void hook_yield(const task_record& producer, const context_node* consumer) noexcept {
+  hook_hub* h = tls.hooks;
+  if (!h) return;
+  h->stretch_ends(task_above(consumer));  // the consumer's code runs on
+  if (observer* o = h->user) {
+    observing guard(producer);
+    o->on_suspend(describe_task(producer, h->core));
+  }
+}
+
 void hooks_started(const task_record& t) noexcept {
   hook_task(hook_event::spawned, t);
   hook_task(hook_event::started, t);
 }
 
 void note_cancel_requested(task_record& t, bool first) noexcept {
-  if (scheduler* s = tls.current) {
-    ++s->counters.cancels_requested;
-    if (first) t.requested_at = s->turn_now();
+  if (scheduler* s = tls.current; s && first) {
+    ++s->counters.cancels_requested;  // each task once, whatever its levels
+    t.requested_at = s->turn_now();
   }
-  if (hook_hub* h = tls.hooks; h && h->user) h->user->on_cancel_requested(describe_task(t, h->core), t.request);
+  if (hook_hub* h = tls.hooks; h && h->user) {
+    observing guard(t);
+    h->user->on_cancel_requested(describe_task(t, h->core), t.request);
+  }
 }
 
 void note_cancel_confirmed(const task_record& t) noexcept {
   scheduler* s = tls.current;
-  if (!s) return;
+  // Only a request that was counted (and timed) is confirmed: one set before the task started
+  // (a scope's child cancelled before it ran, a generator closed) never ran anything to stop.
+  if (!s || t.requested_at == time_point::min()) return;
   scheduler_counters& c = s->counters;
   ++c.cancels_confirmed;
-  if (t.requested_at == time_point::min()) return;  // requested outside any executor: no time
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(s->turn_now() - t.requested_at).count();
   const std::uint64_t v = ns < 0 ? 0 : static_cast<std::uint64_t>(ns);
   c.latency_sum_ns += v;

@@ -378,7 +378,7 @@ void reactor::flush_with_faults(io_op* op) noexcept {
   }
   io_uring_sqe_set_data64(sqe, user_data(op));
   op->state = io_op::phase::in_flight;
-  if (tls.hooks) [[unlikely]]
+  if (tls.hooks && !op->background) [[unlikely]]
     hook_io_submit(*op, sqe->opcode, sqe->fd);
 }
 

@@ -118,8 +118,10 @@ void scheduler::drain_queue_observed() {
   while (head_ != tail_) {
     std::coroutine_handle<> h = ring_[head_ & mask_];
     ++head_;
+    hook_hub* const watching = hooks;  // a resumption may install or remove it
+    if (watching) watching->slice_begins();
     detail::resume(h);
-    if (hooks) hooks->stretch_ends(nullptr);
+    if (watching && hooks == watching) watching->slice_ends();
   }
   head_ = tail_ = 0;
 }
@@ -128,9 +130,12 @@ void scheduler::run_nodes(node_list& batch) {
   depth_reset d;
   while (list_node* n = batch.pop_front()) {
     auto* t = static_cast<turn_node*>(n);
+    hook_hub* const watching = hooks && hooks->stall ? hooks : nullptr;
+    if (watching) [[unlikely]]
+      watching->slice_begins();
     t->run(t);
-    if (hooks && hooks->stall) [[unlikely]]
-      hooks->stretch_ends(nullptr);
+    if (watching && hooks == watching) [[unlikely]]
+      watching->slice_ends();
     drain_ready();
   }
 }

@@ -5,11 +5,14 @@
 #include <string.h>
 #include <sys/signalfd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "quell/detail/task_tree_build.hpp"
 #include "quell/executor.hpp"
@@ -110,12 +113,16 @@ struct signal_watch final : detail::service {
     if (res != static_cast<int>(sizeof info)) return;
     const int signo = static_cast<int>(info[0].ssi_signo);
     if (signo == dump_signal) {
-      // Read only; the text is written whole, by whichever core completes it.
-      detail::dump_task_tree(core, [name = signal_name(signo)](const std::string& tree) {
+      // Read only; the text is written whole, by whichever core completes it, or after a second
+      // by this one with the parts that came (a core busy in a long resume cannot answer).
+      dump_timer.disarm();
+      dump = detail::dump_task_tree(core, [name = signal_name(signo)](const std::string& tree) {
         const std::string text = "quell: run_main: " + name + ": the live task tree\n" + tree;
         std::fwrite(text.data(), 1, text.size(), stderr);
         std::fflush(stderr);
       });
+      dump_timer.deadline = core.sched().timers().clock().now() + std::chrono::seconds(1);
+      core.sched().timers().arm(&dump_timer);
       core.add_service(this);
       return;
     }
@@ -139,13 +146,18 @@ struct signal_watch final : detail::service {
       std::_Exit(128 + first);
     }
   }
-  void on_stop() noexcept override { escalate.disarm(); }
+  void on_stop() noexcept override {
+    escalate.disarm();
+    dump_timer.disarm();
+  }
 
   detail::executor_core& core;
   int fd;
   duration grace;
   int dump_signal;
   detail::callback_timer escalate;
+  std::shared_ptr<detail::tree_collector> dump;
+  detail::callback_timer dump_timer{[this] { detail::dump_task_tree_now(std::exchange(dump, nullptr)); }};
   signalfd_siginfo info[1];
   int count = 0;
   int first = 0;
@@ -156,6 +168,11 @@ struct signal_watch final : detail::service {
 template <class Run>
 int run_main_with(const run_main_options& o, Run run) {
   const duration grace = o.grace;
+  if (o.dump_signal == SIGINT || o.dump_signal == SIGTERM || o.dump_signal < 0 || o.dump_signal >= NSIG) {
+    std::fprintf(stderr, "quell: run_main: dump_signal %d is not a signal it may take for the task tree\n",
+                 o.dump_signal);
+    return 2;
+  }
   try {
     const std::initializer_list<int> with_dump{SIGINT, SIGTERM, o.dump_signal}, without{SIGINT, SIGTERM};
     signal_set sigs(o.dump_signal > 0 ? with_dump : without);

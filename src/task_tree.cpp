@@ -427,19 +427,19 @@ quell::task_tree executor_core::task_tree() const {
 
 namespace quell::detail {
 
-namespace {
 // Each core's part, gathered through the cores' mailboxes (the one cross-core message path):
-// whoever adds the last part finishes the tree.
+// whoever adds the last part finishes the tree, unless someone finished it early.
 struct tree_collector {
   std::mutex m;
   std::condition_variable cv;
   std::vector<core_part> parts;
   unsigned remaining = 0;
   unsigned cores = 0;
-  std::function<void(task_tree)> done;  // null: a thread waits on cv instead
+  bool finished = false;
+  std::function<void(task_tree, std::string)> done;  // null: a thread waits on cv instead
 
   void add(core_part* p) {
-    std::function<void(task_tree)> finish;
+    std::function<void(task_tree, std::string)> finish;
     std::vector<core_part> all;
     {
       std::lock_guard<std::mutex> lock(m);
@@ -449,13 +449,35 @@ struct tree_collector {
         cv.notify_all();
         return;
       }
+      if (finished) return;
+      finished = true;
       finish = std::move(done);
       all = std::move(parts);
     }
-    finish(assemble(std::move(all), cores));
+    finish(assemble(std::move(all), cores), {});
+  }
+
+  // Finishes with the parts that have come; the note names the cores that have not answered.
+  void finish_now() {
+    std::function<void(task_tree, std::string)> finish;
+    std::vector<core_part> all;
+    std::string missing;
+    {
+      std::lock_guard<std::mutex> lock(m);
+      if (finished || !done) return;
+      finished = true;
+      finish = std::move(done);
+      all = parts;
+      for (unsigned i = 0; i < cores; ++i) {
+        if (std::none_of(all.begin(), all.end(), [&](const core_part& c) { return c.core == i; }))
+          missing += (missing.empty() ? "" : ", ") + std::to_string(i);
+      }
+    }
+    finish(assemble(std::move(all), cores), missing);
   }
 };
 
+namespace {
 struct tree_request final : core_message {
   std::shared_ptr<tree_collector> c;
   tree_request() {
@@ -475,29 +497,43 @@ struct tree_request final : core_message {
   }
 };
 
-void ask_cores(core_group& g, unsigned skip, const std::shared_ptr<tree_collector>& c) {
+// Asks every running core but `skip`; returns how many were asked.
+unsigned ask_cores(core_group& g, unsigned skip, const std::shared_ptr<tree_collector>& c) {
+  unsigned asked = 0;
   for (unsigned i = 0; i < g.size(); ++i) {
-    if (i == skip) continue;
+    if (i == skip || !g.cores[i].load(std::memory_order_acquire)) continue;
     auto* r = new tree_request;
     r->c = c;
     g.boxes[i]->push(r);
+    ++asked;
   }
+  return asked;
 }
 }  // namespace
 
-void dump_task_tree(executor_core& core, std::function<void(std::string)> out) {
-  core_group* g = core.group();
-  if (!g) {
-    out(core.task_tree().to_string());
-    return;
-  }
+std::shared_ptr<tree_collector> dump_task_tree(executor_core& core, std::function<void(const std::string&)> out) {
   auto c = std::make_shared<tree_collector>();
-  c->cores = g->size();
-  c->remaining = g->size();
-  c->done = [out = std::move(out)](task_tree t) { out(t.to_string()); };
-  ask_cores(*g, core.core_index(), c);
+  c->done = [out = std::move(out)](task_tree t, std::string missing) {
+    std::string text = t.to_string();
+    if (!missing.empty()) {
+      text += "(core" + std::string(missing.find(',') == std::string::npos ? " " : "s ") + missing +
+              " did not answer in time: busy in a long resume, see the stall detector)\n";
+    }
+    out(text);
+  };
+  core_group* g = core.group();
+  c->cores = g ? g->size() : 1;
+  {
+    std::lock_guard<std::mutex> lock(c->m);  // the other cores may answer at once
+    c->remaining = 1 + (g ? ask_cores(*g, core.core_index(), c) : 0);
+  }
   core_part mine = snapshot(core.sched(), tls.current == &core.sched() ? tls.context : nullptr);
   c->add(&mine);
+  return c;
+}
+
+void dump_task_tree_now(const std::shared_ptr<tree_collector>& c) {
+  if (c) c->finish_now();
 }
 
 task_tree group_task_tree(core_group& g, duration timeout) {
@@ -510,9 +546,9 @@ task_tree group_task_tree(core_group& g, duration timeout) {
   }
   auto c = std::make_shared<tree_collector>();
   c->cores = g.size();
-  c->remaining = g.size();
-  ask_cores(g, g.size(), c);
-  std::unique_lock<std::mutex> lock(c->m);
+  std::unique_lock<std::mutex> lock(c->m);  // answers wait until `remaining` is set
+  c->remaining = ask_cores(g, g.size(), c);
+  if (c->remaining == 0) return task_tree{{}, g.size()};  // not running
   c->cv.wait_for(lock, timeout, [&] { return c->remaining == 0; });
   // A core that has not answered (busy in a long resume, or not running) is left out.
   std::vector<core_part> parts = c->parts;

@@ -76,9 +76,9 @@ class [[nodiscard]] generator {
         p->at_yield = true;
         // Suspended at co_yield it runs under nobody: the consumer's context that was its
         // parent may end before the next next() (the task tree must not follow it).
-        p->parent = nullptr;
+        const detail::context_node* consumer = std::exchange(p->parent, nullptr);
         if (detail::tls.hooks) [[unlikely]]
-          detail::hook_task(detail::hook_event::suspended, *p);
+          detail::hook_yield(*p, consumer);
         detail::resume(std::exchange(p->continuation, {}));  // may destroy the frame: nothing after
       }
       void await_resume() const noexcept {
@@ -215,6 +215,8 @@ class [[nodiscard]] generator {
                       "co_await g.close()");
       }
       p.state = detail::promise_base::phase::done;  // its frame goes: locals destroyed (RAII)
+      if (detail::tls.hooks) [[unlikely]]
+        detail::hook_task(detail::hook_event::finished, p);
     }
     std::exchange(h_, {}).destroy();
   }

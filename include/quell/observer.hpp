@@ -15,8 +15,10 @@
 // cancel requested may come at any point between spawned and finished, once per level (a
 // graceful request, then a forced one). A task that ends cancelled at a suspension point goes
 // from suspended to cleanup/finished without a resume: its body never runs again. A generator's
-// producer is suspended at each co_yield and resumed by the next next(). I/O operations are
-// reported when handed to the kernel and when their final completion is reaped.
+// producer is suspended at each co_yield and resumed by the next next(); one destroyed at a
+// co_yield finishes there. I/O operations are reported when handed to the kernel and when their
+// final completion is reaped (an observer installed while some are in flight sees only their
+// completions, named "io"); receive-ahead's standing receives are not reported.
 // A hook must not throw, must not resume or destroy tasks, and must not install another
 // observer; it may read anything, take a task_tree() snapshot, count, log. It runs in the middle
 // of the executor's machinery, so what it does is on every task's path: keep it short.
@@ -28,9 +30,10 @@
 // A resume that runs longer than a threshold without suspending blocks every other task of its
 // core. The detector times each stretch of a task's code between two of the events above on a
 // clock (the steady clock, or an injectable one for tests) and reports each stretch longer than
-// the threshold, with the task that ran it and the time it took; the default report is one line
-// on stderr. On by default (100 ms) when quell itself is built without NDEBUG, off otherwise
-// unless set_stall_detector() turns it on.
+// the threshold, with the task that ran it and the time it took; a resumption from the run queue
+// that took too long as a whole, in many short stretches, is reported at its end with the first
+// task it ran. The default report is one line on stderr. On by default (100 ms) when quell itself is built without
+// NDEBUG, off otherwise unless set_stall_detector() turns it on.
 #pragma once
 
 #include <cstdint>

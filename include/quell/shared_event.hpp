@@ -51,6 +51,7 @@ class shared_event {
     bool await_cancel(std::coroutine_handle<>) noexcept;
     bool await_must_resume() const noexcept { return !crossed_; }
     void await_resume() const noexcept {}
+    void describe_wait(detail::wait_note& out) const { out.what = "shared_event"; }
 
    private:
     friend class shared_event;

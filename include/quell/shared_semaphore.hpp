@@ -88,14 +88,17 @@ class shared_semaphore {
     bool await_cancel(std::coroutine_handle<>) noexcept;
     bool await_must_resume() const noexcept { return w_.granted && !w_.returned; }
     shared_permit await_resume() noexcept { return shared_permit(&sem_, w_.units); }
+    void describe_wait(detail::wait_note& out) const {
+      out.what = "shared_semaphore (" + std::to_string(w_.units) + " units)";
+    }
 
    private:
     friend class shared_semaphore;
     shared_semaphore& sem_;
     struct waiter : detail::mailbox_waiter {
       std::size_t units = 0;
-      bool granted = false;   // under the semaphore's lock
-      bool returned = false;  // the waiter's own core: a crossed grant was given back
+      bool granted = false;     // under the semaphore's lock
+      bool returned = false;    // the waiter's own core: a crossed grant was given back
       waiter* chain = nullptr;  // granted under the lock, woken after it
     } w_;
   };

@@ -21,7 +21,9 @@
 //     answer, and the user has asked three times;
 //   - SIGQUIT (Ctrl-\\; run_main_options::dump_signal, 0 for none) prints the live task tree
 //     (quell/task_tree.hpp) to stderr and changes nothing else: every task goes on as before (a
-//     runtime's cores each add their part when they next look at their mailbox);
+//     runtime's cores each add their part when they next look at their mailbox; after a second
+//     the parts that came are printed, naming the cores that did not answer). A dump_signal of
+//     SIGINT or SIGTERM is refused: one line on stderr, exit code 2;
 //   - it returns the root's value; if the root ended cancelled because of a signal it returns 0
 //     when the cancellation stayed graceful (an orderly shutdown) and 128 + the signal number
 //     when it had to be forced (the shell's convention for "killed by"); if the root threw, it

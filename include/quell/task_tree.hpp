@@ -13,9 +13,10 @@
 // scopes or groups, its async cleanups); a task started with on(core, ...) appears under the
 // task that awaits it on the other core. For each task:
 //   - where it was created (the coroutine function, file and line) and its core;
-//   - its state: `running` (on the stack now, or ready to run in this turn), `suspended`,
-//     `cancelling` (suspended with a cancel request it has not confirmed yet), `in cleanup` (its
-//     body has ended and its async cleanups, quell/defer.hpp, are running);
+//   - its state: `running` (on the stack now, or between its end and its cleanups), `suspended`
+//     (waiting; its wake-up may already be queued), `cancelling` (suspended with a cancel request
+//     it has not confirmed yet), `in cleanup` (its body has ended and its async cleanups,
+//     quell/defer.hpp, are running);
 //   - what it waits on: the operation (a read on fd 7, a sleep with the time left, a semaphore,
 //     a race of 2, a child on core 1, ...), outermost first ("shield > move_on_after > race of 2");
 //   - a pending cancel request: its level, its reason and how long ago it reached the task
@@ -86,14 +87,14 @@ class task_tree {
     std::vector<node> children;
   };
 
-  std::vector<node> roots;  // by core, then in the order the tasks first suspended
+  std::vector<node> roots;  // by core; the chain running now first, then in first-suspension order
   unsigned cores = 1;
 
   // Live tasks in the snapshot.
   std::size_t size() const noexcept;
   std::string to_string() const;
   // {"cores":N,"tasks":[{"function":..,"file":..,"line":..,"core":..,"state":..,"waits_on":..,
-  //  "wait_left_ns":..,"cancel":{"level":..,"reason":..,"age_ns":..},"frames":[{"kind":..,
+  //  "wait_left_ns":..,"cancel":{"level":..,"reason":..,"age_ns":..},"frames":[{"what":..,
   //  "left_ns":..,"bound_ns":..}],"deadline_left_ns":..,"children":[...]}]}; absent fields are omitted.
   std::string to_json() const;
 };

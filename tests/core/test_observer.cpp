@@ -37,8 +37,10 @@ class order_checker final : public quell::observer {
   void on_start(const quell::task_ref& t) noexcept override { step(t, {st::spawned}, st::running, "started"); }
   void on_suspend(const quell::task_ref& t) noexcept override { step(t, {st::running}, st::suspended, "suspended"); }
   void on_resume(const quell::task_ref& t) noexcept override { step(t, {st::suspended}, st::running, "resumed"); }
-  void on_cancel_requested(const quell::task_ref& t, const quell::cancel_request&) noexcept override {
+  void on_cancel_requested(const quell::task_ref& t, const quell::cancel_request& r) noexcept override {
     ++cancels;
+    if (r.level == quell::cancel_level::forced && r.reason.kind() == quell::cancel_kind::requested)
+      ++forced_after_graceful;
     auto it = tasks_.find(t.id);
     if (it != tasks_.end() && it->second == st::finished) bad("cancel requested after finish", t);
   }
@@ -74,7 +76,7 @@ class order_checker final : public quell::observer {
   }
 
   std::vector<std::string> errors;
-  int spawned = 0, finished = 0, cancels = 0, cleanups = 0;
+  int spawned = 0, finished = 0, cancels = 0, cleanups = 0, forced_after_graceful = 0;
 
  private:
   void bad(const std::string& what, const quell::task_ref& t) {
@@ -107,6 +109,19 @@ task<int> hooked(int i) {
   co_return co_await quell::on_cancel(worker(i), hook);
 }
 
+// A task whose hook answers only a forced request: the scope escalates it.
+task<> stubborn() {
+  auto forced_only = []() -> task<> { co_await quell::on_cancel(quell::sleep_for(1h), [] {}); };
+  co_await quell::on_cancel(quell::sleep_for(1h), forced_only);
+}
+
+quell::generator<int> counting() {
+  for (int i = 0;; ++i) {
+    co_await quell::sleep_for(1ms);
+    co_yield i;
+  }
+}
+
 task<> observed_scenario(order_checker& obs) {
   quell::set_observer(&obs);
   auto sum = co_await quell::join(worker(1), hooked(2), quell::race(worker(3), worker(4)));
@@ -114,13 +129,25 @@ task<> observed_scenario(order_checker& obs) {
   auto [a, b] = co_await quell::join(quell::shield(worker(1), 10ms), quell::move_on_after(2ms, worker(8)));
   (void)a;
   (void)b;
+  co_await quell::with_scope([](quell::scope& s) -> task<> {
+    auto h = s.spawn(stubborn);
+    co_await quell::sleep_for(1ms);
+    h.cancel();  // graceful: its hook waits for a forced request
+    co_await quell::sleep_for(1ms);
+    h.force_cancel();
+  });
+  {
+    auto g = counting();
+    co_await g.next();
+    co_await g.next();
+  }  // destroyed at a co_yield: it finishes there
   quell::set_observer(nullptr);
 }
 
 }  // namespace
 
 TEST(Observer, SeesEveryTransitionOfACancelSweepInAValidOrder) {
-  int runs = 0, total_spawned = 0, total_cancels = 0, total_cleanups = 0;
+  int runs = 0, total_spawned = 0, total_cancels = 0, total_cleanups = 0, total_forced_after_graceful = 0;
   std::unique_ptr<order_checker> obs;
   auto report = quell::testing::cancel_sweep(
       [&](virtual_clock&) {
@@ -135,12 +162,14 @@ TEST(Observer, SeesEveryTransitionOfACancelSweepInAValidOrder) {
         total_spawned += obs->spawned;
         total_cancels += obs->cancels;
         total_cleanups += obs->cleanups;
+        total_forced_after_graceful += obs->forced_after_graceful;
       });
   EXPECT_EQ(static_cast<std::uint64_t>(runs), report.runs);
   EXPECT_GT(runs, 20);
   EXPECT_GT(total_spawned, 100);
   EXPECT_GT(total_cancels, 10);  // the sweep's requests were seen
   EXPECT_GT(total_cleanups, 10);
+  EXPECT_GT(total_forced_after_graceful, 0);
 }
 
 TEST(Observer, SeesIoSubmittedAndCompletedWithTheDescriptorAndTheOperation) {
@@ -221,6 +250,34 @@ TEST(StallDetector, ChargesTheStretchToTheTaskThatRanItNotToItsParent) {
   std::vector<std::string> who;
   quell::block_on(stall_parent(stall_clock, who));
   EXPECT_EQ(who, (std::vector<std::string>{"stall_child", "stall_parent"}));
+}
+
+namespace {
+task<> quick() { co_return; }
+task<> many_short_stretches(virtual_clock& c) {
+  co_await quell::yield();
+  for (int i = 0; i < 10; ++i) {
+    co_await quick();  // completes at once: an event, but no suspension
+    c.advance(20ms);
+  }
+  co_await quell::yield();
+}
+}  // namespace
+
+TEST(StallDetector, AResumptionOfManyShortStretchesIsReportedAsAWhole) {
+  virtual_clock stall_clock;
+  std::vector<quell::stall_report> reports;
+  auto body = [&]() -> task<> {
+    quell::set_stall_detector(
+        {.enabled = true, .threshold = 100ms, .clock = &stall_clock, .report = [&](const quell::stall_report& r) {
+           reports.push_back(r);
+         }});
+    co_await many_short_stretches(stall_clock);
+  };
+  quell::block_on(body());
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_STREQ(reports[0].task.function, "many_short_stretches");
+  EXPECT_EQ(reports[0].took, 200ms);
 }
 
 TEST(StallDetector, IsOffWhenDisabledAndTheDefaultReportNamesTheTask) {

@@ -159,8 +159,7 @@ TEST(TaskTree, TasksThatNeverSuspendedAreShownAsTheChainRunningNow) {
   const std::string text = quell::block_on(never_suspends());
   EXPECT_EQ(text.find("- never_suspends (test_task_tree.cpp:"), 0u) << text;
   // On the stack, in the call that runs its child inline: running, and waiting on that child.
-  EXPECT_NE(text.find(") running, waiting on `snapshot_now`\n  - snapshot_now (test_task_tree.cpp:"),
-            std::string::npos)
+  EXPECT_NE(text.find(") running, waiting on `snapshot_now`\n  - snapshot_now (test_task_tree.cpp:"), std::string::npos)
       << text;
   EXPECT_EQ(quell::block_on(never_suspends()).size(), text.size());
 }
@@ -369,7 +368,7 @@ task<int> quits_a_runtime() {
   auto after = []() -> task<> {
     co_await quell::sleep_for(10ms);
     ::kill(::getpid(), SIGQUIT);
-    co_await quell::sleep_for(100ms);  // then the race cancels the remote waiter
+    co_await quell::sleep_for(1s);  // core 1 answers long before; then the race cancels the waiter
   };
   co_await quell::race(quell::on(1, remote), after());
   co_return 9;
@@ -400,6 +399,43 @@ TEST(TaskTree, RunMainOnARuntimePrintsEveryCoresPartOnSigquit) {
                      ") on core 1 suspended, waiting on event\n"),
             std::string::npos)
       << err;
+}
+
+namespace {
+task<int> quits_while_core_1_is_busy() {
+  auto busy = []() -> task<> {
+    std::this_thread::sleep_for(2500ms);  // a resume that blocks its core: it cannot answer
+    co_return;
+  };
+  auto after = []() -> task<> {
+    co_await quell::sleep_for(100ms);  // core 1 is inside its long resume by now
+    ::kill(::getpid(), SIGQUIT);
+  };
+  co_await quell::join(quell::on(1, busy), after());
+  co_return 5;
+}
+}  // namespace
+
+TEST(TaskTree, ADumpOnARuntimeWhoseCoreDoesNotAnswerPrintsTheRestAfterASecond) {
+  int rc = 0;
+  const std::string err = stderr_of_child(rc, [] {
+    quell::runtime rt{2};
+    return quell::run_main(rt, quits_while_core_1_is_busy());
+  });
+  EXPECT_EQ(rc, 5) << err;
+  EXPECT_NE(err.find("- quits_while_core_1_is_busy (test_task_tree.cpp:"), std::string::npos) << err;
+  EXPECT_NE(err.find("(core 1 did not answer in time: busy in a long resume, see the stall detector)\n"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("task tree\n", err.find("task tree\n") + 1), std::string::npos) << "printed twice: " << err;
+}
+
+TEST(TaskTree, ADumpSignalOfSigintIsRefused) {
+  int rc = 0;
+  const std::string err = stderr_of_child(
+      rc, [] { return quell::run_main(quits_itself_and_goes_on(), quell::run_main_options{.dump_signal = SIGINT}); });
+  EXPECT_EQ(rc, 2) << err;
+  EXPECT_NE(err.find("dump_signal 2 is not a signal it may take"), std::string::npos) << err;
 }
 
 TEST(TaskTree, TheDumpSignalCanBeTurnedOff) {

@@ -18,16 +18,26 @@ struct hook_hub {
   // The stall detector: each stretch of code between two events is charged to the task that
   // ran it (`running`, null for the executor's own code after a task suspended).
   bool stall = false;
+  bool stall_set = false;  // set_stall_detector was called: the build's default no longer applies
   duration threshold{};
   clock_source* clock = nullptr;
   std::function<void(const stall_report&)> report;
   time_point mark{};
   const task_record* running = nullptr;
+  // The resumption the executor's loop is running: when it began, the first task it ran, and
+  // whether one of its stretches was reported already. A resumption that ran too long as a whole
+  // (many short stretches: a loop of awaits that complete at once) is reported at its end.
+  time_point slice_start{};
+  const task_record* slice_first = nullptr;
+  bool slice_reported = false;
 
   bool active() const noexcept { return user != nullptr || stall; }
 
   // Closes the stretch that began at the last mark: reports it if it was too long.
   void stretch_ends(const task_record* next) noexcept;
+  void slice_begins() noexcept;
+  void slice_ends() noexcept;
+  void emit(const task_record& t, duration took) noexcept;
 };
 
 // Installs (or with null options and no observer, removes) on `s`, and on this thread if `s` is

@@ -123,8 +123,8 @@ struct promise_base : task_record {
     for (;;) {
       const bool first = p->request.level == cancel_level::none;
       if (!merge_request(p->request, *req)) return;
-      note_cancel_requested(*p, first);
       if (p->state != phase::running) return;
+      note_cancel_requested(*p, first);
       if (promise_base* child = p->awaited_task) {
         req = &p->request;
         p = child;
@@ -156,7 +156,11 @@ struct promise_base : task_record {
     state = phase::done;
     if (tls.hooks) [[unlikely]]
       hook_task(hook_event::finished, *this);
-    if (continuation) detail::resume(continuation);  // else the waiter looks at `state`
+    if (continuation) {
+      // What runs now is the waiter's, which may free this frame: the context must not name it.
+      tls.context = parent;
+      detail::resume(continuation);
+    }  // else the waiter looks at `state`
   }
   static void finish_after_cleanup(task_record* t) noexcept {
     auto* self = static_cast<promise_base*>(t);
@@ -166,7 +170,10 @@ struct promise_base : task_record {
       hook_task(hook_event::cleanup_end, *self);
       hook_task(hook_event::finished, *self);
     }
-    if (self->continuation) detail::resume(self->continuation);
+    if (self->continuation) {
+      tls.context = self->parent;  // as in finish()
+      detail::resume(self->continuation);
+    }
   }
   // A cleanup failed: the primary error (if any) stays, with the cleanup's attached; otherwise
   // (a value, or ended cancelled) the cleanup's error is the outcome.

@@ -71,7 +71,8 @@ QUELL_COLD void hook_task(hook_event e, const task_record& t) noexcept;
 // A task's owner starts it, and its body runs at once: spawned, then started (one check on the
 // path every task start takes: W1 measures it).
 QUELL_COLD void hooks_started(const task_record& t) noexcept;
-QUELL_COLD void hook_cancel(const task_record& t, const cancel_request& r) noexcept;
+// A generator's producer suspended at co_yield; `consumer` is the context its next() ran in.
+QUELL_COLD void hook_yield(const task_record& producer, const context_node* consumer) noexcept;
 QUELL_COLD void hook_io_submit(io_op& op, unsigned opcode, int fd) noexcept;
 QUELL_COLD void hook_io_complete(const io_op& op, int result) noexcept;
 // A task's request was first recorded (or made forced): metrics, its time, the observer.

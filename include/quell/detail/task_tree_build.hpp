@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,9 +34,12 @@ task_tree assemble(std::vector<core_part> parts, unsigned cores);
 
 class executor_core;
 struct core_group;
-// The tree of `core`'s executor, or of its whole runtime, handed to `out` as text: at once for
-// a lone executor; for a runtime, by whichever core answers last (run_main's SIGQUIT).
-void dump_task_tree(executor_core& core, std::function<void(std::string)> out);
+// The tree of `core`'s executor, or of its whole runtime, handed to `out` as text (run_main's
+// SIGQUIT): at once for a lone executor; for a runtime, by whichever core answers last, or by
+// dump_task_tree_now with what has come by then (the cores missing named).
+struct tree_collector;
+std::shared_ptr<tree_collector> dump_task_tree(executor_core& core, std::function<void(const std::string&)> out);
+void dump_task_tree_now(const std::shared_ptr<tree_collector>& c);
 // Every core's part, asked for from a thread that is not one of the cores; a core that does not
 // answer within `timeout` is left out.
 task_tree group_task_tree(core_group& g, duration timeout);
