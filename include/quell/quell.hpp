@@ -35,3 +35,4 @@
 #include "quell/task_set.hpp"
 #include "quell/this_task.hpp"
 #include "quell/time.hpp"
+#include "quell/tls.hpp"
