@@ -123,6 +123,7 @@
 #include "quell/clock.hpp"
 #include "quell/net.hpp"
 #include "quell/task.hpp"
+#include "quell/tls.hpp"
 
 namespace quell::http {
 
@@ -205,6 +206,11 @@ struct server_options {
   // Serve on every core of the runtime run() is called in (see EVERY CORE above). The limits
   // above then hold per core.
   bool every_core = false;
+  // HTTPS: a server tls_context (quell/tls.hpp) makes every connection TLS. The handshake must
+  // finish within header_timeout; a failed one closes the connection (nothing is answered). A
+  // connection that closes sends close_notify and waits for the client's at most linger_timeout.
+  // Empty (the default): plain HTTP.
+  tls_context tls;
 };
 
 struct server_stats {
