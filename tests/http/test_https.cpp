@@ -173,3 +173,57 @@ TEST(Https, AClientThatDoesNotSpeakTlsIsClosedAndNothingLeaks) {
   }
   EXPECT_EQ(open_fds(), fds);
 }
+
+namespace {
+tls_context client_ctx(const std::string& ca) {
+  tls_options o;
+  o.ca_file = test_certs().path(ca);
+  return tls_context::client(o);
+}
+}  // namespace
+
+TEST(Https, TheQuellClientSpeaksHttpsByHostAndByUrl) {
+  quell::virtual_clock clock;
+  int calls = 0;
+  http::server srv{loopback, echo_handler(&calls), https_options()};
+  serve_and(clock, srv, [&](quell::address a) -> task<void> {
+    auto c = co_await http::client::connect("localhost", a.port(), client_ctx("ca.pem"));
+    EXPECT_NE(c.tls(), nullptr);
+    auto r1 = co_await c.get("/one");
+    EXPECT_EQ(r1.status, 200);
+    EXPECT_EQ(r1.body, "GET /one ");
+    auto r2 = co_await c.request("POST", "/two", {}, std::string(100000, 'x'));  // several records
+    EXPECT_EQ(r2.body, "POST /two " + std::string(100000, 'x'));
+    EXPECT_TRUE(c.usable());
+    co_await c.close();
+    const std::string url = "https://localhost:" + std::to_string(a.port()) + "/ignored";
+    auto u = co_await http::client::connect_url(url, {}, client_ctx("ca.pem"));
+    auto r3 = co_await u.get("/three");
+    EXPECT_EQ(r3.body, "GET /three ");
+    co_await u.close();
+  });
+  EXPECT_EQ(calls, 3);
+}
+
+TEST(Https, TheQuellClientRefusesAServerItCannotVerify) {
+  quell::virtual_clock clock;
+  int calls = 0;
+  http::server srv{loopback, echo_handler(&calls), https_options()};
+  serve_and(clock, srv, [&](quell::address a) -> task<void> {
+    std::string what;
+    try {
+      (void)co_await http::client::connect("localhost", a.port(), client_ctx("other-ca.pem"));
+    } catch (const quell::tls_error& e) {
+      what = e.what();
+    }
+    EXPECT_EQ(what, "tls handshake: certificate verify failed: unable to get local issuer certificate");
+    bool bad = false;
+    try {
+      (void)co_await http::client::connect_url("ftp://localhost/");
+    } catch (const std::invalid_argument&) {
+      bad = true;
+    }
+    EXPECT_TRUE(bad);
+  });
+  EXPECT_EQ(calls, 0);
+}
