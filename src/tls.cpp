@@ -40,7 +40,9 @@ tls_error openssl_error(const std::string& what, SSL* ssl = nullptr, int ssl_err
   ERR_clear_error();
   int reason = e ? ERR_GET_REASON(e) : 0;
   std::string text = what + ": ";
-  if (e) {
+  if (e && ERR_SYSTEM_ERROR(e)) {  // a file that cannot be opened: errno
+    text += std::strerror(ERR_GET_REASON(e));
+  } else if (e) {
     const char* r = ERR_reason_error_string(e);
     text += r ? r : "error " + std::to_string(reason);
   } else if (ssl_error == SSL_ERROR_SYSCALL) {
