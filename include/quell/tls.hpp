@@ -69,10 +69,11 @@
 //
 // CLOSE. close(bound) sends close_notify, then waits at most `bound` (default 5 s) for the
 // peer's, discarding application data that comes first, then closes the socket. A peer that
-// already sent close_notify (read_some returned 0) is not waited for. Any cancel of close()
-// (graceful or forced) ends it at once, cancelled, and closes the socket without waiting; close()
-// on a broken stream just closes. Destroying a tls_stream without close() closes its socket in the
-// background like a tcp_stream (no close_notify).
+// already sent close_notify (read_some returned 0) is not waited for. A cancel of close() ends
+// it cancelled and closes the socket without waiting for the peer: a forced one at once, a
+// graceful one once the close_notify record it may be sending is out (the WRITES rule's tail, at
+// most record_tail_bound). close() on a broken stream just closes. Destroying a tls_stream
+// without close() closes its socket in the background like a tcp_stream (no close_notify).
 //
 // ERRORS. TLS failures are quell::tls_error (a std::system_error in tls_category(), whose code
 // is OpenSSL's reason code) with a message "what: reason[: detail]"; socket failures are the
