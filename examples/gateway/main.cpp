@@ -4,7 +4,7 @@
 //                 [--pool=8] [--cancel-timeout=1] [--grace=5] [--ignore-cancels] [--trace]
 //                 [--max-waiting=64] [--max-wait=30] [--max-seconds=60] [--max-connections=10000]
 //                 [--idle-timeout=60] [--header-timeout=10] [--body-timeout=30] [--max-body-memory=64]
-//                 [--cores=N] [--backend-pool=per-core|shared]
+//                 [--cores=N] [--backend-pool=per-core|shared] [--tls-cert=FILE --tls-key=FILE]
 //   quell_gateway --demo
 //
 // --cores (default: every CPU the process may use) runs the HTTP server on that many cores of a
@@ -64,6 +64,7 @@ struct config {
   double max_body_memory_mib = 64;
   unsigned cores = 0;                     // 0: every CPU the process may use
   std::string backend_pool = "per-core";  // or "shared"
+  std::string tls_cert, tls_key;          // both: serve HTTPS (PEM chain, leaf first; its key)
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -74,7 +75,7 @@ struct config {
                "                     [--max-waiting=N] [--max-wait=SECONDS] [--max-seconds=SECONDS]\n"
                "                     [--max-connections=N] [--idle-timeout=SECONDS] [--header-timeout=SECONDS]\n"
                "                     [--body-timeout=SECONDS] [--max-body-memory=MIB] [--cores=N]\n"
-               "                     [--backend-pool=per-core|shared] [--trace] | --demo\n",
+               "                     [--backend-pool=per-core|shared] [--tls-cert=FILE --tls-key=FILE] [--trace] | --demo\n",
                why.c_str());
   std::exit(2);
 }
@@ -129,12 +130,17 @@ config parse(int argc, char** argv) {
       c.max_body_memory_mib = number(key, val, 1, 1024 * 1024);
     else if (key == "--cores")
       c.cores = static_cast<unsigned>(number(key, val, 1, 4096));
+    else if (key == "--tls-cert")
+      c.tls_cert = val;
+    else if (key == "--tls-key")
+      c.tls_key = val;
     else if (key == "--backend-pool") {
       if (val != "per-core" && val != "shared") usage("--backend-pool wants 'per-core' or 'shared', not '" + val + "'");
       c.backend_pool = val;
     } else
       usage("unknown option '" + a + "'");
   }
+  if (c.tls_cert.empty() != c.tls_key.empty()) usage("--tls-cert and --tls-key go together");
   // Checked here, on the main thread before any core starts: usage() exits the process.
   const bool postgres = c.backend.rfind("postgres://", 0) == 0 || c.backend.rfind("postgresql://", 0) == 0 ||
                         c.backend.find('=') != std::string::npos;
@@ -252,6 +258,13 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
   // With one core, no SO_REUSEPORT: a second gateway started on the same port then fails to bind
   // instead of quietly taking a share of the connections (as it would beside reuse_port ones).
   so.every_core = cores > 1;
+  if (!c.tls_cert.empty()) {
+    quell::tls_options t;
+    t.cert_chain_file = c.tls_cert;
+    t.private_key_file = c.tls_key;
+    t.verify_peer = false;  // clients are not asked for certificates
+    so.tls = quell::tls_context::server(t);
+  }
   std::optional<gateway::app> app;
   std::optional<http::server> srv;
   std::string final_stats;
@@ -272,7 +285,7 @@ task<int> serve(const config& c, quell::signal_set& sigs) {
     for (auto& b : backends) used.push_back(b.get());
     app.emplace(std::move(used), ao);
     srv.emplace(where, app->handler(), so);
-    std::printf("quell gateway on http://%s: %u cores, %zu permits, backend: %s%s\n",
+    std::printf("quell gateway on %s://%s: %u cores, %zu permits, backend: %s%s\n", c.tls_cert.empty() ? "http" : "https",
                 srv->local_address().to_string().c_str(), cores, c.permits, backends[0]->describe().c_str(),
                 per_core    ? " (one per core)"
                 : cores > 1 ? " (one, shared by the cores)"

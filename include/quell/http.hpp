@@ -123,6 +123,7 @@
 #include "quell/clock.hpp"
 #include "quell/net.hpp"
 #include "quell/task.hpp"
+#include "quell/tls.hpp"
 
 namespace quell::http {
 
@@ -205,6 +206,11 @@ struct server_options {
   // Serve on every core of the runtime run() is called in (see EVERY CORE above). The limits
   // above then hold per core.
   bool every_core = false;
+  // HTTPS: a server tls_context (quell/tls.hpp) makes every connection TLS. The handshake must
+  // finish within header_timeout; a failed one closes the connection (nothing is answered). A
+  // connection that closes sends close_notify and waits for the client's at most linger_timeout.
+  // Empty (the default): plain HTTP.
+  tls_context tls;
 };
 
 struct server_stats {
@@ -262,6 +268,14 @@ class client {
   // Resolves `host` and connects with Happy Eyeballs (tcp_stream::connect(host, port),
   // quell/resolve.hpp); requests then say "Host: host[:port]" (the port unless it is 80).
   static task<client> connect(std::string_view host, std::uint16_t port, client_options options = {});
+  // HTTPS: the same, then the TLS handshake with `tls` (a tls_context::client; the server's
+  // certificate is verified against `host` unless its options turn verification off). Handshake
+  // failures throw quell::tls_error ("tls handshake: certificate verify failed: ...").
+  static task<client> connect(std::string_view host, std::uint16_t port, tls_context tls, client_options options = {});
+  // "http://host[:port][/...]" or "https://host[:port][/...]" (ports 80 and 443 by default; the
+  // path is not used: requests name their targets). https uses `tls`, or when it is empty a client
+  // context with the system's CA store. std::invalid_argument for another scheme or no host.
+  static task<client> connect_url(std::string_view url, client_options options = {}, tls_context tls = {});
 
   // One request, one response. Adds Host (if absent) and Content-Length (if there is a body).
   task<client_response> request(std::string method, std::string target, std::vector<header> headers = {},
@@ -269,14 +283,19 @@ class client {
   task<client_response> get(std::string target) { return request("GET", std::move(target)); }
 
   // False after a cancelled or failed request, or once the server said it would close.
-  bool usable() const noexcept { return stream_.is_open() && !broken_; }
-  tcp_stream& stream() noexcept { return stream_; }
-  auto close() noexcept { return stream_.close(); }
+  bool usable() const noexcept { return (tls_ ? tls_->is_open() : stream_.is_open()) && !broken_; }
+  // The socket (under TLS for an HTTPS client: then read and write through tls()).
+  tcp_stream& stream() noexcept { return tls_ ? tls_->next_layer() : stream_; }
+  tls_stream* tls() noexcept { return tls_.get(); }
+  // Closes the connection (HTTPS: close_notify both ways, at most 1 s).
+  task<void> close();
 
  private:
   tcp_stream stream_;
+  std::unique_ptr<tls_stream> tls_;
   client_options options_;
   static task<client> connect_named(std::string host, std::uint16_t port, client_options options);
+  static task<client> connect_tls(std::string host, std::uint16_t port, tls_context tls, client_options options);
 
   std::string host_;     // the Host header's value, when connected by name
   std::string pending_;  // bytes after the previous response

@@ -38,3 +38,4 @@
 #include "quell/task_tree.hpp"
 #include "quell/this_task.hpp"
 #include "quell/time.hpp"
+#include "quell/tls.hpp"

@@ -27,6 +27,64 @@ task<client> client::connect(std::string_view host, std::uint16_t port, client_o
   return connect_named(std::string(host), port, options);
 }
 
+task<client> client::connect_tls(std::string host, std::uint16_t port, tls_context tls, client_options options) {
+  tcp_stream s = co_await tcp_stream::connect(host, port);
+  auto t = std::make_unique<tls_stream>(co_await tls_stream::connect(std::move(s), tls, host));
+  client c(tcp_stream(), options);
+  c.tls_ = std::move(t);
+  const bool v6 = host.find(':') != std::string::npos && host.front() != '[';
+  c.host_ = v6 ? "[" + host + "]" : host;
+  if (port != 443) c.host_ += ":" + std::to_string(port);
+  co_return c;
+}
+
+task<client> client::connect(std::string_view host, std::uint16_t port, tls_context tls, client_options options) {
+  return connect_tls(std::string(host), port, std::move(tls), options);
+}
+
+task<client> client::connect_url(std::string_view url, client_options options, tls_context tls) {
+  bool https = false;
+  if (url.starts_with("https://")) {
+    https = true;
+    url.remove_prefix(8);
+  } else if (url.starts_with("http://")) {
+    url.remove_prefix(7);
+  } else {
+    throw std::invalid_argument("quell::http::client::connect_url: not an http:// or https:// URL");
+  }
+  url = url.substr(0, url.find_first_of("/?#"));
+  std::string host(url);
+  std::uint16_t port = https ? 443 : 80;
+  const auto bracket = host.find(']');
+  const auto colon = host.rfind(':');
+  if (colon != std::string::npos && (bracket == std::string::npos || colon > bracket)) {
+    const std::string p = host.substr(colon + 1);
+    host.resize(colon);
+    unsigned long v = 0;
+    try {
+      std::size_t used = 0;
+      v = std::stoul(p, &used);
+      if (used != p.size() || v == 0 || v > 65535) throw std::invalid_argument("port");
+    } catch (const std::exception&) {
+      throw std::invalid_argument("quell::http::client::connect_url: a bad port in the URL");
+    }
+    port = static_cast<std::uint16_t>(v);
+  }
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty()) throw std::invalid_argument("quell::http::client::connect_url: no host in the URL");
+  if (!https) co_return co_await connect_named(host, port, options);
+  if (!tls.native_handle()) tls = tls_context::client();
+  co_return co_await connect_tls(host, port, std::move(tls), options);
+}
+
+task<void> client::close() {
+  if (tls_) {
+    co_await tls_->close(std::chrono::seconds(1));
+  } else {
+    co_await stream_.close();
+  }
+}
+
 task<client_response> client::request(std::string method, std::string target, std::vector<header> headers,
                                       std::string body) {
   if (!usable()) {
@@ -63,6 +121,7 @@ task<client_response> client::request(std::string method, std::string target, st
     client& c;
     ~close_if_broken() {
       if (c.broken_ && c.stream_.is_open()) c.stream_ = tcp_stream();  // closes in the background
+      if (c.broken_ && c.tls_) c.tls_.reset();                         // (no close_notify: broken)
     }
   } closer{*this};
   std::string out;
@@ -77,7 +136,7 @@ task<client_response> client::request(std::string method, std::string target, st
       out += host_;
     } else {
       try {
-        out += stream_.peer_address().to_string();
+        out += stream().peer_address().to_string();
       } catch (const std::system_error&) {
         out += "localhost";
       }
@@ -96,7 +155,11 @@ task<client_response> client::request(std::string method, std::string target, st
   }
   out += "\r\n";
   out += body;
-  co_await stream_.write_all(out);
+  if (tls_) {
+    co_await tls_->write_all(out);
+  } else {
+    co_await stream_.write_all(out);
+  }
 
   detail::message_parser p(detail::message_parser::kind::response, 1024 * 1024, options_.max_response_bytes);
   if (method == "HEAD") p.expect_no_body();
@@ -115,7 +178,8 @@ task<client_response> client::request(std::string method, std::string target, st
       }
       break;
     }
-    std::size_t n = co_await stream_.read_some(std::span<char>(buf.data(), buf.size()));
+    const std::span<char> into(buf.data(), buf.size());
+    std::size_t n = tls_ ? co_await tls_->read_some(into) : co_await stream_.read_some(into);
     if (n == 0) {
       p.feed_eof();
       if (p.complete()) break;

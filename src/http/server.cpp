@@ -321,7 +321,8 @@ task<void> server::impl::run_handler(int fd, request& req, std::optional<respons
 // says how it ends; serve() only strings them together.
 struct server::impl::connection {
   impl& s;
-  tcp_stream& conn;
+  tcp_stream& conn;  // the socket (under `tls` when the server speaks HTTPS)
+  tls_stream* tls;
   address peer;
   std::unique_ptr<char[]> buf{new char[read_buffer_size]};
   std::span<char> whole{buf.get(), read_buffer_size};
@@ -352,8 +353,20 @@ struct server::impl::connection {
     rejected,     // answer `status` and close
   };
 
-  connection(impl& s, tcp_stream& conn)
-      : s(s), conn(conn), p(detail::message_parser::kind::request, s.opts.max_header_bytes, s.opts.max_body_bytes) {
+  // Writes go through TLS when there is one (the rare ones; the hot paths choose inline).
+  task<void> write_all(std::string_view bytes) {
+    if (tls) {
+      co_await tls->write_all(bytes);
+    } else {
+      co_await conn.write_all(bytes);
+    }
+  }
+
+  connection(impl& s, tcp_stream& conn, tls_stream* tls)
+      : s(s),
+        conn(conn),
+        tls(tls),
+        p(detail::message_parser::kind::request, s.opts.max_header_bytes, s.opts.max_body_bytes) {
     // Responses go out in one write each; do not let Nagle hold the last segment back.
     int one = 1;
     ::setsockopt(conn.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -376,12 +389,22 @@ struct server::impl::connection {
         if (n.linked()) n.unlink();
       }
     } unlink{me};
-    auto rd = conn.read_some(whole);
     auto dw = s.drain.wait();
     auto ev = me.evict.wait();
-    auto first = co_await move_on_after(s.opts.idle_timeout, race(std::move(rd), std::move(dw), std::move(ev)));
-    if (!first || first->index() != 0) co_return false;
-    const std::size_t n = std::get<0>(*first);
+    // Each read is the stream's own awaitable: a byte that arrives as the race is decided is given
+    // back, not lost.
+    std::size_t n = 0;
+    if (tls) {
+      auto first =
+          co_await move_on_after(s.opts.idle_timeout, race(tls->read_some(whole), std::move(dw), std::move(ev)));
+      if (!first || first->index() != 0) co_return false;
+      n = std::get<0>(*first);
+    } else {
+      auto first =
+          co_await move_on_after(s.opts.idle_timeout, race(conn.read_some(whole), std::move(dw), std::move(ev)));
+      if (!first || first->index() != 0) co_return false;
+      n = std::get<0>(*first);
+    }
     if (n == 0) co_return false;
     beg = 0;
     end = n;
@@ -417,11 +440,14 @@ struct server::impl::connection {
         body_deadline = quell::detail::add_saturating(now(), s.opts.body_timeout);
         if (p.expects_continue() && p.version_minor >= 1 && !continue_sent) {
           continue_sent = true;
-          auto sent = co_await move_on_after(s.opts.write_timeout, conn.write_all("HTTP/1.1 100 Continue\r\n\r\n"));
+          auto sent = co_await move_on_after(s.opts.write_timeout, write_all("HTTP/1.1 100 Continue\r\n\r\n"));
           if (!sent) co_return read_result::peer_closed;
         }
       }
-      auto more = co_await move_on_at(p.headers_complete() ? body_deadline : header_deadline, conn.read_some(whole));
+      const time_point deadline = p.headers_complete() ? body_deadline : header_deadline;
+      // (Plain HTTP awaits the socket's read directly: no task in between on the hot path.)
+      auto more = tls ? co_await move_on_at(deadline, tls->read_some(whole))
+                      : co_await move_on_at(deadline, conn.read_some(whole));
       if (!more) {
         status = 408;
         co_return read_result::rejected;
@@ -444,7 +470,7 @@ struct server::impl::connection {
       answer.headers.push_back({"Retry-After", "1"});
     }
     std::string bytes = serialize(answer, false, false, p.version_minor);
-    auto sent = co_await move_on_after(s.opts.write_timeout, conn.write_all(bytes));
+    auto sent = co_await move_on_after(s.opts.write_timeout, write_all(bytes));
     linger = sent.has_value();
   }
 
@@ -482,7 +508,8 @@ struct server::impl::connection {
     }
     const bool keep = client_keep && !gone && !s.draining && !response_closes(*out);
     std::string bytes = serialize(*out, keep, head, req.version_minor);
-    auto sent = co_await move_on_after(s.opts.write_timeout, conn.write_all(bytes));
+    auto sent = tls ? co_await move_on_after(s.opts.write_timeout, tls->write_all(bytes))
+                    : co_await move_on_after(s.opts.write_timeout, conn.write_all(bytes));
     if (!sent) co_return false;
     linger = !keep && !gone;
     co_return keep;
@@ -492,6 +519,7 @@ struct server::impl::connection {
   // client has not read yet: say we are done writing, then drain for a while (nginx's lingering
   // close).
   task<void> lingering_close() {
+    if (tls) co_return;  // TLS says "done writing" with close_notify: serve()'s close(linger_timeout)
     try {
       conn.shutdown(SHUT_WR);
     } catch (const std::system_error&) {
@@ -511,9 +539,25 @@ struct server::impl::connection {
   }
 };
 
-task<void> server::impl::serve(tcp_stream conn) {
+task<void> server::impl::serve(tcp_stream plain) {
   connection_count counted(*this);
-  connection c(*this, conn);
+  std::optional<tls_stream> tls;
+  tcp_stream* sock = &plain;
+  if (opts.tls.native_handle()) {
+    tls.emplace(std::move(plain), opts.tls);
+    sock = &tls->next_layer();
+    bool shook = false;
+    try {
+      shook = (co_await move_on_after(opts.header_timeout, tls->handshake())).has_value();
+    } catch (const std::exception&) {  // not TLS, an unknown CA, a reset: this client only
+    }
+    if (!shook) {
+      co_await tls->close();  // broken: just closes
+      co_return;
+    }
+  }
+  tcp_stream& conn = *sock;
+  connection c(*this, conn, tls ? &*tls : nullptr);
   try {
     for (bool keep = true; keep;) {
       if (c.beg == c.end && !co_await c.wait_for_first_byte()) break;
@@ -534,6 +578,7 @@ task<void> server::impl::serve(tcp_stream conn) {
     c.linger = false;
   }
   if (c.linger) co_await c.lingering_close();
+  if (tls) co_await tls->close(opts.linger_timeout);
   co_await conn.close();
 }
 
@@ -575,6 +620,10 @@ void server::impl::shed_without_descriptors() {
 }
 
 task<void> server::impl::refuse(tcp_stream conn) {
+  if (opts.tls.native_handle()) {  // a 503 would need a handshake first: shed by closing
+    co_await conn.close();
+    co_return;
+  }
   response busy = response::text(503, "too many connections; try again later\n");
   busy.headers.push_back({"Retry-After", "1"});
   auto sent = co_await move_on_after(opts.write_timeout, conn.write_all(serialize(busy, false, false, 1)));

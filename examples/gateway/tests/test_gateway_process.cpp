@@ -11,9 +11,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
+
+#include "support/tls_certs.hpp"
 
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
@@ -81,9 +84,9 @@ class gateway_process {
 
   void signal(int signo) { ::kill(pid_, signo); }
 
-  // The port from "quell gateway on http://127.0.0.1:PORT".
-  int port() {
-    const std::string prefix = "quell gateway on http://";
+  // The port from "quell gateway on http://127.0.0.1:PORT" (https:// with --tls-cert).
+  int port(const std::string& scheme = "http") {
+    const std::string prefix = "quell gateway on " + scheme + "://";
     auto at = read_until(prefix).find(prefix);
     if (at == std::string::npos) return -1;
     auto eol = read_until("\n", 5s, at).find('\n', at);
@@ -151,4 +154,25 @@ TEST(GatewayProcess, OneSigintLetsTheRequestEndWithinTheGraceAndExitsZero) {
   EXPECT_NE(out.find("stopped: {"), std::string::npos) << out;
   EXPECT_NE(out.find("\"cancels_acknowledged\":1"), std::string::npos) << out;
   ::close(fd);
+}
+
+TEST(GatewayProcess, WithACertificateAndItsKeyItServesHttpsThatCurlVerifies) {
+  if (std::system("command -v curl >/dev/null 2>&1") != 0) GTEST_SKIP() << "curl is not installed";
+  const auto& certs = quell::test::test_certs();
+  gateway_process g({"--listen=127.0.0.1:0", "--cores=1", "--tls-cert=" + certs.path("leaf.pem"),
+                     "--tls-key=" + certs.path("leaf.key")});
+  const int port = g.port("https");
+  ASSERT_GT(port, 0) << g.read_until("", 0ms);
+  const std::string p = std::to_string(port);
+  const std::string cmd = "curl -sS --cacert " + certs.path("ca.pem") + " --resolve localhost:" + p +
+                          ":127.0.0.1 'https://localhost:" + p + "/report?seconds=0' 2>&1";
+  std::string out;
+  if (FILE* f = ::popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    while (std::size_t n = std::fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+    EXPECT_EQ(::pclose(f), 0) << out;
+  }
+  EXPECT_EQ(out, "{\"result\":\"report after 0 ms\"}\n");
+  g.signal(SIGTERM);
+  EXPECT_EQ(g.wait(20s), 0) << g.read_until("", 0ms);
 }
