@@ -45,7 +45,7 @@ void executor_core::set_stall_detector(stall_options o) {
   h.threshold = o.threshold;
   h.clock = o.clock ? o.clock : &steady_clock_source::instance();
   h.report = std::move(o.report);
-  h.running = nullptr;
+  h.has_running = false;
   update_hooks(sched_);
 }
 

@@ -73,9 +73,9 @@ task_ref describe_task(const task_record& t, unsigned core) noexcept {
   return r;
 }
 
-void hook_hub::emit(const task_record& t, duration took) noexcept {
+void hook_hub::emit(const task_ref& t, duration took) noexcept {
   slice_reported = true;
-  stall_report r{describe_task(t, core), took};
+  stall_report r{t, took};
   try {
     if (report) {
       report(r);
@@ -90,25 +90,29 @@ void hook_hub::emit(const task_record& t, duration took) noexcept {
 void hook_hub::stretch_ends(const task_record* next) noexcept {
   if (!stall) return;
   const time_point t = clock->now();
-  if (running && t - mark > threshold) emit(*running, t - mark);
-  if (next && !slice_first) slice_first = next;
-  running = next;
+  if (has_running && t - mark > threshold) emit(running, t - mark);
+  has_running = next != nullptr;
+  if (next) {
+    running = task_ref{next, nullptr, next->where.function, next->where.file, next->where.line, core};
+    if (!has_slice_first) {
+      slice_first = running;
+      has_slice_first = true;
+    }
+  }
   mark = t;
 }
 
 void hook_hub::slice_begins() noexcept {
   if (!stall) return;
-  running = nullptr;
-  slice_first = nullptr;
-  slice_reported = false;
+  has_running = has_slice_first = slice_reported = false;
   slice_start = mark = clock->now();
 }
 
 void hook_hub::slice_ends() noexcept {
   if (!stall) return;
   stretch_ends(nullptr);
-  if (!slice_reported && slice_first && mark - slice_start > threshold) emit(*slice_first, mark - slice_start);
-  slice_first = nullptr;
+  if (!slice_reported && has_slice_first && mark - slice_start > threshold) emit(slice_first, mark - slice_start);
+  has_slice_first = false;
 }
 
 namespace {

@@ -23,12 +23,15 @@ struct hook_hub {
   clock_source* clock = nullptr;
   std::function<void(const stall_report&)> report;
   time_point mark{};
-  const task_record* running = nullptr;
+  // Held by value (its site's strings are static): the task may have ended when it is reported.
+  task_ref running{};
+  bool has_running = false;
   // The resumption the executor's loop is running: when it began, the first task it ran, and
   // whether one of its stretches was reported already. A resumption that ran too long as a whole
   // (many short stretches: a loop of awaits that complete at once) is reported at its end.
   time_point slice_start{};
-  const task_record* slice_first = nullptr;
+  task_ref slice_first{};
+  bool has_slice_first = false;
   bool slice_reported = false;
 
   bool active() const noexcept { return user != nullptr || stall; }
@@ -37,7 +40,7 @@ struct hook_hub {
   void stretch_ends(const task_record* next) noexcept;
   void slice_begins() noexcept;
   void slice_ends() noexcept;
-  void emit(const task_record& t, duration took) noexcept;
+  void emit(const task_ref& t, duration took) noexcept;
 };
 
 // Installs (or with null options and no observer, removes) on `s`, and on this thread if `s` is
