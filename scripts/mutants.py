@@ -102,9 +102,9 @@ MUTANTS = [
      "      return false;",
      "a job cancelled while queued still runs"),
     # ---- seeing inside: the task tree, the observer's order, the cancel counters
-    ("tree-age-unrecorded", "src/observe.cpp",
-     "    if (first) t.requested_at = s->turn_now();",
-     "    (void)first;",
+    ("tree-age-unrecorded", "include/quell/detail/scheduler.hpp",
+     "    stamp = turn_now();",
+     "    (void)stamp;",
      "the task tree cannot say how long ago a request reached a task"),
     ("tree-skips-ancestors", "src/task_tree.cpp",
      "    for (const task_record* x = t; x && !index.count(x); x = task_above(x->parent)) chain.push_back(x);",
@@ -115,7 +115,7 @@ MUTANTS = [
      "    tls.context = &p_;  // the body runs again: it is the current node\n    if (tls.hooks) hook_task(hook_event::resumed, p_);\n    return this->result();",
      "an await that completed at once is reported to the observer as a resume"),
     ("confirm-uncounted", "include/quell/detail/promise.hpp",
-     "    ended_cancelled = true;\n    if (request.level != cancel_level::none) note_cancel_confirmed(*this);\n    finish();",
+     "    ended_cancelled = true;\n    if (scheduler* s = tls.current; s && requested_at != time_point::min()) s->note_confirmed(requested_at);\n    finish();",
      "    ended_cancelled = true;\n    finish();",
      "a task that ended cancelled at a suspension point is not counted as a confirmed cancel"),
     # ---- receive-ahead: multishot receive and accept, reads and accepts parked in user space

@@ -11,7 +11,6 @@ cleanup_stack::cleanup_stack(task_record& owner, finished_fn finished) noexcept
   // Cleanups run shielded, under the task: cancel_reason() inside them tells why it ends.
   node_.parent = &owner;
   node_.request = &owner.request;
-  node_.label = "cleanup";
 }
 
 void promise_base::release_rare() noexcept {

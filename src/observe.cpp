@@ -190,30 +190,20 @@ void hooks_started(const task_record& t) noexcept {
   hook_task(hook_event::started, t);
 }
 
-void note_cancel_requested(task_record& t, bool first) noexcept {
-  if (scheduler* s = tls.current; s && first) {
-    ++s->counters.cancels_requested;  // each task once, whatever its levels
-    t.requested_at = s->turn_now();
-  }
+void hook_cancel_requested(const task_record& t) noexcept {
   if (hook_hub* h = tls.hooks; h && h->user) {
     observing guard(t);
     h->user->on_cancel_requested(describe_task(t, h->core), t.request);
   }
 }
 
-void note_cancel_confirmed(const task_record& t) noexcept {
-  scheduler* s = tls.current;
-  // Only a request that was counted (and timed) is confirmed: one set before the task started
-  // (a scope's child cancelled before it ran, a generator closed) never ran anything to stop.
-  if (!s || t.requested_at == time_point::min()) return;
-  scheduler_counters& c = s->counters;
-  ++c.cancels_confirmed;
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(s->turn_now() - t.requested_at).count();
-  const std::uint64_t v = ns < 0 ? 0 : static_cast<std::uint64_t>(ns);
-  c.latency_sum_ns += v;
+void scheduler::note_latency(duration d) noexcept {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  const std::uint64_t v = static_cast<std::uint64_t>(ns);
+  counters.latency_sum_ns += v;
   std::size_t i = 0;
   for (std::uint64_t bound = 1000; i + 1 < scheduler_counters::latency_buckets && v > bound; bound *= 10) ++i;
-  ++c.latency[i];
+  ++counters.latency[i];
 }
 
 namespace {

@@ -62,6 +62,28 @@ time_point deadline_of(const task_record* t) noexcept {
   return d;
 }
 
+const char* frame_name(context_node::tag t) noexcept {
+  switch (t) {
+    case context_node::tag::none:
+      return nullptr;
+    case context_node::tag::move_on_after:
+      return "move_on_after";
+    case context_node::tag::move_on_at:
+      return "move_on_at";
+    case context_node::tag::timeout:
+      return "timeout";
+    case context_node::tag::with_deadline:
+      return "with_deadline";
+    case context_node::tag::on_cancel_hook:
+      return "on_cancel hook";
+    case context_node::tag::bounded_shield:
+      return "shield";
+    case context_node::tag::bounded_cleanup:
+      return "cleanup";
+  }
+  return nullptr;
+}
+
 task_tree::node describe(const task_record* t, unsigned core, time_point now) {
   const promise_base& p = promise_of(t);
   task_tree::node n;
@@ -100,10 +122,14 @@ task_tree::node describe(const task_record* t, unsigned core, time_point now) {
   for (const context_node* f = t->parent; f && f->what != context_node::kind::task; f = f->parent) {
     if (f->what == context_node::kind::task) break;
     const auto* fr = static_cast<const context_frame*>(f);
-    if (!fr->label) continue;
-    task_tree::frame out{fr->label, std::nullopt, std::nullopt};
+    const char* name = frame_name(fr->label);
+    if (!name) continue;
+    task_tree::frame out{name, std::nullopt, std::nullopt};
     if (fr->deadline != time_point::max()) out.left = fr->deadline - now;
-    if (fr->bound != duration::max()) out.bound = fr->bound;
+    if (fr->label == context_node::tag::bounded_shield || fr->label == context_node::tag::bounded_cleanup) {
+      const duration b = static_cast<const bounded_frame*>(fr)->bound;
+      if (b != duration::max()) out.bound = b;
+    }
     n.frames.push_back(std::move(out));
   }
   if (const time_point d = deadline_of(t); d != time_point::max()) n.deadline_left = d - now;

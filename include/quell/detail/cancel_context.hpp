@@ -43,20 +43,38 @@ struct context_node {
     plain,     // a scope or task group, or a lifted shield: transparent
     held,      // on_cancel's operation: a request reaches it only once the hook has run
   };
-  explicit context_node(kind k) noexcept : what(k) {}
+  // What a frame is, for the task tree (quell/task_tree.hpp); it sits in the node's padding, so
+  // naming frames costs no byte and no store beyond construction. `bounded_*` frames are
+  // bounded_frame (below).
+  enum class tag : std::uint8_t {
+    none,
+    move_on_after,
+    move_on_at,
+    timeout,
+    with_deadline,
+    on_cancel_hook,
+    bounded_shield,
+    bounded_cleanup,
+  };
+  explicit context_node(kind k, tag t = tag::none) noexcept : what(k), label(t) {}
   context_node* parent;  // set when the node starts; tasks do it in start(), the hot path
   kind what;
+  tag label;
 };
 
 // Every node that is not a task: what request reached it (if it records one) and its deadline.
 // A held node's request stays null until on_cancel passes the request on to its operation.
 struct context_frame : context_node {
-  context_frame(kind k, const cancel_request* r) noexcept : context_node(k), request(r) { parent = nullptr; }
+  context_frame(kind k, const cancel_request* r, tag t = tag::none) noexcept : context_node(k, t), request(r) {
+    parent = nullptr;
+  }
   const cancel_request* request;
   time_point deadline = time_point::max();
-  // For the task tree (quell/task_tree.hpp): what the frame is ("move_on_after", "shield",
-  // "cleanup", ...; null: not shown) and a shield's or cleanup's bound (max: none).
-  const char* label = nullptr;
+};
+
+// A shield's or a cleanup's frame, with its bound (max: none) for the task tree.
+struct bounded_frame : context_frame {
+  bounded_frame(kind k, const cancel_request* r, tag t) noexcept : context_frame(k, r, t) {}
   duration bound = duration::max();
 };
 

@@ -67,7 +67,7 @@ class cleanup_stack : resume_target {
   cleanup_base* top_ = nullptr;
   cleanup_base* current_ = nullptr;
   bool current_done_ = false;
-  context_frame node_{context_node::kind::shield, nullptr};
+  bounded_frame node_{context_node::kind::shield, nullptr, context_node::tag::bounded_cleanup};
   alarm alarm_;
 };
 

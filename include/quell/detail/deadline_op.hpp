@@ -25,6 +25,8 @@ class deadline_op : public composite {
   deadline_op(time_point t, duration d, bool relative, X&& op)
       : op_(std::forward<X>(op)), alarm_(this, &on_alarm), delay_(d), relative_(relative) {
     node_.deadline = t;
+    node_.label = Optional ? (relative ? context_node::tag::move_on_after : context_node::tag::move_on_at)
+                           : (relative ? context_node::tag::timeout : context_node::tag::with_deadline);
   }
   deadline_op(deadline_op&& o)
       : composite(std::move(o)),
@@ -33,6 +35,7 @@ class deadline_op : public composite {
         delay_(o.delay_),
         relative_(o.relative_) {
     node_.deadline = o.node_.deadline;
+    node_.label = o.node_.label;
   }
 
   void describe_wait(wait_note& out) const {
@@ -46,7 +49,6 @@ class deadline_op : public composite {
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
-    node_.label = Optional ? (relative_ ? "move_on_after" : "move_on_at") : (relative_ ? "timeout" : "with_deadline");
     node_.parent = outer_context();
     alarm_.reserve();
     const time_point t = now();

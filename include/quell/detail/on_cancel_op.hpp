@@ -93,7 +93,6 @@ class on_cancel_op : public composite {
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
-    hook_context_.label = "on_cancel hook";
     op_context_.parent = outer_context();
     {
       context_guard g(&op_context_);
@@ -182,7 +181,7 @@ class on_cancel_op : public composite {
   cancel_request req_{cancel_level::none, {}};
   // The hook runs shielded: this_task::deadline() inside it ignores outer deadlines, and
   // this_task::cancel_reason() still tells why the operation is being cancelled.
-  context_frame hook_context_{context_node::kind::shield, &req_};
+  context_frame hook_context_{context_node::kind::shield, &req_, context_node::tag::on_cancel_hook};
   // Until the hook has run, the request has not reached the operation: a deadline inside it that
   // expires meanwhile times out (it does not end cancelled as if the outer request were its own).
   context_frame op_context_{context_node::kind::held, nullptr};

@@ -124,7 +124,9 @@ struct promise_base : task_record {
       const bool first = p->request.level == cancel_level::none;
       if (!merge_request(p->request, *req)) return;
       if (p->state != phase::running) return;
-      note_cancel_requested(*p, first);
+      if (scheduler* s = tls.current; s && first) s->note_request(p->requested_at);
+      if (tls.hooks) [[unlikely]]
+        hook_cancel_requested(*p);
       if (promise_base* child = p->awaited_task) {
         req = &p->request;
         p = child;
@@ -196,7 +198,7 @@ struct promise_base : task_record {
   // cancelled and its waiter is told.
   void end_cancelled() noexcept {
     ended_cancelled = true;
-    if (request.level != cancel_level::none) note_cancel_confirmed(*this);
+    if (scheduler* s = tls.current; s && requested_at != time_point::min()) s->note_confirmed(requested_at);
     finish();
   }
   // The same, from inside the task's own await_suspend: the waiter is told from the run queue,
@@ -205,7 +207,7 @@ struct promise_base : task_record {
   // call, and so this await_suspend, has returned).
   void end_cancelled_from_suspend() noexcept {
     ended_cancelled = true;
-    if (request.level != cancel_level::none) note_cancel_confirmed(*this);
+    if (scheduler* s = tls.current; s && requested_at != time_point::min()) s->note_confirmed(requested_at);
     if (cleanup && !cleanup->empty()) [[unlikely]] {
       if (tls.hooks) hook_task(hook_event::cleanup_begin, *this);
       cleanup->run_later();

@@ -75,10 +75,8 @@ QUELL_COLD void hooks_started(const task_record& t) noexcept;
 QUELL_COLD void hook_yield(const task_record& producer, const context_node* consumer) noexcept;
 QUELL_COLD void hook_io_submit(io_op& op, unsigned opcode, int fd) noexcept;
 QUELL_COLD void hook_io_complete(const io_op& op, int result) noexcept;
-// A task's request was first recorded (or made forced): metrics, its time, the observer.
-QUELL_COLD void note_cancel_requested(task_record& t, bool first) noexcept;
-// A task with a request ended cancelled: the request is confirmed.
-QUELL_COLD void note_cancel_confirmed(const task_record& t) noexcept;
+// A request reached a running task (first, or made forced): the observer is told.
+QUELL_COLD void hook_cancel_requested(const task_record& t) noexcept;
 
 // Per-executor counters (quell/metrics.hpp reads them). Each is written by its own core only.
 struct scheduler_counters {
@@ -133,6 +131,24 @@ class scheduler {
     }
     return now_;
   }
+  // A cancel request first reached a task (metrics.hpp): counted, and stamped with the turn's time.
+  void note_request(time_point& stamp) noexcept {
+    ++counters.cancels_requested;
+    stamp = turn_now();
+  }
+  // A task whose request was counted ended cancelled: confirmed, its latency in the histogram.
+  // Inline up to the common case, a cancel confirmed within its turn (W3 confirms 100,000).
+  void note_confirmed(time_point stamp) noexcept {
+    ++counters.cancels_confirmed;
+    const duration d = turn_now() - stamp;
+    if (d <= std::chrono::microseconds(1)) [[likely]] {
+      ++counters.latency[0];
+      counters.latency_sum_ns += d > duration::zero() ? static_cast<std::uint64_t>(d.count()) : 0;
+      return;
+    }
+    note_latency(d);
+  }
+  QUELL_COLD void note_latency(duration d) noexcept;
   scheduler_counters counters;
   hook_hub* hooks = nullptr;      // what thread_state::hooks is while this executor runs (null: none)
   std::unique_ptr<hook_hub> hub;  // created by the first set_observer / set_stall_detector

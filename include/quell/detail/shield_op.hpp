@@ -15,7 +15,7 @@ class shield_op : public composite {
   template <class X>
   shield_op(X&& op, duration max, bool bounded)
       : op_(std::forward<X>(op)), alarm_(this, &on_alarm), max_(max), bounded_(bounded) {
-    if (bounded) node_.bound = max;
+    if (bounded) node_.bound = max;  // a bounded_frame: read by the task tree
   }
   shield_op(shield_op&& o)
       : composite(std::move(o)), op_(std::move(o.op_)), alarm_(this, &on_alarm), max_(o.max_), bounded_(o.bounded_) {
@@ -27,7 +27,6 @@ class shield_op : public composite {
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     begin(h);
-    node_.label = "shield";
     node_.parent = outer_context();
     context_guard g(&node_);
     if (op_.start(this, &op_done, nullptr)) op_finished();
@@ -91,7 +90,7 @@ class shield_op : public composite {
   driver<OpAw> op_;
   alarm alarm_;
   cancel_request req_{cancel_level::none, {}};
-  context_frame node_{context_node::kind::shield, &req_};
+  bounded_frame node_{context_node::kind::shield, &req_, context_node::tag::bounded_shield};
   duration max_;
   bool bounded_;
   bool lifted_ = false;
